@@ -1,0 +1,31 @@
+"""The engine-specific operations the event log needs, as one small interface."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from sqlalchemy import Table
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.sql import Select
+
+
+class Dialect(Protocol):
+    name: str
+
+    def configure(self, engine: Engine, *, schema: str | None) -> None:
+        """Install per-connection settings (pragmas, session options, transaction style)."""
+
+    def insert_ignoring_conflicts(self, table: Table, rows: list[dict[str, Any]]) -> Any:
+        """An INSERT that silently skips rows whose unique key exists (an upsert that changes nothing)."""
+
+    def upsert(self, table: Table, rows: list[dict[str, Any]], key: list[str], update: list[str]) -> Any:
+        """An INSERT that overwrites ``update`` columns of rows whose ``key`` exists."""
+
+    def lock_for_migration(self, conn: Connection) -> None:
+        """Serialise concurrent schema upgrades of the same database."""
+
+    def readable_log(self, query: Select, after: tuple[int, int], limit: int) -> Select:
+        """Restrict a query over ``events`` to what a follower of the whole log may read next, in order."""
+
+    def horizon(self, conn: Connection) -> int | None:
+        """The transaction id below which every writer has finished (PostgreSQL), or None (serial writers)."""

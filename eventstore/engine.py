@@ -1,0 +1,90 @@
+"""Opening a database: the URL, the engine with its per-engine settings, and the schema upgrade."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import orjson
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import create_engine, make_url
+from sqlalchemy.engine import Engine
+from sqlalchemy.pool import StaticPool
+
+from .dialects import dialect_for
+
+DEFAULT_URL = "sqlite:///taskstore.db"
+MIGRATIONS = Path(__file__).parent / "migrations"
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+def _json_dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def normalise_url(url: str) -> str:
+    """Accept the URLs people type: ``postgresql://`` and ``postgres://`` mean psycopg 3; a bare path means SQLite."""
+    if "://" not in url:
+        return f"sqlite:///{url}"
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def open_engine(
+    url: str = DEFAULT_URL,
+    *,
+    schema: str | None = None,
+    idle_in_transaction_timeout_ms: int = 60_000,
+    pool_size: int = 5,
+) -> Engine:
+    """An engine for ``url``, configured for the event log and upgraded to the newest schema."""
+    parsed = make_url(normalise_url(url))
+    kwargs: dict[str, Any] = {"json_serializer": _json_dumps, "json_deserializer": orjson.loads}
+    if schema is not None and not _SCHEMA_NAME.match(schema):
+        raise ValueError(f"schema {schema!r} must be a lower-case SQL identifier")
+    if parsed.get_backend_name() == "sqlite":
+        kwargs["connect_args"] = {"check_same_thread": False}
+        if parsed.database in (None, "", ":memory:"):
+            kwargs["poolclass"] = StaticPool
+        else:
+            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    elif parsed.get_backend_name() == "postgresql":
+        options = f"-c idle_in_transaction_session_timeout={int(idle_in_transaction_timeout_ms)}"
+        if schema:
+            options += f" -c search_path={schema}"
+        kwargs["connect_args"] = {"options": options}
+        kwargs["pool_size"] = pool_size
+        kwargs["max_overflow"] = pool_size * 2
+        kwargs["pool_pre_ping"] = True
+    engine = create_engine(parsed, **kwargs)
+    dialect_for(engine).configure(engine, schema=schema)
+    upgrade(engine)
+    return engine
+
+
+def alembic_config() -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    return cfg
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Create the event log's tables, or upgrade a database made by an older taskstore, in place."""
+    dialect = dialect_for(engine)
+    cfg = alembic_config()
+    with engine.connect().execution_options(taskstore_write=True) as conn:
+        with conn.begin():
+            dialect.lock_for_migration(conn)
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, revision)
+
+
+def current_revision(engine: Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn, opts={"version_table": "eventstore_version"}).get_current_revision()

@@ -1,0 +1,132 @@
+"""The shapes that cross the event log's boundary: scopes, new events, recorded events, checkpoints."""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+from .errors import ValidationError
+
+_SCOPE_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """Where a task lives: a workspace, a job in it, an execution of that job."""
+
+    workspace: str
+    job: str
+    execution: str = "default"
+
+    def __post_init__(self) -> None:
+        for name in ("workspace", "job", "execution"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not _SCOPE_PART.match(value):
+                raise ValidationError(
+                    name,
+                    f"{value!r} is not a valid {name} (1 to 128 letters, digits, '.', '_', ':' or '-', "
+                    "starting with a letter or digit)",
+                )
+
+    def __str__(self) -> str:
+        return f"{self.workspace}/{self.job}/{self.execution}"
+
+
+class Expect(enum.Enum):
+    """Expected stream versions that are not a number."""
+
+    ANY = "any version"
+    NO_STREAM = "no stream yet"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+ExpectedVersion = int | Expect
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    type: str
+    data: Mapping[str, Any]
+    schema_version: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class StreamAppend:
+    """Events for one stream, with the version the stream must be at before they are written."""
+
+    scope: Scope
+    stream: str
+    events: Sequence[NewEvent]
+    expected: ExpectedVersion = Expect.ANY
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """Where a reader of the whole log stands.
+
+    On PostgreSQL the log is read in (transaction id, position) order so that an event committed late with a lower
+    position is never skipped; on SQLite writers are serial and ``txid`` is always 0.
+    """
+
+    txid: int = 0
+    position: int = 0
+
+    def as_tuple(self) -> tuple[int, int]:
+        return (self.txid, self.position)
+
+
+START = Checkpoint()
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedEvent:
+    position: int
+    scope: Scope
+    stream: str
+    version: int
+    type: str
+    schema_version: int
+    data: Mapping[str, Any]
+    metadata: Mapping[str, Any]
+    txid: int = 0
+
+    @property
+    def checkpoint(self) -> Checkpoint:
+        return Checkpoint(self.txid, self.position)
+
+    @property
+    def request_id(self) -> str | None:
+        return self.metadata.get("requestId")
+
+    @property
+    def recorded_at(self) -> str:
+        return self.metadata["recordedAt"]
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    events: tuple[RecordedEvent, ...]
+    deduplicated: bool = False
+    request_id: str | None = None
+
+    @property
+    def last_position(self) -> int:
+        return max((e.position for e in self.events), default=0)
+
+    def versions(self) -> dict[tuple[Scope, str], int]:
+        out: dict[tuple[Scope, str], int] = {}
+        for e in self.events:
+            out[(e.scope, e.stream)] = max(out.get((e.scope, e.stream), 0), e.version)
+        return out
+
+
+@dataclass(slots=True)
+class Batch:
+    """One batch of the whole log, and the checkpoint to read the next batch from."""
+
+    events: list[RecordedEvent] = field(default_factory=list)
+    checkpoint: Checkpoint = START

@@ -1,0 +1,452 @@
+"""The append-only event log: appends with expected versions, idempotent retries, and the three ways to read it."""
+
+from __future__ import annotations
+
+import hashlib
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import orjson
+from sqlalchemy import func, insert, select, tuple_
+from sqlalchemy.engine import Connection, Engine, Row
+from sqlalchemy.exc import IntegrityError
+
+from .dialects import dialect_for
+from .dialects.sqlite import WRITE
+from .errors import ConcurrencyError, IdempotencyConflict, ValidationError
+from .events import (
+    START,
+    AppendResult,
+    Batch,
+    Checkpoint,
+    Expect,
+    RecordedEvent,
+    Scope,
+    StreamAppend,
+)
+from .projection import InlineProjection
+from .schema import events, requests, scopes
+from .upcasting import Upcasters
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+_COLUMNS = (
+    events.c.position,
+    events.c.txid,
+    events.c.scope_id,
+    events.c.stream,
+    events.c.version,
+    events.c.type,
+    events.c.schema_version,
+    events.c.data,
+    events.c.metadata,
+)
+_STREAM_MAX = 64
+
+
+class EventLog:
+    """One database's event log.
+
+    ``append`` is all or nothing: every stream's expectation is checked, every event inserted and every inline
+    projection applied in one transaction, or nothing is.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        upcasters: Upcasters | None = None,
+        projections: Sequence[InlineProjection] = (),
+        clock: Clock = utc_now,
+    ) -> None:
+        self.engine = engine
+        self.dialect = dialect_for(engine)
+        self.upcasters = upcasters or Upcasters()
+        self.projections: list[InlineProjection] = list(projections)
+        self.clock = clock
+        self._scope_ids: dict[Scope, int] = {}
+        self._scopes: dict[int, Scope] = {}
+
+    # -- connections -------------------------------------------------------------------------------------------
+
+    @contextmanager
+    def writing(self) -> Iterator[Connection]:
+        """A write transaction (``BEGIN IMMEDIATE`` on SQLite); commits on success, rolls back on any exception."""
+        with self.engine.connect().execution_options(**{WRITE: True}) as conn:
+            with conn.begin():
+                yield conn
+
+    @contextmanager
+    def reading(self) -> Iterator[Connection]:
+        """A read transaction: one consistent snapshot for everything read inside it."""
+        with self.engine.connect() as conn:
+            with conn.begin():
+                yield conn
+
+    # -- appending ---------------------------------------------------------------------------------------------
+
+    def append(
+        self,
+        appends: Sequence[StreamAppend],
+        *,
+        request_id: str | None = None,
+        namespace: str = "",
+        fingerprint: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> AppendResult:
+        """Append events to one or more streams in one transaction.
+
+        With ``request_id``, a second append with the same (namespace, request id) writes nothing and returns the
+        first append's events (``deduplicated=True``); reusing the id for different content raises
+        :class:`IdempotencyConflict`. ``fingerprint`` identifies the content; by default it is a hash of the events.
+        """
+        self._validate(appends)
+        if request_id is not None:
+            fingerprint = fingerprint or _fingerprint(appends)
+            found = self.find_request(namespace, request_id, fingerprint)
+            if found is not None:
+                return found
+        meta: dict[str, Any] = {"recordedAt": iso(self.clock())}
+        if request_id is not None:
+            meta["requestId"] = request_id
+        if metadata:
+            meta.update(metadata)
+        try:
+            with self.writing() as conn:
+                recorded, scope_ids = self._append_in(conn, appends, meta)
+                if request_id is not None:
+                    conn.execute(
+                        insert(requests).values(
+                            namespace=namespace,
+                            request_id=request_id,
+                            fingerprint=fingerprint,
+                            positions=orjson.dumps([e.position for e in recorded]).decode(),
+                            recorded_at=meta["recordedAt"],
+                        )
+                    )
+                for projection in self.projections:
+                    projection.apply(conn, recorded)
+        except IntegrityError:
+            # Another writer committed first: the same request id (a concurrent retry), or a version of a stream.
+            if request_id is not None:
+                found = self.find_request(namespace, request_id, fingerprint)
+                if found is not None:
+                    return found
+            raise self._explain_conflict(appends) from None
+        for scope, sid in scope_ids.items():
+            self._remember_scope(scope, sid)
+        return AppendResult(tuple(recorded), request_id=request_id)
+
+    def _validate(self, appends: Sequence[StreamAppend]) -> None:
+        if not appends:
+            raise ValidationError("appends", "nothing to append")
+        seen: set[tuple[Scope, str]] = set()
+        for a in appends:
+            if not a.events:
+                raise ValidationError("events", f"no events for stream {a.stream!r}")
+            if not a.stream or len(a.stream) > _STREAM_MAX:
+                raise ValidationError("stream", f"stream ids are 1 to {_STREAM_MAX} characters")
+            if (a.scope, a.stream) in seen:
+                raise ValidationError("stream", f"stream {a.stream!r} appears twice in one append")
+            if isinstance(a.expected, int) and (isinstance(a.expected, bool) or a.expected < 0):
+                raise ValidationError("expected", f"expected version {a.expected!r} is not a version")
+            seen.add((a.scope, a.stream))
+
+    def _append_in(
+        self, conn: Connection, appends: Sequence[StreamAppend], meta: dict[str, Any]
+    ) -> tuple[list[RecordedEvent], dict[Scope, int]]:
+        scope_ids = self._ensure_scopes(conn, {a.scope for a in appends})
+        checked = [(scope_ids[a.scope], a.stream) for a in appends if a.expected is not Expect.NO_STREAM]
+        current = self._current_versions(conn, checked) if checked else {}
+        rows: list[dict[str, Any]] = []
+        for a in appends:
+            sid = scope_ids[a.scope]
+            actual = current.get((sid, a.stream))
+            if a.expected is Expect.NO_STREAM:
+                start = 0  # the unique (scope, stream, version) key refuses a second version 1
+            elif a.expected is Expect.ANY:
+                start = actual or 0
+            elif (actual or 0) != a.expected:
+                raise _conflict(a, actual)
+            else:
+                start = a.expected
+            for offset, ev in enumerate(a.events, 1):
+                rows.append(
+                    {
+                        "scope_id": sid,
+                        "stream": a.stream,
+                        "version": start + offset,
+                        "type": ev.type,
+                        "schema_version": ev.schema_version,
+                        "data": ev.data,
+                        "metadata": meta,
+                    }
+                )
+        inserted = conn.execute(
+            insert(events).returning(events.c.position, events.c.txid, sort_by_parameter_order=True), rows
+        ).all()
+        recorded: list[RecordedEvent] = []
+        by_id = {v: k for k, v in scope_ids.items()}
+        for row, (position, txid) in zip(rows, inserted):
+            recorded.append(
+                RecordedEvent(
+                    position=position,
+                    scope=by_id[row["scope_id"]],
+                    stream=row["stream"],
+                    version=row["version"],
+                    type=row["type"],
+                    schema_version=row["schema_version"],
+                    data=row["data"],
+                    metadata=meta,
+                    txid=txid or 0,
+                )
+            )
+        return recorded, scope_ids
+
+    def _ensure_scopes(self, conn: Connection, wanted: set[Scope]) -> dict[Scope, int]:
+        found = {s: self._scope_ids[s] for s in wanted if s in self._scope_ids}
+        missing = [s for s in wanted if s not in found]
+        if missing:
+            conn.execute(
+                self.dialect.insert_ignoring_conflicts(
+                    scopes, [{"workspace": s.workspace, "job": s.job, "execution": s.execution} for s in missing]
+                )
+            )
+            for s in missing:
+                found[s] = self._lookup_scope_id(conn, s)  # type: ignore[assignment]
+        # The caller caches these only after its transaction commits.
+        return found
+
+    def _lookup_scope_id(self, conn: Connection, scope: Scope) -> int | None:
+        if scope in self._scope_ids:
+            return self._scope_ids[scope]
+        sid = conn.execute(
+            select(scopes.c.id).where(
+                scopes.c.workspace == scope.workspace, scopes.c.job == scope.job, scopes.c.execution == scope.execution
+            )
+        ).scalar()
+        return sid
+
+    def _remember_scope(self, scope: Scope, sid: int) -> None:
+        self._scope_ids[scope] = sid
+        self._scopes[sid] = scope
+
+    def _current_versions(self, conn: Connection, keys: list[tuple[int, str]]) -> dict[tuple[int, str], int]:
+        out: dict[tuple[int, str], int] = {}
+        for chunk in _chunks(keys, 500):
+            rows = conn.execute(
+                select(events.c.scope_id, events.c.stream, func.max(events.c.version))
+                .where(tuple_(events.c.scope_id, events.c.stream).in_(chunk))
+                .group_by(events.c.scope_id, events.c.stream)
+            )
+            out.update({(sid, stream): v for sid, stream, v in rows})
+        return out
+
+    def _explain_conflict(self, appends: Sequence[StreamAppend]) -> ConcurrencyError:
+        with self.reading() as conn:
+            ids = {a.scope: self._lookup_scope_id(conn, a.scope) for a in appends}
+            keys = [(ids[a.scope], a.stream) for a in appends if ids[a.scope] is not None]
+            current = self._current_versions(conn, keys) if keys else {}  # type: ignore[arg-type]
+        for a in appends:
+            actual = current.get((ids[a.scope], a.stream))  # type: ignore[arg-type]
+            if a.expected is Expect.NO_STREAM and actual is not None:
+                return _conflict(a, actual)
+            if isinstance(a.expected, int) and (actual or 0) != a.expected:
+                return _conflict(a, actual)
+        return _conflict(appends[0], None)
+
+    # -- idempotency -------------------------------------------------------------------------------------------
+
+    def find_request(self, namespace: str, request_id: str, fingerprint: str | None = None) -> AppendResult | None:
+        """The result of an append already committed with this request id, or None."""
+        with self.reading() as conn:
+            row = conn.execute(
+                select(requests.c.fingerprint, requests.c.positions).where(
+                    requests.c.namespace == namespace, requests.c.request_id == request_id
+                )
+            ).first()
+            if row is None:
+                return None
+            if fingerprint is not None and row.fingerprint != fingerprint:
+                raise IdempotencyConflict(request_id)
+            positions = orjson.loads(row.positions)
+            found = self._events_at(conn, positions)
+        return AppendResult(tuple(found), deduplicated=True, request_id=request_id)
+
+    def _events_at(self, conn: Connection, positions: list[int]) -> list[RecordedEvent]:
+        out: list[RecordedEvent] = []
+        for chunk in _chunks(positions, 500):
+            rows = conn.execute(select(*_COLUMNS).where(events.c.position.in_(chunk)).order_by(events.c.position))
+            out.extend(self._decode(conn, r) for r in rows)
+        return out
+
+    # -- reading -----------------------------------------------------------------------------------------------
+
+    def scope_id(self, scope: Scope, conn: Connection | None = None) -> int | None:
+        """The database id of a scope, or None when nothing was ever appended to it."""
+        if scope in self._scope_ids:
+            return self._scope_ids[scope]
+        if conn is None:
+            with self.reading() as c:
+                sid = self._lookup_scope_id(c, scope)
+        else:
+            sid = self._lookup_scope_id(conn, scope)
+        if sid is not None:
+            self._remember_scope(scope, sid)
+        return sid
+
+    def scope_of(self, conn: Connection, sid: int) -> Scope:
+        scope = self._scopes.get(sid)
+        if scope is None:
+            row = conn.execute(select(scopes).where(scopes.c.id == sid)).one()
+            scope = Scope(row.workspace, row.job, row.execution)
+            self._remember_scope(scope, sid)
+        return scope
+
+    def read_stream(
+        self,
+        scope: Scope,
+        stream: str,
+        *,
+        from_version: int = 1,
+        to_version: int | None = None,
+        conn: Connection | None = None,
+    ) -> list[RecordedEvent]:
+        """One stream's events in version order (a task's history)."""
+        if conn is None:
+            with self.reading() as c:
+                return self.read_stream(scope, stream, from_version=from_version, to_version=to_version, conn=c)
+        sid = self.scope_id(scope, conn)
+        if sid is None:
+            return []
+        q = select(*_COLUMNS).where(
+            events.c.scope_id == sid, events.c.stream == stream, events.c.version >= from_version
+        )
+        if to_version is not None:
+            q = q.where(events.c.version <= to_version)
+        return [self._decode(conn, r) for r in conn.execute(q.order_by(events.c.version))]
+
+    def stream_version(self, scope: Scope, stream: str) -> int | None:
+        with self.reading() as conn:
+            sid = self.scope_id(scope, conn)
+            if sid is None:
+                return None
+            return self._current_versions(conn, [(sid, stream)]).get((sid, stream))
+
+    def read_scope(
+        self, scope: Scope, *, after: int = 0, limit: int = 1000, conn: Connection | None = None
+    ) -> list[RecordedEvent]:
+        """One scope's events in position order, ``limit`` at a time after position ``after``."""
+        if conn is None:
+            with self.reading() as c:
+                return self.read_scope(scope, after=after, limit=limit, conn=c)
+        sid = self.scope_id(scope, conn)
+        if sid is None:
+            return []
+        q = (
+            select(*_COLUMNS)
+            .where(events.c.scope_id == sid, events.c.position > after)
+            .order_by(events.c.position)
+            .limit(limit)
+        )
+        return [self._decode(conn, r) for r in conn.execute(q)]
+
+    def iter_scope(self, scope: Scope, *, after: int = 0, batch_size: int = 1000) -> Iterator[RecordedEvent]:
+        while True:
+            batch = self.read_scope(scope, after=after, limit=batch_size)
+            yield from batch
+            if len(batch) < batch_size:
+                return
+            after = batch[-1].position
+
+    def read_all(self, after: Checkpoint = START, *, limit: int = 1000) -> Batch:
+        """The next ``limit`` events of the whole log after ``after``, and the checkpoint to continue from.
+
+        On PostgreSQL only events below the commit horizon are returned, so a reader that keeps its checkpoint
+        never misses an event that commits late with a lower position.
+        """
+        with self.reading() as conn:
+            q = self.dialect.readable_log(select(*_COLUMNS), after.as_tuple(), limit)
+            found = [self._decode(conn, r) for r in conn.execute(q)]
+        return Batch(found, found[-1].checkpoint if found else after)
+
+    def iter_all(self, after: Checkpoint = START, *, batch_size: int = 1000) -> Iterator[RecordedEvent]:
+        while True:
+            batch = self.read_all(after, limit=batch_size)
+            yield from batch.events
+            if len(batch.events) < batch_size:
+                return
+            after = batch.checkpoint
+
+    def head(self) -> Checkpoint:
+        """The checkpoint of the last event a reader may read now."""
+        with self.reading() as conn:
+            horizon = self.dialect.horizon(conn)
+            q = select(events.c.txid, events.c.position)
+            if horizon is None:
+                row = conn.execute(q.order_by(events.c.position.desc()).limit(1)).first()
+            else:
+                row = conn.execute(
+                    q.where(events.c.txid < horizon).order_by(events.c.txid.desc(), events.c.position.desc()).limit(1)
+                ).first()
+        return Checkpoint(row.txid or 0, row.position) if row else START
+
+    def lag(self, checkpoint: Checkpoint) -> dict[str, int]:
+        """How far a reader at ``checkpoint`` is behind: events it may read now, and events committed but held back
+        behind a still-open transaction (PostgreSQL)."""
+        with self.reading() as conn:
+            horizon = self.dialect.horizon(conn)
+            if horizon is None:
+                readable = conn.execute(
+                    select(func.count()).select_from(events).where(events.c.position > checkpoint.position)
+                ).scalar_one()
+                return {"readable": readable, "held_back": 0}
+            after = tuple_(events.c.txid, events.c.position) > tuple_(*checkpoint.as_tuple())
+            readable = conn.execute(
+                select(func.count()).select_from(events).where(after, events.c.txid < horizon)
+            ).scalar_one()
+            held = conn.execute(
+                select(func.count()).select_from(events).where(events.c.txid >= horizon)
+            ).scalar_one()
+        return {"readable": readable, "held_back": held}
+
+    def _decode(self, conn: Connection, r: Row) -> RecordedEvent:
+        schema_version, data = self.upcasters.upcast(r.type, r.schema_version, r.data)
+        return RecordedEvent(
+            position=r.position,
+            scope=self.scope_of(conn, r.scope_id),
+            stream=r.stream,
+            version=r.version,
+            type=r.type,
+            schema_version=schema_version,
+            data=data,
+            metadata=r.metadata,
+            txid=r.txid or 0,
+        )
+
+
+def _conflict(a: StreamAppend, actual: int | None) -> ConcurrencyError:
+    return ConcurrencyError(f"{a.scope}/{a.stream}", a.expected, actual, scope=a.scope, key=a.stream)
+
+
+def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def _fingerprint(appends: Sequence[StreamAppend]) -> str:
+    body = [
+        [str(a.scope), a.stream, str(a.expected), [[e.type, e.schema_version, e.data] for e in a.events]]
+        for a in appends
+    ]
+    return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
