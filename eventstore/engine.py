@@ -66,16 +66,29 @@ def open_engine(
     return engine
 
 
-def alembic_config() -> Config:
+def alembic_config(versions: Path = MIGRATIONS / "versions", version_table: str = "eventstore_version") -> Config:
+    """An Alembic configuration for one package's migrations; each package keeps its own version table."""
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("version_locations", str(versions))
+    cfg.attributes["version_table"] = version_table
     return cfg
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Create the event log's tables, or upgrade a database made by an older taskstore, in place."""
+def upgrade(
+    engine: Engine,
+    revision: str = "head",
+    *,
+    versions: Path = MIGRATIONS / "versions",
+    version_table: str = "eventstore_version",
+) -> None:
+    """Create a package's tables, or upgrade a database made by an older taskstore, in place.
+
+    Without arguments: the event log's own tables. ``projections`` and ``api`` pass their own ``versions`` folder
+    and ``version_table``.
+    """
     dialect = dialect_for(engine)
-    cfg = alembic_config()
+    cfg = alembic_config(versions, version_table)
     with engine.connect().execution_options(taskstore_write=True) as conn:
         with conn.begin():
             dialect.lock_for_migration(conn)
@@ -83,8 +96,8 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
             command.upgrade(cfg, revision)
 
 
-def current_revision(engine: Engine) -> str | None:
+def current_revision(engine: Engine, version_table: str = "eventstore_version") -> str | None:
     from alembic.runtime.migration import MigrationContext
 
     with engine.connect() as conn:
-        return MigrationContext.configure(conn, opts={"version_table": "eventstore_version"}).get_current_revision()
+        return MigrationContext.configure(conn, opts={"version_table": version_table}).get_current_revision()

@@ -336,6 +336,27 @@ class EventLog:
             q = q.where(events.c.version <= to_version)
         return [self._decode(conn, r) for r in conn.execute(q.order_by(events.c.version))]
 
+    def read_streams(
+        self, scope: Scope, streams: Sequence[str], *, conn: Connection | None = None
+    ) -> dict[str, list[RecordedEvent]]:
+        """Several streams of one scope at once, each in version order; absent streams map to empty lists."""
+        if conn is None:
+            with self.reading() as c:
+                return self.read_streams(scope, streams, conn=c)
+        out: dict[str, list[RecordedEvent]] = {s: [] for s in streams}
+        sid = self.scope_id(scope, conn)
+        if sid is None:
+            return out
+        for chunk in _chunks(list(out), 500):
+            q = (
+                select(*_COLUMNS)
+                .where(events.c.scope_id == sid, events.c.stream.in_(chunk))
+                .order_by(events.c.stream, events.c.version)
+            )
+            for r in conn.execute(q):
+                out[r.stream].append(self._decode(conn, r))
+        return out
+
     def stream_version(self, scope: Scope, stream: str) -> int | None:
         with self.reading() as conn:
             sid = self.scope_id(scope, conn)

@@ -174,6 +174,51 @@ class TaskService:
         payload = {"to": target.value, **details}
         return self._command(scope, task_id, "transition", payload, decide, expected_version, request_id)
 
+    def transition_many(
+        self, scope: Scope, changes: Sequence[tuple[str, State | str]], *, request_id: str | None = None
+    ) -> list[Task]:
+        """Several tasks' transitions in one transaction, all or nothing (simulations, bulk control-plane updates).
+
+        Each change is ``(task_id, to)``; an illegal one raises :class:`IllegalTransition` and nothing is written.
+        """
+        if not changes:
+            raise ValidationError("changes", "at least one transition is required")
+        targets: dict[str, tuple[str, State]] = {}
+        for i, (task_id, to) in enumerate(changes):
+            key = self._key(task_id)
+            if key in targets:
+                raise ValidationError(f"changes[{i}]", f"task {task_id!r} appears twice")
+            try:
+                targets[key] = (task_id, State(to))
+            except ValueError:
+                raise ValidationError(f"changes[{i}].to", f"{to!r} is not a state") from None
+        fingerprint = _fingerprint("many", scope, [[k, t.value] for k, (_, t) in targets.items()])
+        if request_id is not None:
+            found = self.log.find_request(scope.workspace, request_id, fingerprint)
+            if found is not None:
+                return [self._task_at(scope, e.stream, e.version) for e in found.events]
+        for _ in range(self.max_attempts):
+            streams = self.log.read_streams(scope, list(targets))
+            at = iso(self.log.clock())
+            tasks: list[Task] = []
+            appends: list[StreamAppend] = []
+            for key, (task_id, target) in targets.items():
+                task = fold(streams[key])
+                if task is None:
+                    raise TaskNotFound(scope, task_id)
+                tasks.append(task)
+                appends.append(StreamAppend(scope, key, [_transition_event(task, target, {}, at)], task.version))
+            try:
+                result = self.log.append(
+                    appends, request_id=request_id, namespace=scope.workspace, fingerprint=fingerprint
+                )
+            except ConcurrencyError:
+                continue
+            if result.deduplicated:
+                return [self._task_at(scope, e.stream, e.version) for e in result.events]
+            return [fold([e], t) for e, t in zip(result.events, tasks)]  # type: ignore[misc]
+        raise ConcurrencyError(f"{scope}", "a quiet moment", None, scope=scope)
+
     def terminate(
         self, scope: Scope, task_id: str, *, reason: str | None = None, expected_version: int | None = None,
         request_id: str | None = None,

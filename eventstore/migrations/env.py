@@ -1,4 +1,7 @@
-"""Alembic environment for the event log. Run through ``eventstore.migrate.upgrade``, never by hand-edited config."""
+"""Alembic environment, shared by every package that keeps tables (the event log, projections, the HTTP service).
+
+Run through ``eventstore.engine.upgrade``, which passes the connection and the package's own version table.
+"""
 
 from alembic import context
 
@@ -8,7 +11,7 @@ connection = config.attributes["connection"]
 context.configure(
     connection=connection,
     target_metadata=None,
-    version_table="eventstore_version",
+    version_table=config.attributes.get("version_table", "eventstore_version"),
     transactional_ddl=True,
 )
 with context.begin_transaction():

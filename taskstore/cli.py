@@ -1,0 +1,101 @@
+"""The ``taskstore`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Sequence
+
+import orjson
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from eventstore import DEFAULT_URL, EventStoreError, Scope
+
+from .simulate import planned_events, simulate
+from .store import open_store
+
+console = Console(stderr=True)
+
+
+def _scope_args(p: argparse.ArgumentParser, *, required: bool = True) -> None:
+    p.add_argument("--workspace", required=required, help="the workspace (tenant) the job belongs to")
+    p.add_argument("--job", required=required, help="the job id")
+    p.add_argument("--execution", default="default", help="the execution of the job (default: %(default)s)")
+
+
+def _db_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--db", default=DEFAULT_URL, help="database URL (default: %(default)s)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="taskstore", description="An event-sourced task state store.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("simulate", help="drive a realistic job through the store and print a summary")
+    _db_arg(p)
+    _scope_args(p)
+    p.add_argument("--tasks", type=int, required=True, help="how many tasks the job has")
+    p.add_argument("--seed", type=int, default=0, help="random seed, for a reproducible job (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(run=cmd_simulate)
+    return parser
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    if args.tasks < 1:
+        raise SystemExit("taskstore simulate: --tasks must be at least 1")
+    scope = Scope(args.workspace, args.job, args.execution)
+    with open_store(args.db) as store:
+        started = time.perf_counter()
+        columns = (
+            TextColumn("[bold]simulate[/]"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("events"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+        )
+        with Progress(*columns, console=console, transient=False, disable=not console.is_terminal) as bar:
+            job = bar.add_task("events", total=planned_events(args.tasks, args.seed))
+            summary = simulate(store, scope, args.tasks, seed=args.seed, progress=lambda n: bar.advance(job, n))
+        elapsed = time.perf_counter() - started
+    result = {
+        "db": store.url,
+        "workspace": scope.workspace,
+        "job": scope.job,
+        "execution": scope.execution,
+        "tasks": summary.tasks,
+        "events": summary.events,
+        "seconds": round(elapsed, 3),
+        "eventsPerSecond": round(summary.events / elapsed) if elapsed else None,
+        "states": dict(sorted(summary.states.items())),
+    }
+    if args.json:
+        sys.stdout.write(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return 0
+    out = Console()
+    out.print(f"{scope}: {summary.tasks} tasks, {summary.events} events in {elapsed:.2f}s ({result['eventsPerSecond']}/s)")
+    table = Table()
+    table.add_column("state")
+    table.add_column("tasks", justify="right")
+    for state, n in result["states"].items():
+        table.add_row(state, str(n))
+    out.print(table)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except EventStoreError as exc:
+        console.print(f"[red]taskstore {args.command}: {exc}[/]")
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
