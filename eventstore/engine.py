@@ -70,6 +70,7 @@ def alembic_config(versions: Path = MIGRATIONS / "versions", version_table: str 
     """An Alembic configuration for one package's migrations; each package keeps its own version table."""
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("path_separator", "os")
     cfg.set_main_option("version_locations", str(versions))
     cfg.attributes["version_table"] = version_table
     return cfg
