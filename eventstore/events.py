@@ -93,6 +93,7 @@ class RecordedEvent:
     data: Mapping[str, Any]
     metadata: Mapping[str, Any]
     txid: int = 0
+    scope_id: int = 0  # the database id of ``scope`` (projections key their rows by it)
 
     @property
     def checkpoint(self) -> Checkpoint:

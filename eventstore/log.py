@@ -209,6 +209,7 @@ class EventLog:
                     data=row["data"],
                     metadata=meta,
                     txid=txid or 0,
+                    scope_id=row["scope_id"],
                 )
             )
         return recorded, scope_ids
@@ -453,6 +454,7 @@ class EventLog:
             data=data,
             metadata=r.metadata,
             txid=r.txid or 0,
+            scope_id=r.scope_id,
         )
 
 

@@ -4,16 +4,27 @@ from __future__ import annotations
 
 from typing import Any
 
+import projections
 from eventstore import DEFAULT_URL, EventLog, TaskService, open_engine, task_upcasters
 from eventstore.log import Clock, utc_now
+from projections import CursorCodec, TaskQueries
 
 
 class TaskStore(TaskService):
-    """The Python API: every command and query of :class:`eventstore.TaskService`, on an opened database."""
+    """The Python API: every command of :class:`eventstore.TaskService`, and the read side as ``queries``.
 
-    def __init__(self, log: EventLog) -> None:
+    ``get_task`` and ``history`` read the log; ``queries.get_task``, ``queries.list_tasks`` and
+    ``queries.counts`` read the projections that every append keeps in step.
+    """
+
+    def __init__(self, log: EventLog, queries: TaskQueries) -> None:
         super().__init__(log)
         self.engine = log.engine
+        self.queries = queries
+
+    @property
+    def cursors(self) -> CursorCodec:
+        return self.queries.cursors
 
     @property
     def url(self) -> str:
@@ -37,4 +48,5 @@ def open_store(url: str = DEFAULT_URL, *, schema: str | None = None, clock: Cloc
     """
     engine = open_engine(url, schema=schema)
     log = EventLog(engine, upcasters=task_upcasters(), clock=clock)
-    return TaskStore(log)
+    queries = projections.install(log)
+    return TaskStore(log, queries)

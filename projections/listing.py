@@ -1,0 +1,281 @@
+"""Task lists: keyset pages over the task view.
+
+Every page is index seeks plus the page, whatever its depth: no OFFSET into the scope, no in-memory slicing.
+
+- Unfiltered, or filtered on state alone with a createdAt or number sort: one seek per state into an index that
+  leads with (scope, state, sort key), merged; ``limit + 1`` rows are read, so ``has_more`` is exact.
+- Any other filter or ``q``: the sort index is walked from the cursor for at most ``budget`` rows, and the filter is
+  applied to those. When the budget runs out before a page fills, the page comes back short (possibly empty) with a
+  cursor that resumes where the walk stopped, exactly as Azure Batch's filtered pages do. ``has_more`` then means
+  "the walk is not finished", not "another match exists": finding that out could mean reading the whole scope.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Sequence
+
+from sqlalchemy import ColumnElement, Table, and_, false, or_, select, true, tuple_, union_all
+from sqlalchemy.engine import Connection, RowMapping
+
+from eventstore import State, Task, ValidationError
+
+from .filters import And, Cmp, Expr, Or
+
+SORTS: dict[str, tuple[tuple[str, ...], bool]] = {
+    # sort -> (key columns, descending)
+    "createdAt:desc": (("created_at", "key"), True),
+    "createdAt:asc": (("created_at", "key"), False),
+    "name:asc": (("key",), False),
+    "name:desc": (("key",), True),
+    "number:asc": (("number",), False),  # HealthOmics: task numbers in the order they were added
+}
+DEFAULT_SORT = "createdAt:desc"
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 200
+SCAN_BUDGET = 10_000
+_SEEKABLE_BY_STATE = {"createdAt:desc", "createdAt:asc", "number:asc"}
+_COLUMN = {
+    "id": "key",
+    "state": "state",
+    "createdAt": "created_at",
+    "stateTransitionTime": "state_transition_time",
+    "lastModified": "last_modified",
+    "startTime": "start_time",
+    "endTime": "end_time",
+    "exitCode": "exit_code",
+    "result": "result",
+}
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[Task]
+    has_more: bool
+    next_cursor: str
+    total: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """The Blaxel-shaped document: ``{"data": [...], "meta": {"hasMore", "nextCursor", "total"}}``."""
+        return {
+            "data": [t.to_dict() for t in self.items],
+            "meta": {"hasMore": self.has_more, "nextCursor": self.next_cursor, "total": self.total},
+        }
+
+
+def check_sort(sort: str) -> str:
+    if sort not in SORTS:
+        raise ValidationError("sort", f"{sort!r} is not a sort; use one of {', '.join(SORTS)}")
+    return sort
+
+
+def clamp_limit(limit: Any) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int):
+        raise ValidationError("limit", "must be an integer")
+    return max(1, min(limit, MAX_LIMIT))
+
+
+def normalise_q(q: str | None) -> str | None:
+    """Trimmed and lower-cased; shorter than 2 characters means no search, as Blaxel does."""
+    if q is None:
+        return None
+    if not isinstance(q, str) or len(q) > 200:
+        raise ValidationError("q", "a search is a string of at most 200 characters")
+    q = q.strip().lower()
+    return q if len(q) >= 2 else None
+
+
+def state_only(expr: Expr | None) -> frozenset[State] | None:
+    """The states a filter admits, when it filters on state and nothing else."""
+    if isinstance(expr, Cmp):
+        if expr.field != "state":
+            return None
+        return expr.value if expr.op == "eq" else frozenset(State) - expr.value
+    if isinstance(expr, (And, Or)):
+        parts = [state_only(e) for e in expr.items]
+        if any(p is None for p in parts) or not parts:
+            return None
+        out = parts[0]
+        for p in parts[1:]:
+            out = (out & p) if isinstance(expr, And) else (out | p)  # type: ignore[operator]
+        return out
+    return None
+
+
+def _datetime_text(value: str) -> str:
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValidationError("filter", f"{value!r} is not an ISO 8601 date and time") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def compile_filter(expr: Expr, cols: Any) -> ColumnElement[bool]:
+    if isinstance(expr, And):
+        return and_(true(), *[compile_filter(e, cols) for e in expr.items])
+    if isinstance(expr, Or):
+        return or_(false(), *[compile_filter(e, cols) for e in expr.items])
+    col = cols[_COLUMN[expr.field]]
+    value = expr.value
+    if expr.field == "state":
+        names = sorted(s.value for s in value)
+        return col.in_(names) if expr.op == "eq" else col.not_in(names)
+    if expr.field == "id":
+        value = value.lower()
+        if expr.op == "startswith":
+            escaped = re.sub(r"([\\%_])", r"\\\1", value)
+            return col.like(f"{escaped}%", escape="\\")
+    elif expr.field in ("createdAt", "stateTransitionTime", "lastModified", "startTime", "endTime"):
+        value = _datetime_text(value)
+    ops = {
+        "eq": col == value,
+        "lt": col < value,
+        "le": col <= value,
+        "gt": col > value,
+        "ge": col >= value,
+    }
+    if expr.op == "ne":
+        return or_(col != value, col.is_(None))  # OData: null ne x is true
+    return ops[expr.op]
+
+
+def _seek(cols: Any, sort: str, after: Sequence[Any] | None) -> ColumnElement[bool]:
+    if after is None:
+        return true()
+    names, desc = SORTS[sort]
+    if len(names) == 1:
+        col = cols[names[0]]
+        return col < after[0] if desc else col > after[0]
+    left = tuple_(*[cols[n] for n in names])
+    right = tuple_(*after)
+    return left < right if desc else left > right
+
+
+def _order(cols: Any, sort: str) -> list[Any]:
+    names, desc = SORTS[sort]
+    return [cols[n].desc() if desc else cols[n].asc() for n in names]
+
+
+def key_of(row: RowMapping, sort: str) -> list[Any]:
+    return [row[n] for n in SORTS[sort][0]]
+
+
+def check_after(after: Any, sort: str) -> list[Any]:
+    names = SORTS[sort][0]
+    if not isinstance(after, list) or len(after) != len(names):
+        raise ValidationError("cursor", "the cursor does not fit this sort")
+    return after
+
+
+def list_page(
+    conn: Connection,
+    view: Table,
+    scope_id: int,
+    *,
+    sort: str,
+    limit: int,
+    after: Sequence[Any] | None,
+    q: str | None,
+    where: Expr | None,
+    budget: int = SCAN_BUDGET,
+) -> tuple[list[RowMapping], bool, list[Any] | None]:
+    """One page: its rows, whether to offer a next page, and the key to resume after."""
+    states = state_only(where) if q is None else None
+    if where is None and q is None:
+        states = None
+        rows = _seek_page(conn, view, scope_id, sort, limit, after, None)
+    elif states is not None and sort in _SEEKABLE_BY_STATE:
+        if not states:
+            return [], False, None
+        rows = _seek_page(conn, view, scope_id, sort, limit, after, states)
+    else:
+        return _walk_page(conn, view, scope_id, sort, limit, after, q, where, budget)
+    has_more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, has_more, (key_of(rows[-1], sort) if has_more else None)
+
+
+def _seek_page(
+    conn: Connection,
+    view: Table,
+    scope_id: int,
+    sort: str,
+    limit: int,
+    after: Sequence[Any] | None,
+    states: frozenset[State] | None,
+) -> list[RowMapping]:
+    c = view.c
+    if states is None:
+        q = select(view).where(c.scope_id == scope_id, _seek(c, sort, after))
+        return list(conn.execute(q.order_by(*_order(c, sort)).limit(limit + 1)).mappings())
+    parts = [
+        select(view)
+        .where(c.scope_id == scope_id, c.state == s.value, _seek(c, sort, after))
+        .order_by(*_order(c, sort))
+        .limit(limit + 1)
+        for s in sorted(states)
+    ]
+    if len(parts) == 1:
+        return list(conn.execute(parts[0]).mappings())
+    merged = union_all(*[select(p.subquery()) for p in parts]).subquery()
+    q = select(merged).order_by(*_order(merged.c, sort)).limit(limit + 1)
+    return list(conn.execute(q).mappings())
+
+
+def _walk_page(
+    conn: Connection,
+    view: Table,
+    scope_id: int,
+    sort: str,
+    limit: int,
+    after: Sequence[Any] | None,
+    q: str | None,
+    where: Expr | None,
+    budget: int,
+) -> tuple[list[RowMapping], bool, list[Any] | None]:
+    c = view.c
+    wanted = {"key", "search", *SORTS[sort][0], *_COLUMN.values()}
+    walked = (
+        select(*[c[n] for n in sorted(wanted)])
+        .where(c.scope_id == scope_id, _seek(c, sort, after))
+        .order_by(*_order(c, sort))
+        .limit(budget)
+        .subquery()
+    )
+    cond: list[ColumnElement[bool]] = []
+    if where is not None:
+        cond.append(compile_filter(where, walked.c))
+    if q is not None:
+        escaped = re.sub(r"([\\%_])", r"\\\1", q)
+        cond.append(walked.c.search.like(f"%{escaped}%", escape="\\"))
+    hits = conn.execute(
+        select(walked.c.key).where(*cond).order_by(*_order(walked.c, sort)).limit(limit + 1)
+    ).scalars().all()
+    if len(hits) > limit:
+        rows = _rows(conn, view, scope_id, hits[:limit], sort)
+        return rows, True, key_of(rows[-1], sort)
+    rows = _rows(conn, view, scope_id, list(hits), sort)
+    # The page is not full: either the scope ends inside the walk, or the budget ran out first.
+    edge = conn.execute(
+        select(*[c[n] for n in SORTS[sort][0]])
+        .where(c.scope_id == scope_id, _seek(c, sort, after))
+        .order_by(*_order(c, sort))
+        .offset(budget - 1)
+        .limit(1)
+    ).mappings().first()
+    if edge is None:
+        return rows, False, None
+    return rows, True, key_of(edge, sort)
+
+
+def _rows(conn: Connection, view: Table, scope_id: int, keys: list[str], sort: str) -> list[RowMapping]:
+    if not keys:
+        return []
+    c = view.c
+    found = conn.execute(select(view).where(c.scope_id == scope_id, c.key.in_(keys))).mappings().all()
+    order = {k: i for i, k in enumerate(keys)}
+    return sorted(found, key=lambda r: order[r["key"]])

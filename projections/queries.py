@@ -1,0 +1,136 @@
+"""The read side's queries: one task, a page of tasks, a count summary. Every one is bounded by what it returns."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from sqlalchemy import Table, select
+from sqlalchemy.engine import Connection
+
+from eventstore import EventLog, Scope, Task, TaskNotFound, ValidationError
+from eventstore.task import stream_key
+
+from .counts import CountSummary, empty_summary, summary_of
+from .cursor import CursorCodec, fingerprint
+from .filters import Expr, canonical
+from .listing import (
+    DEFAULT_LIMIT,
+    DEFAULT_SORT,
+    SCAN_BUDGET,
+    Page,
+    check_after,
+    check_sort,
+    clamp_limit,
+    list_page,
+    normalise_q,
+)
+from .rows import task_of
+from .tables import scope_counts, task_view
+from .validation import RECOUNT_LIMIT, agrees, recount
+
+
+class TaskQueries:
+    def __init__(
+        self,
+        log: EventLog,
+        cursors: CursorCodec,
+        *,
+        view: Table = task_view,
+        counts: Table = scope_counts,
+        scan_budget: int = SCAN_BUDGET,
+    ) -> None:
+        self.log = log
+        self.cursors = cursors
+        self.view = view
+        self.counts_table = counts
+        self.scan_budget = scan_budget
+        self.validator: Any = None  # set by the snapshot machinery for scopes above RECOUNT_LIMIT
+
+    # -- one task ----------------------------------------------------------------------------------------------
+
+    def get_task(self, scope: Scope, task_id: str) -> Task:
+        return self._one(scope, task_id, lambda c: c.key == stream_key(task_id))
+
+    def get_by_number(self, scope: Scope, number: int) -> Task:
+        return self._one(scope, str(number), lambda c: c.number == number)
+
+    def _one(self, scope: Scope, shown: str, cond: Any) -> Task:
+        with self.log.reading() as conn:
+            sid = self.log.scope_id(scope, conn)
+            row = None
+            if sid is not None:
+                c = self.view.c
+                row = conn.execute(select(self.view).where(c.scope_id == sid, cond(c))).mappings().first()
+        if row is None:
+            raise TaskNotFound(scope, shown)
+        return task_of(row, scope)
+
+    def scope_exists(self, scope: Scope) -> bool:
+        return self.log.scope_id(scope) is not None
+
+    # -- lists -------------------------------------------------------------------------------------------------
+
+    def list_tasks(
+        self,
+        scope: Scope,
+        *,
+        sort: str = DEFAULT_SORT,
+        limit: int = DEFAULT_LIMIT,
+        cursor: str | None = None,
+        q: str | None = None,
+        where: Expr | None = None,
+    ) -> Page:
+        sort = check_sort(sort)
+        limit = clamp_limit(limit)
+        query = normalise_q(q)
+        fp = self.query_fingerprint(scope, sort, query, where)
+        after = None
+        if cursor:
+            doc = self.cursors.decode(cursor, fp)
+            after = check_after(doc.get("k") if isinstance(doc, dict) else None, sort)
+        with self.log.reading() as conn:
+            sid = self.log.scope_id(scope, conn)
+            if sid is None:
+                return Page([], False, "", 0)
+            rows, has_more, last = list_page(
+                conn, self.view, sid, sort=sort, limit=limit, after=after, q=query, where=where,
+                budget=self.scan_budget,
+            )
+            total = self._summary(conn, scope, sid).total
+        items = [task_of(r, scope) for r in rows]
+        next_cursor = self.cursors.encode({"k": last}, fp) if has_more and last is not None else ""
+        return Page(items, has_more and bool(next_cursor), next_cursor, total)
+
+    @staticmethod
+    def query_fingerprint(scope: Scope, sort: str, q: str | None, where: Expr | None) -> str:
+        return fingerprint("list", scope.workspace, scope.job, scope.execution, sort, q or "", canonical(where))
+
+    # -- counts ------------------------------------------------------------------------------------------------
+
+    def counts(self, scope: Scope, *, validate: bool = True) -> CountSummary:
+        with self.log.reading() as conn:
+            sid = self.log.scope_id(scope, conn)
+            if sid is None:
+                return replace(empty_summary(scope), validation_status="validated")
+            summary = self._summary(conn, scope, sid)
+            if not validate:
+                return summary
+            return self._validate(conn, sid, summary)
+
+    def _summary(self, conn: Connection, scope: Scope, sid: int) -> CountSummary:
+        row = conn.execute(select(self.counts_table).where(self.counts_table.c.scope_id == sid)).mappings().first()
+        return summary_of(row, scope)
+
+    def _validate(self, conn: Connection, sid: int, summary: CountSummary) -> CountSummary:
+        if summary.total <= RECOUNT_LIMIT:
+            tasks, slots = recount(conn, self.view, sid)
+            ok = agrees(summary, tasks, slots)
+            detail = "recounted" if ok else "a recount disagrees with the summary"
+            return replace(summary, validation_status="validated" if ok else "unvalidated", validation_detail=detail)
+        if self.validator is not None:
+            return self.validator(conn, sid, summary)
+        return replace(summary, validation_detail=f"more than {RECOUNT_LIMIT} tasks and no verified snapshot")
+
+
+__all__ = ["TaskQueries", "Page", "CountSummary", "ValidationError"]

@@ -1,0 +1,78 @@
+"""A task as a row of the task view, and back. The row holds exactly what ``eventstore.task.Task`` holds."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from eventstore import Scope, State, Task
+
+
+def search_text(task: Task) -> str:
+    """What ``q`` searches: the id, the display name, label keys and values, lower-cased."""
+    parts = [task.task_id, task.display_name or ""]
+    for k, v in task.labels.items():
+        parts += [k, v]
+    return "\n".join(parts).lower()
+
+
+def row_of(task: Task, scope_id: int, position: int) -> dict[str, Any]:
+    return {
+        "scope_id": scope_id,
+        "key": task.key,
+        "task_id": task.task_id,
+        "number": task.number,
+        "state": task.state.value,
+        "previous_state": task.previous_state.value if task.previous_state else None,
+        "version": task.version,
+        "position": position,
+        "created_at": task.created_at,
+        "state_transition_time": task.state_transition_time,
+        "previous_state_transition_time": task.previous_state_transition_time,
+        "last_modified": task.last_modified,
+        "scheduled_at": task.scheduled_at,
+        "start_time": task.start_time,
+        "end_time": task.end_time,
+        "exit_code": task.exit_code,
+        "result": task.result,
+        "retry_count": task.retry_count,
+        "requeue_count": task.requeue_count,
+        "last_retry_time": task.last_retry_time,
+        "last_requeue_time": task.last_requeue_time,
+        "required_slots": task.required_slots,
+        "display_name": task.display_name,
+        "status_message": task.status_message,
+        "search": search_text(task),
+        "spec": dict(task.spec),
+        "failure_info": task.failure_info,
+        "node_info": task.node_info,
+        "conditions": list(task.conditions) if task.conditions else None,
+    }
+
+
+def task_of(row: Mapping[str, Any], scope: Scope) -> Task:
+    return Task(
+        scope=scope,
+        task_id=row["task_id"],
+        number=row["number"],
+        spec=row["spec"],
+        state=State(row["state"]),
+        version=row["version"],
+        created_at=row["created_at"],
+        state_transition_time=row["state_transition_time"],
+        last_modified=row["last_modified"],
+        previous_state=State(row["previous_state"]) if row["previous_state"] else None,
+        previous_state_transition_time=row["previous_state_transition_time"],
+        scheduled_at=row["scheduled_at"],
+        start_time=row["start_time"],
+        end_time=row["end_time"],
+        exit_code=row["exit_code"],
+        result=row["result"],
+        failure_info=row["failure_info"],
+        node_info=row["node_info"],
+        retry_count=row["retry_count"],
+        requeue_count=row["requeue_count"],
+        last_retry_time=row["last_retry_time"],
+        last_requeue_time=row["last_requeue_time"],
+        status_message=row["status_message"],
+        conditions=tuple(row["conditions"] or ()),
+    )
