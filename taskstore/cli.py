@@ -41,7 +41,80 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed, for a reproducible job (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(run=cmd_simulate)
+
+    p = sub.add_parser("list", help="print one page of a job's tasks")
+    _db_arg(p)
+    _scope_args(p)
+    p.add_argument("--state", action="append", help="only tasks in this state (canonical or any dialect's name); repeatable")
+    p.add_argument("--q", help="case-insensitive search over id, display name and labels (2+ characters)")
+    p.add_argument("--sort", default="createdAt:desc", help="createdAt:desc (default), createdAt:asc, name:asc, name:desc")
+    p.add_argument("--limit", type=int, default=50, help="page size, 1 to 200 (default: %(default)s)")
+    p.add_argument("--cursor", help="the nextCursor of the previous page")
+    p.add_argument("--json", action="store_true", help='print the page as {"data": [...], "meta": {...}}')
+    p.set_defaults(run=cmd_list)
+
+    p = sub.add_parser("counts", help="print a job's count summary")
+    _db_arg(p)
+    _scope_args(p)
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(run=cmd_counts)
     return parser
+
+
+def _state_filter(values: list[str] | None):
+    from eventstore import ValidationError, states_for
+    from projections import Cmp
+
+    if not values:
+        return None
+    wanted: set = set()
+    for value in values:
+        try:
+            wanted |= states_for(value)
+        except KeyError:
+            raise ValidationError("state", f"{value!r} is not a state in any vocabulary") from None
+    return Cmp("state", "eq", frozenset(wanted))
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    scope = Scope(args.workspace, args.job, args.execution)
+    with open_store(args.db) as store:
+        page = store.queries.list_tasks(
+            scope, sort=args.sort, limit=args.limit, cursor=args.cursor, q=args.q, where=_state_filter(args.state)
+        )
+    if args.json:
+        sys.stdout.write(orjson.dumps(page.to_dict()).decode() + "\n")
+        return 0
+    out = Console()
+    table = Table()
+    for name in ("id", "state", "created", "exit", "retries", "display name"):
+        table.add_column(name)
+    for t in page.items:
+        exit_code = "" if t.exit_code is None else str(t.exit_code)
+        table.add_row(t.task_id, t.state.value, t.created_at, exit_code, str(t.retry_count), t.display_name or "")
+    out.print(table)
+    out.print(f"{len(page.items)} of {page.total} tasks" + (f"; next page: --cursor {page.next_cursor}" if page.has_more else ""))
+    return 0
+
+
+def cmd_counts(args: argparse.Namespace) -> int:
+    scope = Scope(args.workspace, args.job, args.execution)
+    with open_store(args.db) as store:
+        summary = store.queries.counts(scope)
+    doc = summary.to_dict()
+    if args.json:
+        sys.stdout.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return 0
+    out = Console()
+    table = Table()
+    table.add_column("state")
+    table.add_column("tasks", justify="right")
+    table.add_column("slots", justify="right")
+    for state in doc["states"]:
+        table.add_row(state, str(doc["states"][state]), str(doc["slots"][state]))
+    out.print(f"{scope}: {summary.total} tasks, {summary.validation_status} ({summary.validation_detail})")
+    out.print(table)
+    return 0
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
