@@ -153,20 +153,10 @@ class TaskService:
             target = State(to)
         except ValueError:
             raise ValidationError("to", f"{to!r} is not a state ({', '.join(s.value for s in State)})") from None
-        details: dict[str, Any] = {}
-        if exit_code is not None:
-            if isinstance(exit_code, bool) or not isinstance(exit_code, int) or not -(2**31) <= exit_code < 2**31:
-                raise ValidationError("exitCode", "must be a 32-bit integer")
-            details["exitCode"] = exit_code
-        if failure_info is not None:
-            details["failureInfo"] = _validated(FailureInfo, failure_info, "failureInfo")
-        if node_info is not None:
-            details["nodeInfo"] = _validated(NodeInfo, node_info, "nodeInfo")
-        for key, value in (("reason", reason), ("message", message)):
-            if value is not None:
-                if not isinstance(value, str):
-                    raise ValidationError(key, "must be a string")
-                details[key] = value
+        details = transition_details(
+            {"exitCode": exit_code, "failureInfo": failure_info, "nodeInfo": node_info, "reason": reason,
+             "message": message}
+        )
 
         def decide(task: Task, at: str) -> list[NewEvent]:
             return [_transition_event(task, target, details, at)]
@@ -175,24 +165,33 @@ class TaskService:
         return self._command(scope, task_id, "transition", payload, decide, expected_version, request_id)
 
     def transition_many(
-        self, scope: Scope, changes: Sequence[tuple[str, State | str]], *, request_id: str | None = None
+        self,
+        scope: Scope,
+        changes: Sequence[tuple[str, State | str] | tuple[str, State | str, Mapping[str, Any]]],
+        *,
+        request_id: str | None = None,
     ) -> list[Task]:
         """Several tasks' transitions in one transaction, all or nothing (simulations, bulk control-plane updates).
 
-        Each change is ``(task_id, to)``; an illegal one raises :class:`IllegalTransition` and nothing is written.
+        Each change is ``(task_id, to)`` or ``(task_id, to, details)`` with the details ``transition`` takes
+        (``{"exitCode": 1, "failureInfo": {...}}``); an illegal one raises :class:`IllegalTransition` and nothing
+        is written.
         """
         if not changes:
             raise ValidationError("changes", "at least one transition is required")
-        targets: dict[str, tuple[str, State]] = {}
-        for i, (task_id, to) in enumerate(changes):
+        targets: dict[str, tuple[str, State, dict[str, Any]]] = {}
+        for i, change in enumerate(changes):
+            task_id, to = change[0], change[1]
             key = self._key(task_id)
             if key in targets:
                 raise ValidationError(f"changes[{i}]", f"task {task_id!r} appears twice")
             try:
-                targets[key] = (task_id, State(to))
+                target = State(to)
             except ValueError:
                 raise ValidationError(f"changes[{i}].to", f"{to!r} is not a state") from None
-        fingerprint = _fingerprint("many", scope, [[k, t.value] for k, (_, t) in targets.items()])
+            raw = change[2] if len(change) > 2 else {}  # type: ignore[misc]
+            targets[key] = (task_id, target, transition_details(raw, f"changes[{i}]"))
+        fingerprint = _fingerprint("many", scope, [[k, t.value, d] for k, (_, t, d) in targets.items()])
         if request_id is not None:
             found = self.log.find_request(scope.workspace, request_id, fingerprint)
             if found is not None:
@@ -202,12 +201,12 @@ class TaskService:
             at = iso(self.log.clock())
             tasks: list[Task] = []
             appends: list[StreamAppend] = []
-            for key, (task_id, target) in targets.items():
+            for key, (task_id, target, details) in targets.items():
                 task = fold(streams[key])
                 if task is None:
                     raise TaskNotFound(scope, task_id)
                 tasks.append(task)
-                appends.append(StreamAppend(scope, key, [_transition_event(task, target, {}, at)], task.version))
+                appends.append(StreamAppend(scope, key, [_transition_event(task, target, details, at)], task.version))
             try:
                 result = self.log.append(
                     appends, request_id=request_id, namespace=scope.workspace, fingerprint=fingerprint
@@ -327,6 +326,31 @@ class TaskService:
         if not isinstance(task_id, str) or not TASK_ID.match(task_id):
             raise ValidationError("taskId", f"{task_id!r} is not a task id (1 to 64 letters, digits, '-' or '_')")
         return stream_key(task_id)
+
+
+def transition_details(raw: Mapping[str, Any], where: str = "") -> dict[str, Any]:
+    """Validate what a transition may carry: exitCode, failureInfo, nodeInfo, reason, message (None: absent)."""
+    prefix = f"{where}." if where else ""
+    unknown = set(raw) - {"exitCode", "failureInfo", "nodeInfo", "reason", "message"}
+    if unknown:
+        raise ValidationError(f"{prefix}{sorted(unknown)[0]}", "unknown field")
+    details: dict[str, Any] = {}
+    exit_code = raw.get("exitCode")
+    if exit_code is not None:
+        if isinstance(exit_code, bool) or not isinstance(exit_code, int) or not -(2**31) <= exit_code < 2**31:
+            raise ValidationError(f"{prefix}exitCode", "must be a 32-bit integer")
+        details["exitCode"] = exit_code
+    if raw.get("failureInfo") is not None:
+        details["failureInfo"] = _validated(FailureInfo, raw["failureInfo"], f"{prefix}failureInfo")
+    if raw.get("nodeInfo") is not None:
+        details["nodeInfo"] = _validated(NodeInfo, raw["nodeInfo"], f"{prefix}nodeInfo")
+    for key in ("reason", "message"):
+        value = raw.get(key)
+        if value is not None:
+            if not isinstance(value, str):
+                raise ValidationError(f"{prefix}{key}", "must be a string")
+            details[key] = value
+    return details
 
 
 def _transition_event(task: Task, target: State, details: Mapping[str, Any], at: str) -> NewEvent:

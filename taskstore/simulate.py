@@ -84,7 +84,7 @@ def simulate(
         moving = [i for i, o in enumerate(outcome) if r < len(PATHS[o])]
         for start in range(0, len(moving), BATCH):
             chunk = moving[start : start + BATCH]
-            done: list[Task] = store.transition_many(scope, [(ids[i], PATHS[outcome[i]][r]) for i in chunk])
+            done: list[Task] = store.transition_many(scope, [_move(ids[i], PATHS[outcome[i]][r], rng) for i in chunk])
             for i, task in zip(chunk, done):
                 final[i] = task.state.value
             summary.events += len(done)
@@ -92,6 +92,19 @@ def simulate(
                 progress(len(done))
     summary.states.update(final)
     return summary
+
+
+def _move(task_id: str, to: str, rng: random.Random) -> tuple[str, str, dict]:
+    if to == "succeeded":
+        return task_id, to, {"exitCode": 0}
+    if to == "failed":
+        return task_id, to, {
+            "exitCode": rng.choice([1, 2, 137]),
+            "failureInfo": {"category": "usererror", "code": "FailureExitCode", "message": "the task exited non-zero"},
+        }
+    if to == "running":
+        return task_id, to, {"nodeInfo": {"nodeId": f"node-{rng.randrange(64):02d}", "poolId": "pool-1"}}
+    return task_id, to, {}
 
 
 def planned_events(tasks: int, seed: int = 0) -> int:
