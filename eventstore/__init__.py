@@ -17,7 +17,7 @@ from .errors import (
 from .events import START, AppendResult, Batch, Checkpoint, Expect, NewEvent, RecordedEvent, Scope, StreamAppend
 from .lifecycle import State, states_for
 from .log import EventLog
-from .projection import InlineProjection
+from .projection import InlineProjection, TaskStateSource
 from .task import Task, fold
 from .tasks import TaskService, task_upcasters
 from .upcasting import Upcasters
@@ -35,6 +35,7 @@ __all__ = [
     "IdempotencyConflict",
     "IllegalTransition",
     "InlineProjection",
+    "TaskStateSource",
     "NewEvent",
     "RecordedEvent",
     "Scope",

@@ -10,7 +10,8 @@ from typing import Protocol, Sequence, runtime_checkable
 
 from sqlalchemy.engine import Connection
 
-from .events import RecordedEvent
+from .events import RecordedEvent, Scope
+from .task import Task
 
 
 @runtime_checkable
@@ -24,3 +25,16 @@ class InlineProjection(Protocol):
     name: str
 
     def apply(self, conn: Connection, events: Sequence[RecordedEvent]) -> None: ...
+
+
+@runtime_checkable
+class TaskStateSource(Protocol):
+    """Where commands read a task's current state from, instead of folding its whole stream.
+
+    The task view kept by an inline projection is exactly the fold of each stream (it is written in the same
+    transaction as the events), so a command can decide from one row. The expected version the command appends
+    with is the row's version, so a stale read can only make the append fail and be decided again, never write
+    a wrong event.
+    """
+
+    def load_tasks(self, scope: Scope, keys: Sequence[str]) -> dict[str, Task]: ...

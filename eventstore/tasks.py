@@ -19,6 +19,7 @@ from .errors import ConcurrencyError, IllegalTransition, TaskExists, TaskNotFoun
 from .events import Expect, NewEvent, RecordedEvent, Scope, StreamAppend
 from .lifecycle import TERMINAL, Cause, State, plan
 from .log import EventLog, iso
+from .projection import TaskStateSource
 from .spec import TASK_ID, TaskSpec, parse_spec
 from .task import (
     TASK_ADDED,
@@ -89,8 +90,11 @@ def _validated(model: type[BaseModel], value: Any, field: str) -> dict[str, Any]
 class TaskService:
     """Add tasks, record their transitions, read them back."""
 
-    def __init__(self, log: EventLog, *, max_attempts: int = 16) -> None:
+    def __init__(
+        self, log: EventLog, *, state_source: TaskStateSource | None = None, max_attempts: int = 16
+    ) -> None:
         self.log = log
+        self.state_source = state_source
         self.max_attempts = max_attempts
 
     # -- commands ----------------------------------------------------------------------------------------------
@@ -197,12 +201,12 @@ class TaskService:
             if found is not None:
                 return [self._task_at(scope, e.stream, e.version) for e in found.events]
         for _ in range(self.max_attempts):
-            streams = self.log.read_streams(scope, list(targets))
+            current = self._current(scope, list(targets))
             at = iso(self.log.clock())
             tasks: list[Task] = []
             appends: list[StreamAppend] = []
             for key, (task_id, target, details) in targets.items():
-                task = fold(streams[key])
+                task = current.get(key)
                 if task is None:
                     raise TaskNotFound(scope, task_id)
                 tasks.append(task)
@@ -278,7 +282,9 @@ class TaskService:
             if found is not None:
                 return self._task_at(scope, task_id, found.events[-1].version)
         for _ in range(self.max_attempts):
-            task = self._load(scope, task_id, key)
+            task = self._current(scope, [key]).get(key)
+            if task is None:
+                raise TaskNotFound(scope, task_id)
             if expected_version is not None and task.version != expected_version:
                 raise VersionMismatch(task.task_id, expected_version, task.version)
             new_events = decide(task, iso(self.log.clock()))
@@ -308,6 +314,13 @@ class TaskService:
         if not found:
             raise TaskNotFound(scope, task_id)
         return found
+
+    def _current(self, scope: Scope, keys: list[str]) -> dict[str, Task]:
+        """The tasks' current states: from the state source when there is one, else by folding their streams."""
+        if self.state_source is not None:
+            return self.state_source.load_tasks(scope, keys)
+        streams = self.log.read_streams(scope, keys)
+        return {key: task for key, events in streams.items() if (task := fold(events)) is not None}
 
     def _load(self, scope: Scope, task_id: str, key: str) -> Task:
         task = fold(self.log.read_stream(scope, key))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
+from typing import Any, Sequence
 
 from sqlalchemy import Table, select
 from sqlalchemy.engine import Connection
@@ -65,6 +65,21 @@ class TaskQueries:
         if row is None:
             raise TaskNotFound(scope, shown)
         return task_of(row, scope)
+
+    def load_tasks(self, scope: Scope, keys: Sequence[str]) -> dict[str, Task]:
+        """Current tasks by stream key (the ``eventstore.TaskStateSource`` that commands decide from)."""
+        out: dict[str, Task] = {}
+        with self.log.reading() as conn:
+            sid = self.log.scope_id(scope, conn)
+            if sid is None:
+                return out
+            c = self.view.c
+            for i in range(0, len(keys), 500):
+                chunk = list(keys[i : i + 500])
+                cond = c.key.in_(chunk) if len(chunk) > 1 else c.key == chunk[0]
+                for row in conn.execute(select(self.view).where(c.scope_id == sid, cond)).mappings():
+                    out[row["key"]] = task_of(row, scope)
+        return out
 
     def scope_exists(self, scope: Scope) -> bool:
         return self.log.scope_id(scope) is not None

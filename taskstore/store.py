@@ -18,7 +18,7 @@ class TaskStore(TaskService):
     """
 
     def __init__(self, log: EventLog, queries: TaskQueries) -> None:
-        super().__init__(log)
+        super().__init__(log, state_source=queries)
         self.engine = log.engine
         self.queries = queries
 
