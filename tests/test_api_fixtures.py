@@ -1,0 +1,107 @@
+"""Fixtures of the HTTP service's tests: a real uvicorn server on a free 127.0.0.1 port, over a store on SQLite or
+PostgreSQL (one server per test module and engine), with credentials for two workspaces.
+
+Test modules import what they use from here: ``from tests.test_api_fixtures import api_server, ...``.
+"""
+
+from __future__ import annotations
+
+import base64
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import pytest
+
+from tests.conftest import make_database
+
+# Fixed secrets, so that an SDK that reads its key at import (blaxel) can be configured before any server starts.
+SECRET_A = base64.b64encode(b"taskstore-test-secret-of-workspace-a").decode()
+SECRET_B = base64.b64encode(b"taskstore-test-secret-of-workspace-b").decode()
+WS_A = "ws-a"
+WS_B = "ws-b"
+KEY_A = "TSTESTKEYWORKSPACEA"
+KEY_B = "TSTESTKEYWORKSPACEB"
+
+
+class ThreadedServer:
+    """uvicorn serving ``app`` in a daemon thread on a free port."""
+
+    def __init__(self, app: Any) -> None:
+        import uvicorn
+
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        self.port = sock.getsockname()[1]
+        self.sock = sock
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off",
+                                access_log=False)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 15
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the test server did not start")
+            time.sleep(0.01)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+        self.sock.close()
+
+
+@dataclass
+class ApiServer:
+    engine: str
+    url: str
+    store: Any
+    app: Any
+    cred_a: Any
+    cred_b: Any
+
+    def unique(self, prefix: str = "job") -> str:
+        """A job (or run) id no other test uses."""
+        return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+    def unique_run(self) -> str:
+        return str(uuid.uuid4().int % 10**17 + 10**17)
+
+
+def start_api_server(kind: str, tmp_path: Any) -> Iterator[ApiServer]:
+    from api import create_app
+
+    gen = make_database(kind, tmp_path)
+    database = next(gen)
+    store = database.open_store()
+    server = None
+    try:
+        app = create_app(store)
+        creds = app.state.credentials
+        cred_a = creds.create(WS_A, secret=SECRET_A, key_id=KEY_A)
+        cred_b = creds.create(WS_B, secret=SECRET_B, key_id=KEY_B)
+        server = ThreadedServer(app)
+        yield ApiServer(kind, server.url, store, app, cred_a, cred_b)
+    finally:
+        if server is not None:
+            server.stop()
+        store.close()
+        next(gen, None)
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def api_server(request, tmp_path_factory) -> Iterator[ApiServer]:
+    """A running server over a fresh store, shared by the tests of one module on one engine."""
+    yield from start_api_server(request.param, tmp_path_factory.mktemp(f"api-{request.param}"))
+
+
+def native_headers(secret: str = SECRET_A, **extra: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {secret}", **extra}
