@@ -103,7 +103,8 @@ def create_app(store: Any, *, credentials: CredentialStore | None = None) -> Fas
             elif exc.status_code == 405 and dialect is not None:
                 err = dialect.method_not_allowed(request)
             else:
-                err = ApiError(exc.status_code, "HttpError", str(exc.detail), headers=getattr(exc, "headers", None))
+                code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+                err = ApiError(exc.status_code, code, str(exc.detail), headers=getattr(exc, "headers", None))
         if err is None and isinstance(exc, RequestValidationError):
             first = (exc.errors() or [{}])[0]
             where = ".".join(str(p) for p in first.get("loc", ()))

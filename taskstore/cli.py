@@ -58,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     _scope_args(p)
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(run=cmd_counts)
+
+    _add_service_commands(sub)
     return parser
 
 
@@ -157,6 +159,72 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     for state, n in result["states"].items():
         table.add_row(state, str(n))
     out.print(table)
+    return 0
+
+
+# -- the HTTP service: serve, credentials ------------------------------------------------------------------------
+
+
+def _add_service_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="run the HTTP service (Azure Batch, HealthOmics, Blaxel and the native API; docs at /docs)",
+    )
+    _db_arg(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    p.add_argument("--port", type=int, default=8080, help="port to listen on (default: %(default)s)")
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
+                   help="uvicorn's log level (default: %(default)s)")
+    p.set_defaults(run=cmd_serve)
+
+    p = sub.add_parser("credentials", help="manage the HTTP service's credentials")
+    creds = p.add_subparsers(dest="credentials_command", required=True, metavar="ACTION")
+    c = creds.add_parser("create", help="create a credential for a workspace and print its key id and secret")
+    _db_arg(c)
+    c.add_argument("--workspace", required=True, help="the workspace the credential reaches (and nothing else)")
+    c.add_argument("--json", action="store_true", help='print {"workspace", "keyId", "secret"}')
+    c.set_defaults(run=cmd_credentials_create)
+
+
+def _print_credential(cred, *, as_json: bool = False, note: str | None = None) -> None:
+    if as_json:
+        sys.stdout.write(orjson.dumps(cred.as_json()).decode() + "\n")
+        return
+    if note:
+        sys.stdout.write(note + "\n")
+    sys.stdout.write(f"workspace: {cred.workspace}\nkeyId:     {cred.key_id}\nsecret:    {cred.secret}\n")
+    sys.stdout.flush()
+
+
+def cmd_credentials_create(args: argparse.Namespace) -> int:
+    from api.credentials import CredentialStore, migrate
+
+    with open_store(args.db) as store:
+        migrate(store.engine)
+        try:
+            cred = CredentialStore(store.engine).create(args.workspace)
+        except ValueError as exc:
+            raise SystemExit(f"taskstore credentials create: {exc}") from None
+    _print_credential(cred, as_json=args.json)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from api import create_app
+
+    with open_store(args.db) as store:
+        app = create_app(store)
+        creds = app.state.credentials
+        if creds.count() == 0:
+            cred = creds.create("default", description="created by the first serve")
+            _print_credential(
+                cred,
+                note="No credentials yet: created one for workspace 'default' (shown once; keep the secret).",
+            )
+        sys.stderr.write(f"taskstore: serving {store.url} on http://{args.host}:{args.port} (docs at /docs)\n")
+        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0
 
 
