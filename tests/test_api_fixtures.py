@@ -105,3 +105,55 @@ def api_server(request, tmp_path_factory) -> Iterator[ApiServer]:
 
 def native_headers(secret: str = SECRET_A, **extra: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {secret}", **extra}
+
+
+# -- clients -----------------------------------------------------------------------------------------------------------
+
+
+def batch_client(server: ApiServer, workspace: str = WS_A, secret: str = SECRET_A, **kwargs: Any):
+    """azure-batch 15.x's BatchClient with SharedKey: the workspace is the account, the secret the key."""
+    from azure.batch import BatchClient
+    from azure.core.credentials import AzureNamedKeyCredential
+
+    kwargs.setdefault("retry_total", 0)
+    return BatchClient(server.url + "/batch", AzureNamedKeyCredential(workspace, secret), **kwargs)
+
+
+def omics_client(server: ApiServer, key_id: str = KEY_A, secret: str = SECRET_A):
+    """boto3's omics client, without the workflows- host prefix."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "omics",
+        region_name="us-east-1",
+        endpoint_url=server.url + "/omics",
+        aws_access_key_id=key_id,
+        aws_secret_access_key=secret,
+        config=Config(inject_host_prefix=False, retries={"max_attempts": 1}),
+    )
+
+
+def shared_key_sign(method: str, url: str, account: str, key_b64: str, headers: dict[str, str]) -> dict[str, str]:
+    """Sign a raw request as Azure Batch's SharedKey documentation says (for requests no SDK would send)."""
+    import hashlib
+    import hmac
+    from email.utils import formatdate
+    from urllib.parse import parse_qs, urlsplit
+
+    out = {k.lower(): v for k, v in headers.items()}
+    out.setdefault("ocp-date", formatdate(usegmt=True))
+    parts = urlsplit(url)
+    names = ["content-encoding", "content-language", "content-length", "content-md5", "content-type", "date",
+             "if-modified-since", "if-match", "if-none-match", "if-unmodified-since", "range"]
+    values = [out.get(n, "") for n in names]
+    if method not in ("GET", "HEAD") and not values[2]:
+        values[2] = "0"
+    text = method + "\n" + "\n".join(values) + "\n"
+    text += "".join(f"{k}:{v}\n" for k, v in sorted(out.items()) if k.startswith("ocp-"))
+    text += f"/{account}{parts.path}"
+    for name, vals in sorted(parse_qs(parts.query).items()):
+        text += f"\n{name}:{vals[0]}"
+    mac = hmac.new(base64.b64decode(key_b64), text.encode(), hashlib.sha256).digest()
+    out["authorization"] = f"SharedKey {account}:{base64.b64encode(mac).decode()}"
+    return out
