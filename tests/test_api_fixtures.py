@@ -7,7 +7,6 @@ Test modules import what they use from here: ``from tests.test_api_fixtures impo
 from __future__ import annotations
 
 import base64
-import socket
 import threading
 import time
 import uuid
@@ -33,21 +32,18 @@ class ThreadedServer:
     def __init__(self, app: Any) -> None:
         import uvicorn
 
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        self.sock = sock
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off",
-                                access_log=False)
+        # uvicorn binds port 0 itself: a socket handed to it (sockets=[...]) leaves Nagle on, and every response then
+        # waits out the client's delayed ACK (40 ms).
+        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off", access_log=False)
         self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
         deadline = time.monotonic() + 15
         while not self.server.started:
             if time.monotonic() > deadline or not self.thread.is_alive():
                 raise RuntimeError("the test server did not start")
             time.sleep(0.01)
+        self.port = self.server.servers[0].sockets[0].getsockname()[1]
 
     @property
     def url(self) -> str:
@@ -56,7 +52,6 @@ class ThreadedServer:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
-        self.sock.close()
 
 
 @dataclass

@@ -1,0 +1,157 @@
+"""The native API (/v1), driven with httpx."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.test_api_fixtures import SECRET_B, api_server, native_headers  # noqa: F401
+
+
+@pytest.fixture(scope="module")
+def http(api_server):
+    with httpx.Client(base_url=api_server.url + "/v1", headers=native_headers()) as c:
+        yield c
+
+
+def _tasks(job: str, execution: str = "default") -> str:
+    return f"/jobs/{job}/executions/{execution}/tasks"
+
+
+def test_add_is_all_or_nothing(api_server, http):
+    job = api_server.unique()
+    r = http.post(_tasks(job), json={"tasks": [{"id": "a", "labels": {"k": "v"}}, {"id": "b", "requiredSlots": 2}]})
+    assert r.status_code == 201
+    a, b = r.json()["tasks"]
+    assert (a["id"], a["state"], a["version"], a["spec"]) == ("a", "pending", 1, {"labels": {"k": "v"}})
+    assert b["number"] > a["number"]
+    r = http.post(_tasks(job), json={"tasks": [{"id": "c"}, {"id": "A"}]})
+    assert r.status_code == 409
+    err = r.json()["error"]
+    assert err["code"] == "task_exists" and err["taskId"] == "A"
+    assert http.get(_tasks(job) + "/c").status_code == 404  # nothing of the refused request was written
+    r = http.post(_tasks(job), json={"tasks": [{"id": "d"}, {"id": "bad id"}]})
+    assert r.status_code == 400 and r.json()["error"]["field"] == "tasks[1].id"
+    assert http.get(_tasks(job) + "/d").status_code == 404
+
+
+def test_transitions_if_match_and_history(api_server, http):
+    job = api_server.unique()
+    http.post(_tasks(job), json={"tasks": [{"id": "t", "constraints": {"maxTaskRetryCount": 1}}]})
+    r = http.get(_tasks(job) + "/t")
+    assert r.status_code == 200 and r.headers["etag"] == '"1"'
+    r = http.post(_tasks(job) + "/t/transitions", json={"to": "running"}, headers={"If-Match": '"1"'})
+    assert r.status_code == 200 and r.json()["state"] == "running" and r.headers["etag"] == '"2"'
+    r = http.post(_tasks(job) + "/t/transitions", json={"to": "succeeded"}, headers={"If-Match": '"1"'})
+    assert r.status_code == 412
+    assert r.json()["error"]["code"] == "version_mismatch" and r.json()["error"]["actual"] == 2
+    # a failure with a retry left lands in pending
+    r = http.post(_tasks(job) + "/t/transitions", json={"to": "failed", "exitCode": 3, "reason": "crash",
+                                                       "failureInfo": {"category": "usererror", "code": "E"}})
+    assert r.status_code == 200 and r.json()["state"] == "pending" and r.json()["retryCount"] == 1
+    r = http.post(_tasks(job) + "/t/transitions", json={"to": "stopping"})
+    assert r.status_code == 409 and r.json()["error"]["code"] == "illegal_transition"
+    assert r.json()["error"]["current"] == "pending"
+    for to in ("running", "succeeded"):
+        assert http.post(_tasks(job) + "/t/transitions", json={"to": to, "exitCode": 0 if to == "succeeded" else None}).status_code == 200
+    r = http.post(_tasks(job) + "/t/transitions", json={"to": "pending"})
+    assert r.status_code == 409
+    events = http.get(_tasks(job) + "/t/events").json()["events"]
+    assert [e["type"] for e in events] == ["TaskAdded"] + ["TaskTransitioned"] * 4
+    assert [e["version"] for e in events] == [1, 2, 3, 4, 5]
+    assert events[2]["data"]["cause"] == "retry" and events[2]["data"]["exitCode"] == 3
+    assert http.get(_tasks(job) + "/nope/events").status_code == 404
+
+
+def test_idempotency_key(api_server, http):
+    job = api_server.unique()
+    body = {"tasks": [{"id": "once"}]}
+    first = http.post(_tasks(job), json=body, headers={"Idempotency-Key": "k-1"})
+    again = http.post(_tasks(job), json=body, headers={"Idempotency-Key": "k-1"})
+    assert first.status_code == again.status_code == 201 and first.json() == again.json()
+    other = http.post(_tasks(job), json={"tasks": [{"id": "twice"}]}, headers={"Idempotency-Key": "k-1"})
+    assert other.status_code == 422 and other.json()["error"]["code"] == "idempotency_key_reused"
+    t1 = http.post(_tasks(job) + "/once/transitions", json={"to": "running"}, headers={"Idempotency-Key": "k-2"})
+    t2 = http.post(_tasks(job) + "/once/transitions", json={"to": "running"}, headers={"Idempotency-Key": "k-2"})
+    assert t1.status_code == t2.status_code == 200 and t1.json()["version"] == t2.json()["version"] == 2
+    events = http.get(_tasks(job) + "/once/events").json()["events"]
+    assert len(events) == 2 and events[1]["requestId"] == "k-2"
+
+
+def test_list_and_counts(api_server, http):
+    job = api_server.unique()
+    http.post(_tasks(job, "e1"), json={"tasks": [{"id": f"n-{i:02d}", "displayName": f"Sample {i}"} for i in range(12)]})
+    for i in range(4):
+        http.post(_tasks(job, "e1") + f"/n-{i:02d}/transitions", json={"to": "running"})
+    seen, cursor = [], None
+    while True:
+        r = http.get(_tasks(job, "e1"), params={"limit": 5, "sort": "name:asc", **({"cursor": cursor} if cursor else {})})
+        assert r.status_code == 200
+        doc = r.json()
+        seen += [t["id"] for t in doc["tasks"]]
+        assert doc["total"] == 12
+        if not doc["hasMore"]:
+            assert doc["nextCursor"] == ""
+            break
+        cursor = doc["nextCursor"]
+    assert seen == [f"n-{i:02d}" for i in range(12)]
+    r = http.get(_tasks(job, "e1"), params={"state": "running", "sort": "number:asc"})
+    assert [t["id"] for t in r.json()["tasks"]] == [f"n-{i:02d}" for i in range(4)]
+    r = http.get(_tasks(job, "e1"), params={"state": "PENDING,active", "q": "sample 1"})  # vendor names work too
+    assert sorted(t["id"] for t in r.json()["tasks"]) == ["n-10", "n-11"]
+    counts = http.get(f"/jobs/{job}/executions/e1/counts").json()
+    assert counts["states"]["running"] == 4 and counts["states"]["pending"] == 8 and counts["total"] == 12
+    assert counts["running"] == 4 and counts["active"] == 8 and counts["validationStatus"] == "validated"
+    assert http.get(f"/jobs/{job}/executions/other/counts").status_code == 404
+    assert http.get(_tasks(job, "other")).status_code == 404
+
+
+def test_bad_requests_get_native_errors(api_server, http):
+    job = api_server.unique()
+    http.post(_tasks(job), json={"tasks": [{"id": "x"}]})
+    cases = [
+        ("post", _tasks(job), {"content": b"{not json"}, 400, "invalid_json"),
+        ("post", _tasks(job), {"content": b""}, 400, "invalid_json"),
+        ("post", _tasks(job), {"json": []}, 400, "invalid"),
+        ("post", _tasks(job), {"json": {"tasks": "x"}}, 400, "invalid"),
+        ("post", _tasks(job), {"json": {"tasks": [], "extra": 1}}, 400, "invalid"),
+        ("post", _tasks(job), {"json": {"tasks": []}}, 400, "invalid"),
+        ("post", _tasks(job), {"json": {"tasks": [{"id": "y", "bogus": 1}]}}, 400, "invalid"),
+        ("post", _tasks(job) + "/x/transitions", {"json": {"to": "flying"}}, 400, "invalid"),
+        ("post", _tasks(job) + "/x/transitions", {"json": {}}, 400, "invalid"),
+        ("post", _tasks(job) + "/x/transitions", {"json": {"to": "running", "exitCode": "1"}}, 400, "invalid"),
+        ("post", _tasks(job) + "/x/transitions", {"json": {"to": "running", "nodeInfo": 3}}, 400, "invalid"),
+        ("post", _tasks(job) + "/x/transitions", {"json": {"to": "running", "color": "red"}}, 400, "invalid"),
+        ("post", _tasks(job) + "/x/transitions", {"json": {"to": "running"}, "headers": {"If-Match": "v1"}}, 400, "invalid"),
+        ("post", _tasks(job) + "/missing/transitions", {"json": {"to": "running"}}, 404, "task_not_found"),
+        ("post", _tasks(job) + "/x/conditions", {"json": {"state": "x"}}, 400, "invalid"),
+        ("get", _tasks(job), {"params": {"limit": "many"}}, 400, "invalid"),
+        ("get", _tasks(job), {"params": {"limit": "0"}}, 400, "invalid"),
+        ("get", _tasks(job), {"params": {"sort": "size:asc"}}, 400, "invalid"),
+        ("get", _tasks(job), {"params": {"state": "sleeping"}}, 400, "invalid"),
+        ("get", _tasks(job), {"params": {"cursor": "abc"}}, 400, "invalid_cursor"),
+        ("get", _tasks(job), {"params": {"q": "x" * 300}}, 400, "invalid"),
+        ("get", _tasks(job) + "/bad%20id", {}, 400, "invalid"),
+        ("get", f"/jobs/bad%20job/executions/default/tasks/x", {}, 400, "invalid"),
+        ("get", "/jobs/x", {}, 404, "not_found"),
+        ("delete", _tasks(job) + "/x", {}, 405, "method_not_allowed"),
+        ("post", _tasks(job), {"json": {"tasks": [{"id": "z"}]}, "headers": {"Idempotency-Key": "k" * 200}}, 400, "invalid"),
+    ]
+    for method, path, kwargs, status, code in cases:
+        r = http.request(method.upper(), path, **kwargs)
+        assert (r.status_code, r.json()["error"]["code"]) == (status, code), (method, path, kwargs, r.text)
+        assert r.json()["error"]["message"]
+    r = httpx.get(api_server.url + "/v1" + _tasks(job), headers={"Authorization": "Bearer nope"})
+    assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+    r = httpx.get(api_server.url + "/v1" + _tasks(job), headers={"Authorization": "Basic abc"})
+    assert r.status_code == 401
+    r = httpx.post(api_server.url + "/v1" + _tasks(job), content=b"x" * (9 * 1024 * 1024), headers=native_headers())
+    assert r.status_code == 413 and r.json()["error"]["code"] == "body_too_large"
+
+
+def test_docs_and_openapi(api_server):
+    assert httpx.get(api_server.url + "/docs").status_code == 200
+    paths = httpx.get(api_server.url + "/openapi.json").json()["paths"]
+    for path in ("/batch/jobs/{job_id}/tasks", "/omics/run/{run_id}/task", "/blaxel/v0/jobs/{job_id}/executions/{execution_id}/tasks",
+                 "/v1/jobs/{job}/executions/{execution}/tasks/{task}/transitions"):
+        assert path in paths
