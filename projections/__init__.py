@@ -16,18 +16,39 @@ from .cursor import CursorCodec, CursorError, store_key
 from .filters import And, Cmp, Expr, FilterError, Or
 from .listing import Page
 from .queries import TaskQueries
+from .snapshots import DEFAULT_EVERY, Snapshot, Snapshots
 from .task_view import TaskProjection
+from .validation import DEFAULT_BUDGET, RECOUNT_LIMIT, SnapshotValidator
+from .version import PROJECTION_VERSION
 
 VERSIONS = Path(__file__).parent / "migrations" / "versions"
 VERSION_TABLE = "projections_version"
 
 
-def install(log: EventLog, *, cursor_max_age: float | None = None) -> TaskQueries:
-    """Create or upgrade the read side's tables, plug the task projection into ``log``, and return its queries."""
+def install(
+    log: EventLog,
+    *,
+    cursor_max_age: float | None = None,
+    snapshot_every: int | None = DEFAULT_EVERY,
+    background_snapshots: bool = True,
+    validation_budget: int = DEFAULT_BUDGET,
+) -> TaskQueries:
+    """Create or upgrade the read side's tables, plug the task projection into ``log``, and return its queries.
+
+    ``snapshot_every``: events of a scope between its snapshots (None: only on demand); due snapshots are taken by
+    a background thread unless ``background_snapshots`` is false (then by ``queries.snapshots.take_due()`` or
+    ``taskstore snapshot --due``). ``validation_budget``: events after the last verified snapshot a count check
+    above ``RECOUNT_LIMIT`` tasks may fold before it says "unvalidated".
+    """
     upgrade(log.engine, versions=VERSIONS, version_table=VERSION_TABLE)
     log.projections.append(TaskProjection(log))
+    snapshots = Snapshots(log, every=snapshot_every, background=background_snapshots)
+    log.projections.append(snapshots.schedule)
     kwargs = {} if cursor_max_age is None else {"max_age": cursor_max_age}
-    return TaskQueries(log, CursorCodec(store_key(log.engine), **kwargs))
+    queries = TaskQueries(log, CursorCodec(store_key(log.engine), **kwargs))
+    queries.snapshots = snapshots
+    queries.validator = SnapshotValidator(log, snapshots, budget=validation_budget)
+    return queries
 
 
 __all__ = [
@@ -39,7 +60,12 @@ __all__ = [
     "Expr",
     "FilterError",
     "Or",
+    "PROJECTION_VERSION",
     "Page",
+    "RECOUNT_LIMIT",
+    "Snapshot",
+    "SnapshotValidator",
+    "Snapshots",
     "TaskProjection",
     "TaskQueries",
     "install",

@@ -9,7 +9,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from sqlalchemy import Table, update
+from sqlalchemy import Table, case, update
 from sqlalchemy.engine import Connection
 
 from eventstore import Scope, State
@@ -110,7 +110,9 @@ def apply_deltas(conn: Connection, dialect: Dialect, table: Table, scope_id: int
     if d.new_scope:
         zero = {c: 0 for c in STATE_COLUMNS} | {f"slots_{c}": 0 for c in STATE_COLUMNS}
         conn.execute(dialect.insert_ignoring_conflicts(table, [{"scope_id": scope_id, **zero, "position": 0}]))
-    values: dict[str, Any] = {"position": d.position}
+    # The greatest position folded in: on PostgreSQL appends commit out of position order, and a later commit of a
+    # lower position must not move the summary's position back.
+    values: dict[str, Any] = {"position": case((table.c.position > d.position, table.c.position), else_=d.position)}
     for state, n in d.tasks.items():
         if n:
             values[state] = table.c[state] + n

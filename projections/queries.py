@@ -13,6 +13,7 @@ from eventstore.task import stream_key
 
 from .counts import CountSummary, empty_summary, summary_of
 from .cursor import CursorCodec, fingerprint
+from .engine_sql import consistent
 from .filters import Expr, canonical
 from .listing import (
     DEFAULT_LIMIT,
@@ -45,7 +46,9 @@ class TaskQueries:
         self.view = view
         self.counts_table = counts
         self.scan_budget = scan_budget
-        self.validator: Any = None  # set by the snapshot machinery for scopes above RECOUNT_LIMIT
+        self.validator: Any = None  # set by the snapshot machinery for scopes above recount_limit
+        self.recount_limit = RECOUNT_LIMIT  # above it, counts are validated by ``validator``, never by a recount
+        self.snapshots: Any = None  # projections.snapshots.Snapshots, set by install()
 
     # -- one task ----------------------------------------------------------------------------------------------
 
@@ -124,7 +127,8 @@ class TaskQueries:
     # -- counts ------------------------------------------------------------------------------------------------
 
     def counts(self, scope: Scope, *, validate: bool = True) -> CountSummary:
-        with self.log.reading() as conn:
+        # Validation compares the summary with other reads: they must all see one state (REPEATABLE READ on PostgreSQL).
+        with (consistent(self.log) if validate else self.log.reading()) as conn:
             sid = self.log.scope_id(scope, conn)
             if sid is None:
                 return replace(empty_summary(scope), validation_status="validated")
@@ -138,14 +142,29 @@ class TaskQueries:
         return summary_of(row, scope)
 
     def _validate(self, conn: Connection, sid: int, summary: CountSummary) -> CountSummary:
-        if summary.total <= RECOUNT_LIMIT:
+        if summary.total <= self.recount_limit:
             tasks, slots = recount(conn, self.view, sid)
             ok = agrees(summary, tasks, slots)
             detail = "recounted" if ok else "a recount disagrees with the summary"
             return replace(summary, validation_status="validated" if ok else "unvalidated", validation_detail=detail)
         if self.validator is not None:
             return self.validator(conn, sid, summary)
-        return replace(summary, validation_detail=f"more than {RECOUNT_LIMIT} tasks and no verified snapshot")
+        return replace(summary, validation_detail=f"more than {self.recount_limit} tasks and no verified snapshot")
+
+    # -- as of a log position ----------------------------------------------------------------------------------
+
+    def counts_as_of(self, scope: Scope, position: int) -> CountSummary:
+        """The scope's count summary as it was when the log ended at ``position``: the newest verified snapshot at
+        or before it plus the deltas of the scope's events up to it."""
+        from .as_of import counts_as_of
+
+        return counts_as_of(self.log, self.snapshots, scope, position)
+
+    def task_as_of(self, scope: Scope, task_id: str, position: int) -> Task:
+        """The task as it was when the log ended at ``position`` (:class:`TaskNotFound` if it did not exist yet)."""
+        from .as_of import task_as_of
+
+        return task_as_of(self.log, self.snapshots, scope, task_id, position)
 
 
 __all__ = ["TaskQueries", "Page", "CountSummary", "ValidationError"]

@@ -26,10 +26,17 @@ class TaskProjection:
 
     name = "tasks"
 
-    def __init__(self, log: EventLog, view: Table = task_view, counts: Table = scope_counts) -> None:
+    def __init__(
+        self, log: EventLog, view: Table = task_view, counts: Table = scope_counts, *, catch_up: bool = False
+    ) -> None:
         self.log = log
         self.view = view
         self.counts = counts
+        # Catch-up mode (rebuilds): an event the tables already reflect (its version is not above the row's) is
+        # skipped, so batches may overlap; an event of a stream that does not start with TaskAdded is counted in
+        # ``skipped`` instead of failing (inline, it fails the append that would write it).
+        self.catch_up = catch_up
+        self.skipped = 0
         updatable = [c.name for c in view.c if c.name not in ("scope_id", "key")]
         self._update = (
             update(view)
@@ -38,7 +45,8 @@ class TaskProjection:
         )
 
     def apply(self, conn: Connection, events: Sequence[RecordedEvent]) -> None:
-        known = self._load(conn, {(e.scope_id, e.stream) for e in events if e.type != TASK_ADDED})
+        wanted = {(e.scope_id, e.stream) for e in events if self.catch_up or e.type != TASK_ADDED}
+        known = self._load(conn, wanted)
         tasks: dict[tuple[int, str], Task] = {}
         created: set[tuple[int, str]] = set()
         positions: dict[tuple[int, str], int] = {}
@@ -46,6 +54,12 @@ class TaskProjection:
         for e in events:
             k = (e.scope_id, e.stream)
             before = tasks.get(k) or known.get(k)
+            if self.catch_up:
+                if before is not None and e.version <= before.version:
+                    continue
+                if before is None and e.type != TASK_ADDED:
+                    self.skipped += 1
+                    continue
             if e.type == TASK_ADDED:
                 created.add(k)
                 before = None

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from eventstore import DEFAULT_URL, EventStoreError, Scope
 
+from .replay_cli import add_replay_commands
 from .simulate import planned_events, simulate
 from .store import open_store
 
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed, for a reproducible job (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(run=cmd_simulate)
+    add_replay_commands(sub, _db_arg)  # rebuild, audit, snapshot
 
     p = sub.add_parser("list", help="print one page of a job's tasks")
     _db_arg(p)

@@ -1,0 +1,224 @@
+"""The read side's engine-specific SQL, all in one place: consistent reads, which events a snapshot lacks, the
+delta aggregate that validates counts, copying task rows into snapshots, and swapping rebuilt tables in.
+
+SQLite serialises writers, so a log position alone says which events a state reflects. PostgreSQL commits
+concurrent transactions out of position order; a state read there reflects exactly the events visible in the
+reading transaction's snapshot (``pg_current_snapshot()``), which a snapshot of a scope records, so that the events
+it lacks are found exactly later (``pg_visible_in_snapshot``), even those below its position.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Sequence
+
+from sqlalchemy import Table, text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.pool import StaticPool
+
+from eventstore import EventLog
+from eventstore.task import TASK_ADDED, TASK_TRANSITIONED
+
+# Event shapes (type, schema version) whose fields the delta aggregate reads in SQL; any other falls back to Python.
+SQL_SHAPES = frozenset({(TASK_ADDED, 1), (TASK_TRANSITIONED, 1)})
+
+
+def is_postgresql(engine: Engine) -> bool:
+    return engine.dialect.name == "postgresql"
+
+
+@dataclass(frozen=True)
+class Point:
+    """A state of one scope: the last of its events it reflects and, on PostgreSQL, the snapshot it was read in."""
+
+    position: int
+    xmin: int | None = None
+    visibility: str | None = None
+
+
+# -- consistent reads -------------------------------------------------------------------------------------------
+
+
+@contextmanager
+def consistent(log: EventLog) -> Iterator[Connection]:
+    """A transaction in which every statement sees the same state (REPEATABLE READ on PostgreSQL; on SQLite any
+    transaction is one snapshot). Writes are allowed, and on SQLite take the write lock when first made."""
+    if is_postgresql(log.engine):
+        with log.engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn:
+            with conn.begin():
+                yield conn
+    else:
+        with log.reading() as conn:
+            yield conn
+
+
+def point_of(conn: Connection, position: int) -> Point:
+    """The state ``conn`` reads, for a scope whose last visible event is at ``position``."""
+    if conn.engine.dialect.name != "postgresql":
+        return Point(position)
+    row = conn.execute(
+        text("SELECT pg_current_snapshot()::text, (pg_snapshot_xmin(pg_current_snapshot())::text)::bigint")
+    ).one()
+    return Point(position, int(row[1]), row[0])
+
+
+def lacks(conn_or_engine: Connection | Engine, alias: str, base: Point | None) -> tuple[str, dict[str, Any]]:
+    """A SQL condition on ``alias`` (the events table): the event is not reflected in the state ``base``."""
+    if base is None:
+        return "1 = 1", {}
+    if conn_or_engine.dialect.name != "postgresql" or base.visibility is None:
+        return f"{alias}.position > :base_position", {"base_position": base.position}
+    return (
+        f"({alias}.position > :base_position OR ({alias}.txid >= :base_xmin AND NOT "
+        f"pg_visible_in_snapshot(({alias}.txid::text)::xid8, CAST(:base_visibility AS pg_snapshot))))",
+        {"base_position": base.position, "base_xmin": base.xmin, "base_visibility": base.visibility},
+    )
+
+
+# -- the delta aggregate ----------------------------------------------------------------------------------------
+
+
+def count_since(conn: Connection, scope_id: int, base: Point | None, upto: int | None = None) -> int:
+    """How many of the scope's events ``base`` lacks (an index range count), up to position ``upto``."""
+    cond, params = lacks(conn, "e", base)
+    sql = f"SELECT count(*) FROM events e WHERE e.scope_id = :sid AND {cond}"
+    if upto is not None:
+        sql += " AND e.position <= :upto"
+        params["upto"] = upto
+    return int(conn.execute(text(sql), {"sid": scope_id, **params}).scalar_one())
+
+
+def delta_groups(conn: Connection, scope_id: int, base: Point | None, upto: int | None = None) -> list[tuple]:
+    """The count changes of the events ``base`` lacks, aggregated in the database: one row per (type, schema
+    version, from, to) with the number of events, their tasks' required slots, and the schema versions of those
+    tasks' TaskAdded events (required slots come from the TaskAdded event: the log, not the projection)."""
+    pg = conn.engine.dialect.name == "postgresql"
+    if pg:
+        f, t = "e.data->>'from'", "e.data->>'to'"
+        slots = "COALESCE(NULLIF((a.data->'spec'->>'requiredSlots')::bigint, 0), 1)"
+    else:
+        f, t = "json_extract(e.data, '$.from')", "json_extract(e.data, '$.to')"
+        slots = "COALESCE(NULLIF(json_extract(a.data, '$.spec.requiredSlots'), 0), 1)"
+    cond, params = lacks(conn, "e", base)
+    sql = (
+        f"SELECT e.type, e.schema_version, {f} AS f, {t} AS t, count(*), sum({slots}), "
+        "min(a.schema_version), max(a.schema_version) "
+        "FROM events e JOIN events a ON a.scope_id = e.scope_id AND a.stream = e.stream AND a.version = 1 "
+        f"AND a.type = '{TASK_ADDED}' "
+        f"WHERE e.scope_id = :sid AND e.type IN ('{TASK_ADDED}', '{TASK_TRANSITIONED}') AND {cond}"
+    )
+    if upto is not None:
+        sql += " AND e.position <= :upto"
+        params["upto"] = upto
+    sql += " GROUP BY e.type, e.schema_version, f, t"
+    return [tuple(r) for r in conn.execute(text(sql), {"sid": scope_id, **params})]
+
+
+# -- the snapshot schedule --------------------------------------------------------------------------------------
+
+
+def schedule_add(conn: Connection, table: Table, rows: list[dict[str, int]]) -> list[tuple[int, int, int]]:
+    """Add to each scope's events-since-snapshot counters; returns (scope_id, events, since_full) after."""
+    insert = pg_insert if conn.engine.dialect.name == "postgresql" else sqlite_insert
+    stmt = insert(table).values(rows)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["scope_id"],
+        set_={
+            "events": table.c.events + stmt.excluded.events,
+            "since_full": table.c.since_full + stmt.excluded.since_full,
+        },
+    ).returning(table.c.scope_id, table.c.events, table.c.since_full)
+    return [tuple(r) for r in conn.execute(stmt)]
+
+
+# -- copying task rows ------------------------------------------------------------------------------------------
+
+
+def single_connection(engine: Engine) -> bool:
+    """An in-memory SQLite database: one connection, so no reading on one while writing on another."""
+    return isinstance(engine.pool, StaticPool)
+
+
+def copy_rows_in_database(conn: Connection, columns: Sequence[str], *, source: str, source_key: str,
+                          source_id: int, target: str, target_key: str, target_id: int,
+                          after: str | None = None, limit: int | None = None) -> str | None:
+    """INSERT ... SELECT a scope's (or a snapshot's) task rows into another table, renaming the key column; with
+    ``limit``, one chunk in key order after ``after``, returning the chunk's last key (None when none was left)."""
+    cols = ", ".join(columns)
+    where = f"{source_key} = :sid"
+    params: dict[str, Any] = {"sid": source_id, "tid": target_id}
+    if after is not None:
+        where += " AND key > :after"
+        params["after"] = after
+    last = None
+    if limit is not None:
+        params["n"] = limit
+        last = conn.execute(
+            text(f"SELECT max(key) FROM (SELECT key FROM {source} WHERE {where} ORDER BY key LIMIT :n) chunk"), params
+        ).scalar()
+        if last is None:
+            return None
+        where += " AND key <= :last"
+        params["last"] = last
+    conn.execute(
+        text(f"INSERT INTO {target} ({target_key}, {cols}) SELECT :tid, {cols} FROM {source} WHERE {where}"),
+        {k: v for k, v in params.items() if k != "n"},
+    )
+    return last
+
+
+def stream_rows(conn: Connection, columns: Sequence[str], table: str, key: str, key_id: int,
+                batch: int) -> Iterator[list[tuple]]:
+    """A scope's rows as the driver returns them (JSON left as text on SQLite), ``batch`` at a time."""
+    result = conn.exec_driver_sql(f"SELECT {', '.join(columns)} FROM {table} WHERE {key} = ?", (key_id,))
+    while rows := result.fetchmany(batch):
+        yield rows
+
+
+def insert_raw(conn: Connection, columns: Sequence[str], table: str, key: str, key_id: int,
+               rows: list[tuple]) -> None:
+    marks = ", ".join("?" for _ in range(len(columns) + 1))
+    conn.exec_driver_sql(
+        f"INSERT INTO {table} ({key}, {', '.join(columns)}) VALUES ({marks})", [(key_id, *r) for r in rows]
+    )
+
+
+# -- swapping rebuilt tables in ---------------------------------------------------------------------------------
+
+
+def lock_for_swap(conn: Connection, live: Sequence[str]) -> None:
+    """Keep writers out of the live tables until the swap commits (readers go on). SQLite: the write transaction
+    the swap runs in already excludes every other writer."""
+    if conn.engine.dialect.name == "postgresql":
+        conn.execute(text("SET LOCAL lock_timeout = '60s'"))
+        conn.execute(text(f"LOCK TABLE {', '.join(live)} IN EXCLUSIVE MODE"))
+
+
+def swap(conn: Connection, pairs: Sequence[tuple[str, str, str]], index_names: Callable[[str], list[str]]) -> list[str]:
+    """Rename each (live, fresh, retired): live to retired, fresh to live, in the caller's transaction.
+
+    Returns the retired tables, to drop: on PostgreSQL at once (the swap holds their locks; a drop is quick), and
+    the indexes and primary keys of the fresh tables take the live names, so the schema reads as if never rebuilt.
+    On SQLite, where a drop rewrites pages and indexes cannot be renamed, the caller drops them after the swap has
+    committed and the fresh tables keep their index names.
+    """
+    pg = conn.engine.dialect.name == "postgresql"
+    for live, fresh, retired in pairs:
+        conn.execute(text(f"ALTER TABLE {live} RENAME TO {retired}"))
+        conn.execute(text(f"ALTER TABLE {fresh} RENAME TO {live}"))
+    if not pg:
+        return [retired for _, _, retired in pairs]
+    for live, fresh, retired in pairs:
+        conn.execute(text(f"DROP TABLE {retired}"))
+        for name in index_names(fresh):
+            conn.execute(text(f"ALTER INDEX {name} RENAME TO {name.replace(f'ix_{fresh}_', f'ix_{live}_', 1)}"))
+        conn.execute(text(f"ALTER TABLE {live} RENAME CONSTRAINT {fresh}_pkey TO {live}_pkey"))
+    return []
+
+
+def drop_tables(conn: Connection, names: Sequence[str]) -> None:
+    for name in names:
+        conn.execute(text(f"DROP TABLE IF EXISTS {name}"))

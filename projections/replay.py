@@ -1,0 +1,232 @@
+"""Folding events again, outside the inline projection: the events a state lacks, in order and decoded; a scope's
+tasks folded from a base state; and the count changes of a run of events (for validation and "as of" counts).
+
+Everything here goes through ``eventstore.task.evolve``, the one definition of what an event does.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator, Mapping
+
+from sqlalchemy import select, text, tuple_
+from sqlalchemy.engine import Connection, Row
+
+from eventstore import Checkpoint, EventLog, RecordedEvent, Scope, State, Task
+from eventstore.schema import events
+from eventstore.task import TASK_ADDED, TASK_TRANSITIONED, added, evolve
+
+from .engine_sql import SQL_SHAPES, Point, count_since, delta_groups, lacks
+from .rows import row_of
+
+COLUMNS = (
+    events.c.position,
+    events.c.txid,
+    events.c.scope_id,
+    events.c.stream,
+    events.c.version,
+    events.c.type,
+    events.c.schema_version,
+    events.c.data,
+    events.c.metadata,
+)
+
+
+def decode(log: EventLog, conn: Connection, r: Row) -> RecordedEvent:
+    """An event row as the log's readers see it: its scope, and its data upcast to the current shape."""
+    schema_version, data = log.upcasters.upcast(r.type, r.schema_version, r.data)
+    return RecordedEvent(
+        position=r.position,
+        scope=log.scope_of(conn, r.scope_id),
+        stream=r.stream,
+        version=r.version,
+        type=r.type,
+        schema_version=schema_version,
+        data=data,
+        metadata=r.metadata,
+        txid=r.txid or 0,
+        scope_id=r.scope_id,
+    )
+
+
+def scope_events(
+    log: EventLog,
+    conn: Connection,
+    scope_id: int,
+    base: Point | None = None,
+    *,
+    upto: int | None = None,
+    stream: str | None = None,
+    batch: int = 5000,
+) -> Iterator[RecordedEvent]:
+    """The scope's events that ``base`` lacks (all of them without one), in position order, up to ``upto``."""
+    cond, params = lacks(conn, "events", base)
+    after = 0
+    while True:
+        q = select(*COLUMNS).where(events.c.scope_id == scope_id, events.c.position > after, text(cond).bindparams(**params))
+        if upto is not None:
+            q = q.where(events.c.position <= upto)
+        if stream is not None:
+            q = q.where(events.c.stream == stream)
+        rows = conn.execute(q.order_by(events.c.position).limit(batch)).all()
+        for r in rows:
+            yield decode(log, conn, r)
+        if len(rows) < batch:
+            return
+        after = rows[-1].position
+
+
+def log_after(log: EventLog, conn: Connection, after: Checkpoint, limit: int) -> list[RecordedEvent]:
+    """The next events of the whole log after ``after`` that ``conn`` can see, in the order the log is followed
+    ((txid, position) on PostgreSQL), without waiting for the commit horizon: for a writer that holds the tables
+    the events are projected into, so that no transaction it cannot see yet can have written to them."""
+    q = select(*COLUMNS)
+    if log.engine.dialect.name == "postgresql":
+        q = q.where(tuple_(events.c.txid, events.c.position) > tuple_(*after.as_tuple()))
+        q = q.order_by(events.c.txid, events.c.position)
+    else:
+        q = q.where(events.c.position > after.position).order_by(events.c.position)
+    return [decode(log, conn, r) for r in conn.execute(q.limit(limit))]
+
+
+# -- folding a scope ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ScopeFold:
+    """Tasks of one scope folded from a base (a snapshot's rows, or nothing) by the events after it."""
+
+    scope: Scope
+    scope_id: int
+    tasks: dict[str, Task] = field(default_factory=dict)
+    positions: dict[str, int] = field(default_factory=dict)
+    events: int = 0
+    skipped: int = 0  # events of streams that do not start with TaskAdded: not tasks
+
+    def apply(self, e: RecordedEvent) -> None:
+        before = self.tasks.get(e.stream)
+        if before is not None and e.version <= before.version:
+            return  # already in the base
+        if before is None and e.type != TASK_ADDED:
+            self.skipped += 1
+            return
+        self.tasks[e.stream] = evolve(before, e)
+        self.positions[e.stream] = e.position
+        self.events += 1
+
+    def apply_all(self, evs: Iterable[RecordedEvent]) -> "ScopeFold":
+        for e in evs:
+            self.apply(e)
+        return self
+
+    def row(self, key: str) -> dict[str, Any]:
+        return row_of(self.tasks[key], self.scope_id, self.positions[key])
+
+
+def tally(tasks: Iterable[Task]) -> tuple[Counter[State], Counter[State]]:
+    states: Counter[State] = Counter()
+    slots: Counter[State] = Counter()
+    for t in tasks:
+        states[t.state] += 1
+        slots[t.state] += t.required_slots
+    return states, slots
+
+
+# -- count changes ------------------------------------------------------------------------------------------------
+
+
+class BudgetExceeded(Exception):
+    def __init__(self, events: int, budget: int) -> None:
+        super().__init__(f"{events} events to fold, more than the budget of {budget}")
+        self.events = events
+        self.budget = budget
+
+
+@dataclass
+class Deltas:
+    """What a run of events did to a scope's counts: tasks and required slots gained (lost) per state."""
+
+    states: Counter[State] = field(default_factory=Counter)
+    slots: Counter[State] = field(default_factory=Counter)
+    events: int = 0  # every event of the run, counting ones that change no count
+
+    def move(self, before: State | None, after: State, n: int, slots: int) -> None:
+        if before is not None:
+            self.states[before] -= n
+            self.slots[before] -= slots
+        self.states[after] += n
+        self.slots[after] += slots
+
+    def added_to(self, states: Mapping[State, int], slots: Mapping[State, int]) -> tuple[dict[State, int], dict[State, int]]:
+        return (
+            {s: states.get(s, 0) + self.states[s] for s in State},
+            {s: slots.get(s, 0) + self.slots[s] for s in State},
+        )
+
+
+def deltas_since(
+    log: EventLog,
+    conn: Connection,
+    scope_id: int,
+    base: Point | None,
+    *,
+    upto: int | None = None,
+    budget: int | None = None,
+) -> Deltas:
+    """The count changes of the scope's events that ``base`` lacks (up to position ``upto``), from the events' own
+    from/to states: TaskAdded is one more pending task, TaskTransitioned one less in ``from`` and one more in
+    ``to``, each weighted by the task's required slots in its TaskAdded event.
+
+    Counts the events first (an index range) and raises :class:`BudgetExceeded` above ``budget``; then aggregates in
+    the database, or, for event shapes the SQL does not know, decodes and upcasts them here.
+    """
+    n = count_since(conn, scope_id, base, upto)
+    if budget is not None and n > budget:
+        raise BudgetExceeded(n, budget)
+    out = Deltas(events=n)
+    groups = delta_groups(conn, scope_id, base, upto)
+    if all((g[0], g[1]) in SQL_SHAPES and g[6] == g[7] == 1 for g in groups):
+        for type_, _sv, f, t, count, slots, _a, _b in groups:
+            if type_ == TASK_ADDED:
+                out.move(None, State.PENDING, int(count), int(slots))
+            else:
+                out.move(State(f), State(t), int(count), int(slots))
+        return out
+    return _python_deltas(log, conn, scope_id, base, upto, out)
+
+
+def _python_deltas(
+    log: EventLog, conn: Connection, scope_id: int, base: Point | None, upto: int | None, out: Deltas
+) -> Deltas:
+    moves: list[tuple[str, State, State]] = []
+    slots_of: dict[str, int] = {}
+    for e in scope_events(log, conn, scope_id, base, upto=upto):
+        if e.type == TASK_ADDED:
+            t = added(e)
+            slots_of[e.stream] = t.required_slots
+            out.move(None, t.state, 1, t.required_slots)
+        elif e.type == TASK_TRANSITIONED:
+            moves.append((e.stream, State(e.data["from"]), State(e.data["to"])))
+    missing = sorted({s for s, _, _ in moves if s not in slots_of})
+    for i in range(0, len(missing), 500):
+        q = select(*COLUMNS).where(
+            events.c.scope_id == scope_id, events.c.version == 1, events.c.stream.in_(missing[i : i + 500])
+        )
+        for r in conn.execute(q):
+            e = decode(log, conn, r)
+            if e.type == TASK_ADDED:
+                slots_of[e.stream] = added(e).required_slots
+    for stream, f, t in moves:
+        if stream in slots_of:  # a stream without TaskAdded is not a task
+            out.move(f, t, 1, slots_of[stream])
+    return out
+
+
+def last_position(conn: Connection, scope_id: int, upto: int | None = None) -> int:
+    """The position of the scope's last event (at or before ``upto``) that ``conn`` sees; 0 when none."""
+    q = select(events.c.position).where(events.c.scope_id == scope_id)
+    if upto is not None:
+        q = q.where(events.c.position <= upto)
+    found = conn.execute(q.order_by(events.c.position.desc()).limit(1)).scalar()
+    return int(found or 0)
