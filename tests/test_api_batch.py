@@ -20,6 +20,7 @@ from azure.core.exceptions import (
 )
 
 from tests.test_api_fixtures import (  # noqa: F401 - fixtures
+    HTTP,
     SECRET_A,
     SECRET_B,
     WS_A,
@@ -111,7 +112,7 @@ def test_get_task_headers_and_defaults(api_server, client):
     job = api_server.unique()
     client.create_task(job, _task("plain"))
     url = f"{api_server.url}/batch/jobs/{job}/tasks/plain?api-version=2025-06-01"
-    r = httpx.get(url, headers=shared_key_sign("GET", url, WS_A, SECRET_A, {"client-request-id": "abc-123"}))
+    r = HTTP.get(url, headers=shared_key_sign("GET", url, WS_A, SECRET_A, {"client-request-id": "abc-123"}))
     assert r.status_code == 200
     body = r.json()
     assert r.headers["etag"] == body["eTag"]
@@ -129,7 +130,7 @@ def test_get_task_headers_and_defaults(api_server, client):
     assert body["executionInfo"] == {"retryCount": 0, "requeueCount": 0}
     # If-None-Match with the current eTag: 304
     headers = shared_key_sign("GET", url, WS_A, SECRET_A, {"if-none-match": body["eTag"]})
-    assert httpx.get(url, headers=headers).status_code == 304
+    assert HTTP.get(url, headers=headers).status_code == 304
 
 
 def test_add_existing_task_is_task_exists(api_server, client):
@@ -146,8 +147,8 @@ def test_add_task_retry_with_same_client_request_id_is_idempotent(api_server):
     body = orjson.dumps({"id": "once", "commandLine": "echo"})
     base = {"content-type": "application/json; odata=minimalmetadata", "client-request-id": "f00d-1",
             "content-length": str(len(body))}
-    first = httpx.post(url, content=body, headers=shared_key_sign("POST", url, WS_A, SECRET_A, base))
-    again = httpx.post(url, content=body, headers=shared_key_sign("POST", url, WS_A, SECRET_A, base))
+    first = HTTP.post(url, content=body, headers=shared_key_sign("POST", url, WS_A, SECRET_A, base))
+    again = HTTP.post(url, content=body, headers=shared_key_sign("POST", url, WS_A, SECRET_A, base))
     assert first.status_code == again.status_code == 201
     assert first.headers["etag"] == again.headers["etag"]
 
@@ -227,13 +228,13 @@ def test_list_with_filter_and_select_across_pages(api_server, client):
 def test_list_filters_on_times_exit_codes_and_results(api_server, client):
     job = api_server.unique()
     h = native_headers()
-    r = httpx.post(_v1(api_server, job), headers=h, json={"tasks": [{"id": f"e-{i}"} for i in range(6)]})
+    r = HTTP.post(_v1(api_server, job), headers=h, json={"tasks": [{"id": f"e-{i}"} for i in range(6)]})
     assert r.status_code == 201
     created = r.json()["tasks"][0]["createdAt"]
     for i in range(6):
         for to in ("running", "succeeded" if i % 2 == 0 else "failed"):
             body = {"to": to, **({"exitCode": i} if to != "running" else {})}
-            assert httpx.post(_v1(api_server, job, f"/e-{i}/transitions"), headers=h, json=body).status_code == 200
+            assert HTTP.post(_v1(api_server, job, f"/e-{i}/transitions"), headers=h, json=body).status_code == 200
     def ids(flt):
         return sorted(t.id for t in client.list_tasks(job, filter=flt))
     assert ids("executionInfo/exitCode ge 4") == ["e-4", "e-5"]
@@ -275,25 +276,25 @@ def test_skiptoken_carries_the_whole_query_and_is_refused_elsewhere(api_server, 
     _fill(client, job, 9)
     _fill(client, other, 3)
     url = f"{api_server.url}/batch/jobs/{job}/tasks?api-version=2024-02-01.19.0&maxresults=2&%24select=id%2Cstate&%24filter=startswith%28id%2C%27t-%27%29"
-    r = httpx.get(url, headers=shared_key_sign("GET", url, WS_A, SECRET_A, {}))
+    r = HTTP.get(url, headers=shared_key_sign("GET", url, WS_A, SECRET_A, {}))
     assert r.status_code == 200
     link = r.json()["odata.nextLink"]
     assert link.startswith(f"{api_server.url}/batch/jobs/{job}/tasks?api-version=2024-02-01.19.0&")
     assert "maxresults" not in link and "filter" not in link
     got = [t["id"] for t in r.json()["value"]]
     while link:  # the 14.x SDK follows the link verbatim
-        r = httpx.get(link, headers=shared_key_sign("GET", link, WS_A, SECRET_A, {}))
+        r = HTTP.get(link, headers=shared_key_sign("GET", link, WS_A, SECRET_A, {}))
         assert r.status_code == 200 and all(set(t) == {"id", "state"} for t in r.json()["value"])
         got += [t["id"] for t in r.json()["value"]]
         link = r.json().get("odata.nextLink")
     assert got == [f"t-{i:04d}" for i in range(9)]
     # the token of one job's list is refused on another's
-    token = httpx.URL(httpx.get(url, headers=shared_key_sign("GET", url, WS_A, SECRET_A, {})).json()["odata.nextLink"]).params["$skiptoken"]
+    token = httpx.URL(HTTP.get(url, headers=shared_key_sign("GET", url, WS_A, SECRET_A, {})).json()["odata.nextLink"]).params["$skiptoken"]
     bad = f"{api_server.url}/batch/jobs/{other}/tasks?api-version=2025-06-01&$skiptoken={token}"
-    r = httpx.get(bad, headers=shared_key_sign("GET", bad, WS_A, SECRET_A, {}))
+    r = HTTP.get(bad, headers=shared_key_sign("GET", bad, WS_A, SECRET_A, {}))
     assert r.status_code == 400 and r.json()["code"] == "InvalidQueryParameterValue"
     bad = f"{api_server.url}/batch/jobs/{job}/tasks?api-version=2025-06-01&$skiptoken=garbage"
-    r = httpx.get(bad, headers=shared_key_sign("GET", bad, WS_A, SECRET_A, {}))
+    r = HTTP.get(bad, headers=shared_key_sign("GET", bad, WS_A, SECRET_A, {}))
     assert r.status_code == 400 and r.json()["code"] == "InvalidQueryParameterValue"
 
 
@@ -310,11 +311,11 @@ def test_msrest_sdk_wire_shape(api_server):
         "return-client-request-id": "false",
         "content-length": str(len(body)),
     }
-    r = httpx.post(url, content=body, headers=shared_key_sign("POST", url, WS_A, SECRET_A, headers))
+    r = HTTP.post(url, content=body, headers=shared_key_sign("POST", url, WS_A, SECRET_A, headers))
     assert r.status_code == 201, r.text
     assert "client-request-id" not in r.headers and r.headers["request-id"]
     get = f"{api_server.url}/batch/jobs/{job}/tasks/old?api-version=2024-02-01.19.0&timeout=30"
-    r = httpx.get(get, headers=shared_key_sign("GET", get, WS_A, SECRET_A, {}))
+    r = HTTP.get(get, headers=shared_key_sign("GET", get, WS_A, SECRET_A, {}))
     assert r.json()["constraints"]["maxWallClockTime"] == "PT1H"
 
 
@@ -325,11 +326,11 @@ def test_counts_terminate_and_reactivate(api_server, client):
     job = api_server.unique()
     h = native_headers()
     specs = [{"id": f"c-{i}", "requiredSlots": 2 if i < 2 else 1} for i in range(6)]
-    assert httpx.post(_v1(api_server, job), headers=h, json={"tasks": specs}).status_code == 201
+    assert HTTP.post(_v1(api_server, job), headers=h, json={"tasks": specs}).status_code == 201
     for task_id, path in {"c-0": ["starting"], "c-1": ["running"], "c-2": ["running", "succeeded"],
                           "c-3": ["running", "failed"]}.items():
         for to in path:
-            assert httpx.post(_v1(api_server, job, f"/{task_id}/transitions"), headers=h, json={"to": to}).status_code == 200
+            assert HTTP.post(_v1(api_server, job, f"/{task_id}/transitions"), headers=h, json={"to": to}).status_code == 200
     client.terminate_task(job, "c-4")
     counts = client.get_job_task_counts(job)
     assert counts.task_counts.as_dict() == {"active": 1, "running": 2, "completed": 3, "succeeded": 1, "failed": 2}
@@ -399,7 +400,7 @@ def test_not_found_and_bad_bodies(api_server, client):
                        (b'{"id": "x", "commandLine": "y", "constraints": {"maxWallClockTime": "soon"}}', "InvalidPropertyValue"),
                        (b'{"id": "x", "commandLine": "y", "requiredSlots": "two"}', "InvalidPropertyValue")):
         headers = shared_key_sign("POST", url, WS_A, SECRET_A, {"content-type": "application/json", "content-length": str(len(body))})
-        r = httpx.post(url, content=body, headers=headers)
+        r = HTTP.post(url, content=body, headers=headers)
         assert r.status_code == 400 and r.json()["code"] == code, (body, r.text)
         assert r.json()["message"]["lang"] == "en-US" and r.headers["request-id"]
 
@@ -413,11 +414,11 @@ def test_authentication_failures(api_server):
     with pytest.raises(ClientAuthenticationError):
         batch_client(api_server).get_task(job, "x", ocp_date=datetime.now(UTC) - timedelta(hours=1))
     url = f"{api_server.url}/batch/jobs/{job}/tasks?api-version=2025-06-01"
-    r = httpx.get(url)
+    r = HTTP.get(url)
     assert r.status_code == 401 and r.json()["code"] == "AuthenticationFailed" and r.headers["request-id"]
     signed = shared_key_sign("GET", url, WS_A, SECRET_A, {})
-    r = httpx.get(url + "&maxresults=5", headers=signed)  # a query the signature does not cover
+    r = HTTP.get(url + "&maxresults=5", headers=signed)  # a query the signature does not cover
     assert r.status_code == 401
     nover = f"{api_server.url}/batch/jobs/{job}/tasks"
-    r = httpx.get(nover, headers=shared_key_sign("GET", nover, WS_A, SECRET_A, {}))
+    r = HTTP.get(nover, headers=shared_key_sign("GET", nover, WS_A, SECRET_A, {}))
     assert r.status_code == 400 and r.json()["code"] == "MissingRequiredQueryParameter"

@@ -8,7 +8,7 @@ import os
 import httpx
 import pytest
 
-from tests.test_api_fixtures import SECRET_A, SECRET_B, WS_A, WS_B, api_server, native_headers  # noqa: F401
+from tests.test_api_fixtures import HTTP, SECRET_A, SECRET_B, WS_A, WS_B, api_server, native_headers  # noqa: F401
 
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ["BL_API_KEY"] = SECRET_A
@@ -36,7 +36,7 @@ def _seed(server, job: str, execution: str, n: int) -> list[dict]:
              "maxRetries": 2, "timeout": "30m", "labels": {"stage": "prep" if i % 2 else "report"}}
             for i in range(start, min(start + 7, n))
         ]
-        r = httpx.post(url, headers=native_headers(), json={"tasks": specs})
+        r = HTTP.post(url, headers=native_headers(), json={"tasks": specs})
         assert r.status_code == 201, r.text
         out += r.json()["tasks"]
     return out
@@ -78,10 +78,10 @@ def test_task_shape(api_server, client):
     _seed(api_server, job, execution, 2)
     base = f"{api_server.url}/v1/jobs/{job}/executions/{execution}/tasks/task-00"
     for to in ("starting", "running", "succeeded"):
-        assert httpx.post(base + "/transitions", headers=native_headers(), json={"to": to}).status_code == 200
+        assert HTTP.post(base + "/transitions", headers=native_headers(), json={"to": to}).status_code == 200
     cond = {"type": "Ready", "state": "true", "reason": "Done", "message": "ok", "severity": "info",
             "executionReason": "completed"}
-    done = httpx.post(base + "/conditions", headers=native_headers(), json=cond)
+    done = HTTP.post(base + "/conditions", headers=native_headers(), json=cond)
     assert done.status_code == 200, done.text
     page = api.sync(job, execution, client=client, sort=Sort("name:asc"))
     task, pending = page.data
@@ -141,12 +141,12 @@ def test_limits_and_errors(api_server, client):
     r = api.sync_detailed(job, "other-execution", client=client)
     assert r.status_code == 404
     url = f"{api_server.url}/blaxel/v0/jobs/{job}/executions/{execution}/tasks"
-    assert httpx.get(url, params={"sort": "id:asc"}, headers=_headers()).status_code == 400
-    assert httpx.get(url, params={"q": "x" * 201}, headers=_headers()).status_code == 400
-    assert httpx.get(url, params={"limit": "ten"}, headers=_headers()).status_code == 400
-    r = httpx.get(url)
+    assert HTTP.get(url, params={"sort": "id:asc"}, headers=_headers()).status_code == 400
+    assert HTTP.get(url, params={"q": "x" * 201}, headers=_headers()).status_code == 400
+    assert HTTP.get(url, params={"limit": "ten"}, headers=_headers()).status_code == 400
+    r = HTTP.get(url)
     assert r.status_code == 401 and r.json()["code"] == 401
-    r = httpx.get(url, headers=_headers(SECRET_B, WS_A))  # B's key naming A's workspace
+    r = HTTP.get(url, headers=_headers(SECRET_B, WS_A))  # B's key naming A's workspace
     assert r.status_code == 403 and r.json()["code"] == 403
     stranger = Client(base_url=api_server.url + "/blaxel/v0", headers=_headers(SECRET_B, WS_B))
     r = api.sync_detailed(job, execution, client=stranger)

@@ -13,6 +13,7 @@ from azure.core.exceptions import ResourceNotFoundError
 from botocore.exceptions import ClientError
 
 from tests.test_api_fixtures import (  # noqa: F401 - fixtures
+    HTTP,
     KEY_B,
     SECRET_A,
     SECRET_B,
@@ -53,7 +54,7 @@ def _write(server, job: str, headers: dict) -> dict[str, dict]:
         {"id": "busy"},
         {"id": "waiting"},
     ]
-    assert httpx.post(base, headers=headers, json={"tasks": specs}).status_code == 201
+    assert HTTP.post(base, headers=headers, json={"tasks": specs}).status_code == 201
     moves = {
         "done": [{"to": "starting", "nodeInfo": {"nodeId": "node-7", "poolId": "pool"}}, {"to": "running"},
                  {"to": "succeeded", "exitCode": 0}],
@@ -64,10 +65,10 @@ def _write(server, job: str, headers: dict) -> dict[str, dict]:
     out = {}
     for task, steps in moves.items():
         for step in steps:
-            r = httpx.post(f"{base}/{task}/transitions", headers=headers, json=step)
+            r = HTTP.post(f"{base}/{task}/transitions", headers=headers, json=step)
             assert r.status_code == 200, r.text
         out[task] = r.json()
-    out["waiting"] = httpx.get(f"{base}/waiting", headers=headers).json()
+    out["waiting"] = HTTP.get(f"{base}/waiting", headers=headers).json()
     return out
 
 
@@ -143,7 +144,7 @@ def test_a_workspace_sees_nothing_of_another(api_server):
     hb = native_headers(SECRET_B)
     for method, path, body in (("GET", "/tasks/done", None), ("GET", "/tasks/done/events", None), ("GET", "/tasks", None),
                                ("GET", "/counts", None), ("POST", "/tasks/busy/transitions", {"to": "succeeded"})):
-        r = httpx.request(method, base + path, headers=hb, json=body)
+        r = HTTP.request(method, base + path, headers=hb, json=body)
         assert r.status_code == 404, (method, path, r.text)
 
     # B writing the same job id makes B's own job; A's is untouched and neither sees the other's tasks

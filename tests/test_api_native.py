@@ -5,12 +5,12 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.test_api_fixtures import SECRET_B, api_server, native_headers  # noqa: F401
+from tests.test_api_fixtures import HTTP, SECRET_B, api_server, native_headers  # noqa: F401
 
 
 @pytest.fixture(scope="module")
 def http(api_server):
-    with httpx.Client(base_url=api_server.url + "/v1", headers=native_headers()) as c:
+    with httpx.Client(base_url=api_server.url + "/v1", headers=native_headers(), timeout=30) as c:
         yield c
 
 
@@ -141,17 +141,17 @@ def test_bad_requests_get_native_errors(api_server, http):
         r = http.request(method.upper(), path, **kwargs)
         assert (r.status_code, r.json()["error"]["code"]) == (status, code), (method, path, kwargs, r.text)
         assert r.json()["error"]["message"]
-    r = httpx.get(api_server.url + "/v1" + _tasks(job), headers={"Authorization": "Bearer nope"})
+    r = HTTP.get(api_server.url + "/v1" + _tasks(job), headers={"Authorization": "Bearer nope"})
     assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
-    r = httpx.get(api_server.url + "/v1" + _tasks(job), headers={"Authorization": "Basic abc"})
+    r = HTTP.get(api_server.url + "/v1" + _tasks(job), headers={"Authorization": "Basic abc"})
     assert r.status_code == 401
-    r = httpx.post(api_server.url + "/v1" + _tasks(job), content=b"x" * (9 * 1024 * 1024), headers=native_headers())
+    r = HTTP.post(api_server.url + "/v1" + _tasks(job), content=b"x" * (9 * 1024 * 1024), headers=native_headers())
     assert r.status_code == 413 and r.json()["error"]["code"] == "body_too_large"
 
 
 def test_docs_and_openapi(api_server):
-    assert httpx.get(api_server.url + "/docs").status_code == 200
-    paths = httpx.get(api_server.url + "/openapi.json").json()["paths"]
+    assert HTTP.get(api_server.url + "/docs").status_code == 200
+    paths = HTTP.get(api_server.url + "/openapi.json").json()["paths"]
     for path in ("/batch/jobs/{job_id}/tasks", "/omics/run/{run_id}/task", "/blaxel/v0/jobs/{job_id}/executions/{execution_id}/tasks",
                  "/v1/jobs/{job}/executions/{execution}/tasks/{task}/transitions"):
         assert path in paths

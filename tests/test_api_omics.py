@@ -10,6 +10,7 @@ import pytest
 from botocore.exceptions import ClientError, ParamValidationError
 
 from tests.test_api_fixtures import (  # noqa: F401 - fixtures
+    HTTP,
     KEY_A,
     SECRET_A,
     SECRET_B,
@@ -31,7 +32,7 @@ def _add(server, run: str, n: int) -> list[dict]:
          "containerSettings": {"imageName": "ecr/caller:1"}}
         for i in range(n)
     ]
-    r = httpx.post(f"{server.url}/v1/jobs/{run}/executions/default/tasks", headers=native_headers(), json={"tasks": specs})
+    r = HTTP.post(f"{server.url}/v1/jobs/{run}/executions/default/tasks", headers=native_headers(), json={"tasks": specs})
     assert r.status_code == 201, r.text
     return r.json()["tasks"]
 
@@ -40,7 +41,7 @@ def _move(server, run: str, task: str, *path: str, **extra) -> dict:
     body = {}
     for to in path:
         body = {"to": to, **(extra if to == path[-1] else {})}
-        r = httpx.post(f"{server.url}/v1/jobs/{run}/executions/default/tasks/{task}/transitions",
+        r = HTTP.post(f"{server.url}/v1/jobs/{run}/executions/default/tasks/{task}/transitions",
                        headers=native_headers(), json=body)
         assert r.status_code == 200, r.text
     return r.json()
@@ -139,7 +140,7 @@ def test_signature_checks(api_server):
         with pytest.raises(ClientError) as info:
             client.list_run_tasks(id=run)
         assert _error(info.value)[0] == 403
-    r = httpx.get(f"{api_server.url}/omics/run/{run}/task")
+    r = HTTP.get(f"{api_server.url}/omics/run/{run}/task")
     assert r.status_code == 403 and r.headers["x-amzn-ErrorType"] == "AccessDeniedException"
     assert set(r.json()) == {"message"}
     # a well-formed signature over a stale date is refused
@@ -153,5 +154,5 @@ def test_signature_checks(api_server):
         key = hmac.new(key, part.encode(), hashlib.sha256).digest()
     sig = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
     auth = f"AWS4-HMAC-SHA256 Credential={KEY_A}/{scope}, SignedHeaders=host;x-amz-date, Signature={sig}"
-    r = httpx.get(f"{api_server.url}/omics/run/{run}/task", headers={"Authorization": auth, "X-Amz-Date": stamp})
+    r = HTTP.get(f"{api_server.url}/omics/run/{run}/task", headers={"Authorization": auth, "X-Amz-Date": stamp})
     assert r.status_code == 403 and "15 minutes" in r.json()["message"]
