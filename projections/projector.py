@@ -47,19 +47,21 @@ def load_checkpoint(conn: Connection, name: str) -> StoredCheckpoint | None:
     return StoredCheckpoint.of(row) if row else None
 
 
-def save_checkpoint(conn: Connection, name: str, checkpoint: Checkpoint, *, status: str, detail: str = "",
+def save_checkpoint(conn: Connection, name: str, checkpoint: Checkpoint, *, status: str, detail: str | None = None,
                     version: int = PROJECTION_VERSION) -> None:
+    """Store a checkpoint (``detail`` None: keep the stored one)."""
     t = projection_checkpoints
-    values = {
+    values: dict[str, Any] = {
         "txid": checkpoint.txid,
         "position": checkpoint.position,
         "projection_version": version,
         "status": status,
-        "detail": detail,
         "updated_at": now_iso(),
     }
+    if detail is not None:
+        values["detail"] = detail
     if conn.execute(update(t).where(t.c.name == name).values(values)).rowcount == 0:
-        conn.execute(t.insert().values(name=name, **values))
+        conn.execute(t.insert().values({"name": name, "detail": "", **values}))
 
 
 def delete_checkpoint(conn: Connection, name: str) -> None:

@@ -234,13 +234,14 @@ def _swap(log: EventLog, projection: TaskProjection, view: Any, counts: Any, bat
         engine_sql.lock_for_swap(conn, [task_view.name, scope_counts.name])
         stored = load_checkpoint(conn, REBUILD)
         after = stored.checkpoint if stored else START
+        applied = 0
         while True:
             page = log_after(log, conn, after, batch)
             if not page:
                 break
             projection.apply(conn, page)
             after = page[-1].checkpoint
-            advance(len(page))
+            applied += len(page)
         retired = engine_sql.swap(
             conn,
             [
@@ -251,6 +252,7 @@ def _swap(log: EventLog, projection: TaskProjection, view: Any, counts: Any, bat
         )
         save_checkpoint(conn, LIVE, after, status="live", detail=f"rebuilt into {view.name}")
         delete_checkpoint(conn, REBUILD)
+    advance(applied)  # after the commit: a progress callback may append
     if retired:
         with log.writing() as conn:
             engine_sql.drop_tables(conn, retired)
