@@ -17,12 +17,16 @@ import uuid
 from typing import Any
 
 from fastapi import FastAPI
+from sqlalchemy.exc import DataError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as SATimeoutError
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
 from . import batch, blaxel, native, omics
+from eventstore import ValidationError
+
 from .common import path_of
 from .credentials import CredentialStore, migrate
 from .errors import ApiError, Dialects, JSONResponse, plain_error
@@ -30,6 +34,35 @@ from .errors import ApiError, Dialects, JSONResponse, plain_error
 log = logging.getLogger("taskstore.api")
 
 DESCRIPTION = __doc__
+
+
+class Guard:
+    """ASGI middleware: an exception that escaped every handler still gets the dialect's error response (and the
+    connection stays open), instead of Starlette's bare 500 and a dropped keep-alive connection."""
+
+    def __init__(self, app: Any, answer: Any) -> None:
+        self.app = app
+        self.answer = answer
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking(message: dict) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking)
+        except Exception as exc:  # noqa: BLE001 - the last line of defence
+            if started:
+                raise
+            response = self.answer(Request(scope), exc)
+            await response(scope, receive, send)
 
 
 class RequestIds:
@@ -109,6 +142,12 @@ def create_app(store: Any, *, credentials: CredentialStore | None = None) -> Fas
             first = (exc.errors() or [{}])[0]
             where = ".".join(str(p) for p in first.get("loc", ()))
             err = ApiError(400, "InvalidRequest", f"{where}: {first.get('msg', 'invalid request')}")
+        if err is None and isinstance(exc, DataError) and dialect is not None:
+            # input the validation let through but the database refuses: still the caller's input
+            err = dialect.translate(ValidationError("", f"the input cannot be stored: {exc.orig}"))
+        if err is None and isinstance(exc, (OperationalError, InterfaceError, SATimeoutError)):
+            log.warning("store unavailable answering %s %s: %s", request.method, request.url.path, exc)
+            err = dialect.unavailable() if dialect is not None else ApiError(503, "unavailable", "retry")
         if err is None:
             log.error("unexpected error answering %s %s", request.method, request.url.path, exc_info=exc)
             err = dialect.internal() if dialect is not None else ApiError(500, "internal", "internal server error")
@@ -133,7 +172,8 @@ def create_app(store: Any, *, credentials: CredentialStore | None = None) -> Fas
     def healthz() -> Response:
         return JSONResponse({"status": "ok"})
 
-    app.add_middleware(RequestIds)
+    app.add_middleware(Guard, answer=answer)
+    app.add_middleware(RequestIds)  # outermost: its headers go on every answer, the guard's included
     return app
 
 

@@ -45,7 +45,18 @@ from eventstore.task import stream_key
 
 from .auth import AuthFailure, authenticate_shared_key
 from .batch_filter import BatchFilterError, parse_filter
-from .common import BadJson, BodyTooLarge, base_url, credentials_of, http_date, parse_json, read_body, store_of
+from .common import (
+    BadJson,
+    BodyTooLarge,
+    base_url,
+    credentials_of,
+    http_date,
+    nul_query_parameter,
+    parse_json,
+    printable,
+    read_body,
+    store_of,
+)
 from .cursors import CursorError
 from .errors import ApiError, Dialect, JSONResponse
 
@@ -207,6 +218,8 @@ DIALECT = Dialect(
         405, "UnsupportedHttpVerb", f"The resource doesn't support the specified HTTP verb {r.method}."
     ),
     internal=lambda: ApiError(500, "InternalError", "The server encountered an internal error. Please retry the request."),
+    unavailable=lambda: ApiError(503, "ServerBusy", "The server is currently unable to receive requests. Please retry your request.",
+                                 headers={"Retry-After": "1"}),
 )
 
 
@@ -246,9 +259,7 @@ class Context:
     def request_id(self) -> str | None:
         """The caller's client-request-id: the idempotency key of a retried write."""
         value = self.request.headers.get("client-request-id")
-        if value and 0 < len(value) <= 128:
-            return f"batch:{value}"
-        return None
+        return f"batch:{value}" if printable(value, 120) else None
 
 
 async def context(
@@ -265,6 +276,9 @@ async def context(
         )
     if not API_VERSION.match(api_version):
         raise _query_error("api-version", api_version, "the api-version is not supported")
+    bad = nul_query_parameter(request)
+    if bad is not None:
+        raise _query_error(bad, "", "query parameters must not contain NUL characters")
     return Context(request, cred.workspace, api_version)
 
 

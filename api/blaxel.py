@@ -20,7 +20,7 @@ from eventstore import ConcurrencyError, IdempotencyConflict, Scope, Task, TaskN
 from eventstore.lifecycle import BLAXEL
 
 from .auth import AuthFailure, authenticate_bearer, bearer_token
-from .common import BadJson, BodyTooLarge, credentials_of, store_of
+from .common import BadJson, BodyTooLarge, credentials_of, nul_query_parameter, store_of
 from .cursors import CursorError
 from .errors import ApiError, Dialect, JSONResponse
 
@@ -61,6 +61,7 @@ DIALECT = Dialect(
     not_found=lambda r: ApiError(404, "not_found", "not found"),
     method_not_allowed=lambda r: ApiError(405, "method_not_allowed", f"{r.method} is not allowed here"),
     internal=lambda: ApiError(500, "internal", "internal server error"),
+    unavailable=lambda: ApiError(503, "unavailable", "service unavailable; retry", headers={"Retry-After": "1"}),
 )
 
 
@@ -74,6 +75,9 @@ async def workspace_of(
     cred = await authenticate_bearer(token, credentials_of(request))
     if workspace is not None and workspace != cred.workspace:
         raise ApiError(403, "forbidden", f"the API key does not belong to workspace {workspace!r}")
+    bad = nul_query_parameter(request)
+    if bad is not None:
+        raise ApiError(400, "bad_request", f"query parameter {bad!r} must not contain NUL characters")
     return cred.workspace
 
 
@@ -94,7 +98,7 @@ def task_json(task: Task) -> dict[str, Any]:
         metadata["displayName"] = task.display_name
     if task.labels:
         metadata["labels"] = dict(task.labels)
-    spec: dict[str, Any] = {"maxRetries": max(task.max_retries, 0) if task.max_retries != -1 else -1}
+    spec: dict[str, Any] = {"maxRetries": task.max_retries}
     timeout = task.spec.get("timeout") or (task.spec.get("constraints") or {}).get("maxWallClockTime")
     if timeout:
         spec["timeout"] = timeout

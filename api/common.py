@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from starlette.requests import Request
 
+from eventstore import ValidationError
+
 if TYPE_CHECKING:  # pragma: no cover
     from taskstore.store import TaskStore
 
@@ -56,12 +58,49 @@ async def read_body(request: Request, limit: int = MAX_BODY) -> bytes:
 
 
 def parse_json(body: bytes) -> Any:
+    """The JSON document of a body. Strings with NUL characters are refused here: PostgreSQL cannot store them."""
     if not body.strip():
         raise BadJson("the request body is empty; a JSON document is required")
     try:
-        return orjson.loads(body)
+        doc = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise BadJson(f"the request body is not valid JSON: {exc}") from None
+    if b"\\u0000" in body:
+        where = _nul_path(doc, "")
+        if where is not None:
+            raise ValidationError(where or "body", "strings must not contain NUL characters")
+    return doc
+
+
+def _nul_path(value: Any, path: str) -> str | None:
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, dict):
+        for k, v in value.items():
+            here = f"{path}.{k}" if path else str(k)
+            if "\x00" in k:
+                return here
+            found = _nul_path(v, here)
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            found = _nul_path(v, f"{path}[{i}]")
+            if found is not None:
+                return found
+    return None
+
+
+def nul_query_parameter(request: Request) -> str | None:
+    """The name of a query parameter whose name or value holds a NUL character (which no store can take)."""
+    for name, value in request.query_params.multi_items():
+        if "\x00" in name or "\x00" in value:
+            return name.replace("\x00", "")
+    return None
+
+
+def printable(value: str | None, limit: int) -> bool:
+    return value is not None and 0 < len(value) <= limit and value.isprintable()
 
 
 def http_date(iso: str) -> str:

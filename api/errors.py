@@ -70,6 +70,10 @@ class Dialect:
     internal: Callable[[], ApiError] = field(
         default=lambda: ApiError(500, "InternalServerError", "the server failed to answer; try again")
     )
+    # the database cannot be reached or is overloaded: retry later
+    unavailable: Callable[[], ApiError] = field(
+        default=lambda: ApiError(503, "unavailable", "the store is unavailable; retry", headers={"Retry-After": "1"})
+    )
 
 
 class Dialects:

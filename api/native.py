@@ -37,7 +37,7 @@ from eventstore import (
 from projections.filters import Cmp
 
 from .auth import AuthFailure, authenticate_bearer, bearer_token
-from .common import BadJson, BodyTooLarge, credentials_of, parse_json, read_body, store_of
+from .common import BadJson, BodyTooLarge, credentials_of, nul_query_parameter, parse_json, printable, read_body, store_of
 from .cursors import CursorError
 from .errors import ApiError, Dialect, JSONResponse
 
@@ -118,8 +118,9 @@ class Context:
         key = self.request.headers.get("idempotency-key")
         if key is None:
             return None
-        if not 1 <= len(key) <= 120:
-            raise ApiError(400, "invalid", "Idempotency-Key is 1 to 120 characters", extra={"field": "Idempotency-Key"})
+        if not printable(key, 120):
+            raise ApiError(400, "invalid", "Idempotency-Key is 1 to 120 printable characters",
+                           extra={"field": "Idempotency-Key"})
         return f"v1:{key}"
 
 
@@ -128,6 +129,9 @@ async def context(
     authorization: str | None = Header(None, description="Bearer SECRET"),
 ) -> Context:
     cred = await authenticate_bearer(bearer_token(authorization), credentials_of(request))
+    bad = nul_query_parameter(request)
+    if bad is not None:
+        raise ApiError(400, "invalid", "query parameters must not contain NUL characters", extra={"field": bad})
     return Context(request, cred.workspace)
 
 

@@ -31,7 +31,7 @@ from eventstore.lifecycle import HEALTHOMICS, states_for
 from projections.filters import Cmp
 
 from .auth import AuthFailure, authenticate_sigv4
-from .common import BadJson, BodyTooLarge, credentials_of, read_body, store_of
+from .common import BadJson, BodyTooLarge, credentials_of, nul_query_parameter, read_body, store_of
 from .cursors import CursorError
 from .errors import ApiError, Dialect, JSONResponse
 
@@ -83,6 +83,7 @@ DIALECT = Dialect(
     not_found=lambda r: ApiError(404, "UnknownOperationException", "The requested operation is not supported."),
     method_not_allowed=lambda r: ApiError(405, "UnknownOperationException", "The requested operation is not supported."),
     internal=lambda: ApiError(500, "InternalServerException", "An unexpected error occurred. Try the request again."),
+    unavailable=lambda: ApiError(500, "InternalServerException", "The service is unavailable. Try the request again."),
 )
 
 
@@ -105,6 +106,9 @@ class Context:
 async def context(request: Request) -> Context:
     body = await read_body(request)
     cred = await authenticate_sigv4(request, body, credentials_of(request), service=SERVICE)
+    bad = nul_query_parameter(request)
+    if bad is not None:
+        raise validation(f"Value at '{bad}' failed to satisfy constraint: Member must not contain NUL characters")
     return Context(request, cred.workspace)
 
 

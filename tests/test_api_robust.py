@@ -208,3 +208,28 @@ def test_native_fuzz(api_server, seeded, tasks, transition, condition):
         r = HTTP.post(url, headers=h, content=_dumps(body))
         if r.status_code >= 300:
             assert_native_error(r)
+
+
+def test_nul_characters_and_odd_bytes_are_refused_not_stored(api_server, seeded):
+    """PostgreSQL cannot store NUL characters: every dialect refuses them with a 400, on both engines alike."""
+    base = f"{api_server.url}/v1/jobs/{seeded}/executions/default/tasks"
+    h = native_headers()
+    for url, body in ((base, {"tasks": [{"id": "n1", "labels": {"a": "b\x00"}}]}),
+                      (base, {"tasks": [{"id": "n2", "displayName": "\x00"}]}),
+                      (f"{base}/t-1/transitions", {"to": "running", "message": "x\x00y"}),
+                      (f"{base}/t-1/conditions", {"type": "Ready\x00"})):
+        assert_native_error(HTTP.post(url, headers=h, content=_dumps(body)))
+    for params in ({"q": "ab\x00"}, {"cursor": "\x00"}, {"state": "running\x00"}, {"q": "%ff%fe"}):
+        r = HTTP.get(base, headers=h, params=params)
+        assert r.status_code == 200 or r.status_code < 500 and r.json()["error"]["code"], r.text
+    assert HTTP.post(base, headers={**h, "Idempotency-Key": "a\x01b"}, json={"tasks": [{"id": "n3"}]}).status_code == 400
+    assert_batch_error(batch_call(api_server, "GET", f"/jobs/{seeded}/tasks", {"$filter": "id eq 'a\x00b'"}))
+    assert_batch_error(batch_call(api_server, "POST", f"/jobs/{seeded}/tasks", None,
+                                  _dumps({"id": "n4", "commandLine": "a\x00"})))
+    r = batch_call(api_server, "POST", f"/jobs/{seeded}/addtaskcollection", None,
+                   _dumps({"value": [{"id": "n5", "commandLine": "a\x00"}]}))
+    assert r.status_code < 500
+    assert_omics_error(omics_call(api_server, f"/run/{seeded}/task", {"status": "RUNNING\x00"}))
+    assert_blaxel_error(blaxel_call(api_server, f"/jobs/{seeded}/executions/default/tasks", {"q": "ab\x00"}))
+    # the connection that carried them still serves
+    assert HTTP.get(f"{base}/t-1", headers=h).status_code == 200
