@@ -16,8 +16,8 @@ the account name and a credential's secret as the account key. A job ``J`` is th
 from __future__ import annotations
 
 import re
-import uuid
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any, Mapping, Sequence
 from urllib.parse import quote
 
@@ -27,7 +27,6 @@ from starlette.responses import Response
 
 from eventstore import (
     ConcurrencyError,
-    EventStoreError,
     IdempotencyConflict,
     IllegalTransition,
     Scope,
@@ -419,21 +418,69 @@ def _task_headers(ctx: Context, task: Task) -> dict[str, str]:
     return {"ETag": etag(task), "Last-Modified": http_date(task.last_modified), "DataServiceId": url}
 
 
-def _check_conditions(task: Task, if_match: str | None, if_none_match: str | None) -> Response | None:
-    if if_match is not None and if_match.strip() != "*":
-        if all(parse_etag(v) != task.version for v in if_match.split(",")):
-            raise ApiError(412, "ConditionNotMet", "The condition specified using HTTP conditional header(s) is not met.")
-    if if_none_match is not None:
-        if if_none_match.strip() == "*" or any(parse_etag(v) == task.version for v in if_none_match.split(",")):
-            return Response(status_code=304, headers={"ETag": etag(task)})
-    return None
+class Conditions:
+    """The conditional headers of a request: If-Match, If-None-Match, If-Modified-Since, If-Unmodified-Since."""
 
+    def __init__(
+        self,
+        if_match: str | None = Header(None, alias="If-Match"),
+        if_none_match: str | None = Header(None, alias="If-None-Match"),
+        if_modified_since: str | None = Header(None, alias="If-Modified-Since"),
+        if_unmodified_since: str | None = Header(None, alias="If-Unmodified-Since"),
+    ) -> None:
+        self.if_match = if_match
+        self.if_none_match = if_none_match
+        self.if_modified_since = _http_time(if_modified_since, "If-Modified-Since")
+        self.if_unmodified_since = _http_time(if_unmodified_since, "If-Unmodified-Since")
 
-def _expected_version(if_match: str | None) -> int | None:
-    if if_match is None or if_match.strip() == "*":
+    @property
+    def any(self) -> bool:
+        return any(
+            v is not None
+            for v in (self.if_match, self.if_none_match, self.if_modified_since, self.if_unmodified_since)
+        )
+
+    def check(self, task: Task, *, reading: bool) -> Response | None:
+        """Raise 412 ConditionNotMet when a precondition fails; for a read, a 304 when the task is not modified."""
+        modified = _second(task.last_modified)
+        failed = ApiError(412, "ConditionNotMet", "The condition specified using HTTP conditional header(s) is not met.")
+        not_modified = Response(status_code=304, headers={"ETag": etag(task)})
+        if self.if_match is not None and self.if_match.strip() != "*":
+            if all(parse_etag(v) != task.version for v in self.if_match.split(",")):
+                raise failed
+        if self.if_unmodified_since is not None and modified > self.if_unmodified_since:
+            raise failed
+        if self.if_none_match is not None:
+            if self.if_none_match.strip() == "*" or any(
+                parse_etag(v) == task.version for v in self.if_none_match.split(",")
+            ):
+                if reading:
+                    return not_modified
+                raise failed
+        if self.if_modified_since is not None and modified <= self.if_modified_since:
+            if reading:
+                return not_modified
+            raise failed
         return None
-    versions = [parse_etag(v) for v in if_match.split(",")]
-    return versions[0] if len(versions) == 1 else -1
+
+
+def _http_time(value: str | None, name: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        raise ApiError(
+            400,
+            "InvalidHeaderValue",
+            f"The value for one of the HTTP headers is not in the correct format: {name}",
+            values=[("HeaderName", name), ("HeaderValue", value)],
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _second(iso: str) -> datetime:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).replace(microsecond=0)
 
 
 # -- Add Task ---------------------------------------------------------------------------------------------------------
@@ -653,8 +700,7 @@ def get_task(
     ctx: Context = Depends(context),
     select: str | None = Query(None, alias="$select"),
     expand: str | None = Query(None, alias="$expand"),
-    if_match: str | None = Header(None, alias="If-Match"),
-    if_none_match: str | None = Header(None, alias="If-None-Match"),
+    conditions: Conditions = Depends(),
 ) -> Response:
     scope = ctx.scope(job_id)
     select_list = parse_select(select)
@@ -663,7 +709,7 @@ def get_task(
         task = ctx.store.get_task(scope, task_id)
     except (TaskNotFound, ValidationError):
         raise ctx.missing(scope) from None
-    not_modified = _check_conditions(task, if_match, if_none_match)
+    not_modified = conditions.check(task, reading=True)
     if not_modified is not None:
         return not_modified
     body = task_json(ctx, task, select=select_list, stats=stats)
@@ -702,10 +748,17 @@ def task_counts(job_id: str = Path(...), ctx: Context = Depends(context)) -> Res
 # -- Terminate and Reactivate -----------------------------------------------------------------------------------------
 
 
-def _command(ctx: Context, job_id: str, task_id: str, if_match: str | None, run) -> Response:
+def _command(ctx: Context, job_id: str, task_id: str, conditions: Conditions, run) -> Response:
+    """Run a command on a task. Conditional headers are checked against the task as it is, and the command then
+    expects that version: a change in between is a 412 too."""
     scope = ctx.scope(job_id)
     try:
-        task = run(scope, _expected_version(if_match))
+        expected = None
+        if conditions.any:
+            current = ctx.store.get_task(scope, task_id)
+            conditions.check(current, reading=False)
+            expected = current.version
+        task = run(scope, expected)
     except TaskNotFound:
         raise ctx.missing(scope) from None
     except ValidationError as exc:
@@ -715,13 +768,14 @@ def _command(ctx: Context, job_id: str, task_id: str, if_match: str | None, run)
     return Response(status_code=204, headers=_task_headers(ctx, task))
 
 
-@router.post("/jobs/{job_id}/tasks/{task_id}/terminate", status_code=204, summary="Terminate Task",
-             response_class=Response)
+@router.post(
+    "/jobs/{job_id}/tasks/{task_id}/terminate", status_code=204, summary="Terminate Task", response_class=Response
+)
 def terminate_task(
     job_id: str = Path(...),
     task_id: str = Path(...),
     ctx: Context = Depends(context),
-    if_match: str | None = Header(None, alias="If-Match"),
+    conditions: Conditions = Depends(),
 ) -> Response:
     def run(scope: Scope, expected: int | None) -> Task:
         try:
@@ -729,30 +783,31 @@ def terminate_task(
         except IllegalTransition as exc:
             raise ApiError(409, "TaskCompleted", "The specified task is already completed.") from exc
 
-    return _command(ctx, job_id, task_id, if_match, run)
+    return _command(ctx, job_id, task_id, conditions, run)
 
 
-@router.post("/jobs/{job_id}/tasks/{task_id}/reactivate", status_code=204, summary="Reactivate Task",
-             response_class=Response)
+@router.post(
+    "/jobs/{job_id}/tasks/{task_id}/reactivate", status_code=204, summary="Reactivate Task", response_class=Response
+)
 def reactivate_task(
     job_id: str = Path(...),
     task_id: str = Path(...),
     ctx: Context = Depends(context),
-    if_match: str | None = Header(None, alias="If-Match"),
+    conditions: Conditions = Depends(),
 ) -> Response:
     def run(scope: Scope, expected: int | None) -> Task:
         try:
             return ctx.store.reactivate(scope, task_id, expected_version=expected, request_id=ctx.request_id())
         except IllegalTransition as exc:
             if exc.current == State.SUCCEEDED.value:
-                raise ApiError(409, "TaskSucceeded", "The specified task completed successfully and cannot be reactivated.") from exc
-            raise ApiError(409, "TaskNotCompleted", "The specified task is not completed; only a failed task can be reactivated.") from exc
+                raise ApiError(
+                    409, "TaskSucceeded", "The specified task completed successfully and cannot be reactivated."
+                ) from exc
+            raise ApiError(
+                409, "TaskNotCompleted", "The specified task is not completed; only a failed task can be reactivated."
+            ) from exc
 
-    return _command(ctx, job_id, task_id, if_match, run)
-
-
-def new_request_id() -> str:
-    return str(uuid.uuid4())
+    return _command(ctx, job_id, task_id, conditions, run)
 
 
 __all__ = ["DIALECT", "PREFIX", "router"]

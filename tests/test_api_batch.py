@@ -16,6 +16,7 @@ from azure.core.exceptions import (
     HttpResponseError,
     ResourceExistsError,
     ResourceModifiedError,
+    ResourceNotModifiedError,
     ResourceNotFoundError,
 )
 
@@ -375,6 +376,29 @@ def test_conditional_terminate(api_server, client):
     fresh = client.get_task(job, "cond").etag
     client.terminate_task(job, "cond", etag=fresh, match_condition=MatchConditions.IfNotModified)
     assert client.get_task(job, "cond").state == "completed"
+    # dates: not modified since a time after the change is a 304 for a read, a 412 for a command
+    task = client.get_task(job, "cond")
+    later, earlier = task.last_modified + timedelta(seconds=2), task.last_modified - timedelta(seconds=2)
+    with pytest.raises((ResourceModifiedError, ResourceNotModifiedError)) as info:  # the SDK maps 304 so
+        client.get_task(job, "cond", if_modified_since=later)
+    assert info.value.status_code == 304
+    assert client.get_task(job, "cond", if_modified_since=earlier).id == "cond"
+    with pytest.raises(HttpResponseError) as info:
+        client.reactivate_task(job, "cond", if_unmodified_since=earlier)
+    assert info.value.status_code == 412 and _code(info.value) == "ConditionNotMet"
+    client.reactivate_task(job, "cond", if_unmodified_since=later)
+    assert client.get_task(job, "cond").state == "active"
+
+
+def test_expand_stats(api_server, client):
+    job = api_server.unique()
+    client.create_task(job, _task("s"))
+    task = client.get_task(job, "s", expand=["stats"])
+    assert task.task_statistics.url == task.url and task.task_statistics.wall_clock_time == timedelta(0)
+    assert task.task_statistics.read_iops == 0 and task.task_statistics.start_time == task.creation_time
+    listed = list(client.list_tasks(job, expand=["stats"], select=["id", "stats"]))
+    assert listed[0].task_statistics.last_update_time == task.last_modified
+    assert client.get_task(job, "s").task_statistics is None
 
 
 # -- errors ------------------------------------------------------------------------------------------------------------
