@@ -260,6 +260,17 @@ class Context:
         value = self.request.headers.get("client-request-id")
         return f"batch:{value}" if printable(value, 120) else None
 
+    def idempotent(self, command):
+        """Run ``command(request_id)`` so that a retry with the same client-request-id returns the first answer.
+
+        Batch promises nothing about a client-request-id reused for a different request, so such a reuse simply
+        runs without deduplication instead of failing.
+        """
+        try:
+            return command(self.request_id())
+        except IdempotencyConflict:
+            return command(None)
+
 
 async def context(
     request: Request,
@@ -521,7 +532,7 @@ def add_task(
 ) -> Response:
     scope = ctx.scope(job_id, adding=True)
     spec = _batch_spec(parse_json(body))
-    task = ctx.store.add_task(scope, spec, request_id=ctx.request_id())
+    task = ctx.idempotent(lambda rid: ctx.store.add_task(scope, spec, request_id=rid))
     headers = _task_headers(ctx, task)
     headers["Location"] = headers["DataServiceId"]
     return Response(status_code=201, headers=headers)
@@ -779,7 +790,9 @@ def terminate_task(
 ) -> Response:
     def run(scope: Scope, expected: int | None) -> Task:
         try:
-            return ctx.store.terminate(scope, task_id, expected_version=expected, request_id=ctx.request_id())
+            return ctx.idempotent(
+                lambda rid: ctx.store.terminate(scope, task_id, expected_version=expected, request_id=rid)
+            )
         except IllegalTransition as exc:
             raise ApiError(409, "TaskCompleted", "The specified task is already completed.") from exc
 
@@ -797,7 +810,9 @@ def reactivate_task(
 ) -> Response:
     def run(scope: Scope, expected: int | None) -> Task:
         try:
-            return ctx.store.reactivate(scope, task_id, expected_version=expected, request_id=ctx.request_id())
+            return ctx.idempotent(
+                lambda rid: ctx.store.reactivate(scope, task_id, expected_version=expected, request_id=rid)
+            )
         except IllegalTransition as exc:
             if exc.current == State.SUCCEEDED.value:
                 raise ApiError(

@@ -152,6 +152,13 @@ def test_add_task_retry_with_same_client_request_id_is_idempotent(api_server):
     again = HTTP.post(url, content=body, headers=shared_key_sign("POST", url, WS_A, SECRET_A, base))
     assert first.status_code == again.status_code == 201
     assert first.headers["etag"] == again.headers["etag"]
+    # the same client-request-id on a different request is no deduplication, and no error either
+    other = orjson.dumps({"id": "other", "commandLine": "echo"})
+    base["content-length"] = str(len(other))
+    r = HTTP.post(url, content=other, headers=shared_key_sign("POST", url, WS_A, SECRET_A, base))
+    assert r.status_code == 201
+    r = HTTP.post(url, content=other, headers=shared_key_sign("POST", url, WS_A, SECRET_A, base))
+    assert r.status_code == 409 and r.json()["code"] == "TaskExists"
 
 
 def test_add_task_collection_with_partial_task_exists(api_server, client):
