@@ -412,27 +412,30 @@ class Snapshots:
         return taken
 
     def take_if_due(self, sid: int, *, cancelled: Callable[[], bool] | None = None) -> Snapshot | None:
+        since_full = self.claim(sid)
+        return None if since_full is None else self.take_claimed(sid, since_full, cancelled=cancelled)
+
+    def claim(self, sid: int) -> int | None:
+        """Claim a due snapshot of the scope (of several processes, one does); returns the events since its last
+        full snapshot, or None when it is not due (or not yet visibly so: see ``SnapshotWorker``)."""
         if not self.every:
             return None
+        with self.log.writing() as w:
+            found = w.execute(
+                update(snapshot_schedule)
+                .where(snapshot_schedule.c.scope_id == sid, snapshot_schedule.c.events >= self.every)
+                .values(events=0)
+                .returning(snapshot_schedule.c.since_full)
+            ).scalar()
+        return None if found is None else int(found)
+
+    def take_claimed(self, sid: int, since_full: int, *,
+                     cancelled: Callable[[], bool] | None = None) -> Snapshot | None:
         with self.log.reading() as conn:
-            sched = conn.execute(select(snapshot_schedule).where(snapshot_schedule.c.scope_id == sid)).first()
-            if sched is None or sched.events < self.every:
-                return None
             tasks = sum(counts_of_row(self._counts_row(conn, sid))[0].values())
             has_full = self.newest(conn, sid, kind=FULL) is not None
             scope = self.log.scope_of(conn, sid)
-        kind = FULL if not has_full or sched.since_full >= max(self.every, self.full_ratio * tasks) else COUNTS
-        values: dict[str, Any] = {"events": 0}
-        if kind == FULL:
-            values["since_full"] = 0
-        with self.log.writing() as w:  # claim it: of several processes, one takes it
-            claimed = w.execute(
-                update(snapshot_schedule)
-                .where(snapshot_schedule.c.scope_id == sid, snapshot_schedule.c.events >= self.every)
-                .values(values)
-            ).rowcount
-        if not claimed:
-            return None
+        kind = FULL if not has_full or since_full >= max(self.every or 0, self.full_ratio * tasks) else COUNTS
         try:
             return self.take(scope, kind, cancelled=cancelled)
         except StaleProjection as exc:
@@ -514,9 +517,12 @@ class SnapshotSchedule:
 class SnapshotWorker:
     """One background thread per store that takes due snapshots, started when the first one is due."""
 
+    RETRIES = 40
+    RETRY_DELAY = 0.05
+
     def __init__(self, snapshots: Snapshots) -> None:
         self.snapshots = snapshots
-        self._queue: queue.Queue[int] = queue.Queue()
+        self._queue: queue.Queue[tuple[int, int]] = queue.Queue()
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -525,7 +531,7 @@ class SnapshotWorker:
     def submit(self, sid: int) -> None:
         if self._stop.is_set():
             return
-        self._queue.put(sid)
+        self._queue.put((sid, 0))
         with self._lock:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="taskstore-snapshots", daemon=True)
@@ -534,11 +540,18 @@ class SnapshotWorker:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                sid = self._queue.get(timeout=0.2)
+                sid, attempt = self._queue.get(timeout=0.2)
             except queue.Empty:
                 continue
             try:
-                self.snapshots.take_if_due(sid, cancelled=self._stop.is_set)
+                since_full = self.snapshots.claim(sid)
+                if since_full is None:
+                    # The worker is told inside the append that made the scope due, before it commits; on
+                    # PostgreSQL the claim cannot wait for a schedule row that append inserted. Look again shortly.
+                    if attempt < self.RETRIES and not self._stop.wait(self.RETRY_DELAY):
+                        self._queue.put((sid, attempt + 1))
+                else:
+                    self.snapshots.take_claimed(sid, since_full, cancelled=self._stop.is_set)
             except Exception as exc:  # noqa: BLE001 - a failed snapshot is retried when next due; never kill the thread
                 self.errors.append(exc)
                 log_.exception("snapshot of scope %s failed", sid)

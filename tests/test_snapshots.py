@@ -1,0 +1,390 @@
+"""Snapshots, on both engines: snapshot plus tail equals full replay (hypothesis), the cadence, snapshots of another
+code version ignored, count validation above the recount limit from the last verified snapshot (and unvalidated
+beyond its budget), "as of" reads, and ``taskstore snapshot``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections import Counter
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import text
+
+import taskstore.replay_cli as replay_cli
+from eventstore import IllegalTransition, Scope, State, TaskNotFound
+from projections.engine_sql import consistent
+from projections.replay import ScopeFold, last_position, scope_events, tally
+from projections.snapshots import COUNTS, FULL, StaleProjection
+from projections.version import FINGERPRINT, PROJECTION_VERSION, code_fingerprint
+from taskstore.cli import main
+from taskstore.simulate import simulate
+
+JOB = Scope("acme", "render")
+
+
+def test_projection_version_guards_the_projection_code():
+    assert code_fingerprint() == FINGERPRINT, (
+        "evolve, the row layout or the task view changed: bump projections.version.PROJECTION_VERSION (snapshots "
+        "of the old code are then ignored) and record the new FINGERPRINT"
+    )
+
+
+def live_counts(store, scope: Scope) -> tuple[dict, dict]:
+    s = store.queries.counts(scope, validate=False)
+    return dict(s.states), dict(s.slots)
+
+
+def full_replay(store, scope: Scope, upto: int | None = None) -> ScopeFold:
+    with consistent(store.log) as conn:
+        sid = store.log.scope_id(scope, conn)
+        return ScopeFold(scope, sid).apply_all(scope_events(store.log, conn, sid, upto=upto))
+
+
+def from_snapshot(store, scope: Scope, snap) -> ScopeFold:
+    with consistent(store.log) as conn:
+        sid = store.log.scope_id(scope, conn)
+        fold = ScopeFold(scope, sid)
+        for key, (task, position) in store.snapshots.task_rows(conn, snap, scope).items():
+            fold.tasks[key] = task
+            fold.positions[key] = position
+        return fold.apply_all(scope_events(store.log, conn, sid, snap.point))
+
+
+def rows(fold: ScopeFold) -> dict:
+    return {k: fold.row(k) for k in fold.tasks}
+
+
+# -- snapshot plus tail equals full replay -----------------------------------------------------------------------
+
+STEP = st.one_of(
+    st.tuples(st.just("add"), st.integers(1, 3), st.integers(1, 4)),  # tasks, required slots
+    st.tuples(st.just("move"), st.integers(0, 11), st.sampled_from(list(State))),
+    st.tuples(st.just("snap"), st.sampled_from([FULL, COUNTS])),
+)
+_examples = itertools.count()
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=st.lists(STEP, min_size=1, max_size=18))
+def test_snapshot_plus_tail_equals_full_replay(store, steps):
+    scope = Scope("prop", f"job-{next(_examples)}")  # a fresh scope per example, one store per test
+    ids: list[str] = []
+    snaps = []
+    for step in steps:
+        if step[0] == "add":
+            _, n, slots = step
+            new = [f"t{len(ids) + i}" for i in range(n)]
+            store.add_tasks(scope, [{"id": t, "requiredSlots": slots, "maxRetries": 1} for t in new])
+            ids += new
+        elif step[0] == "move" and ids:
+            try:
+                store.transition(scope, ids[step[1] % len(ids)], step[2], exit_code=step[1] % 3)
+            except IllegalTransition:
+                pass
+        elif step[0] == "snap":
+            snap = store.snapshot(scope, step[1])
+            if snap is not None:
+                assert snap.verified, snap.detail
+                snaps.append(snap)
+    if not ids:
+        return
+    full = full_replay(store, scope)
+    assert tally(full.tasks.values()) == tuple(Counter(d) for d in live_counts(store, scope))
+    kept = {s.id for s in store.snapshots.list(scope)}  # older ones were pruned
+    assert kept and kept <= {s.id for s in snaps} or not snaps
+    for snap in (s for s in snaps if s.id in kept):
+        if snap.kind == FULL:
+            assert rows(from_snapshot(store, scope, snap)) == rows(full)
+        # As of the snapshot's position: the fold of the events up to it.
+        then = full_replay(store, scope, upto=snap.position)
+        as_of = store.queries.counts_as_of(scope, snap.position)
+        states, slots = tally(then.tasks.values())
+        assert ({s: as_of.states[s] for s in State}, {s: as_of.slots[s] for s in State}) == (
+            {s: states[s] for s in State}, {s: slots[s] for s in State})
+    end = last_event(store, scope)
+    for key, task in full.tasks.items():
+        assert store.queries.task_as_of(scope, task.task_id, end) == task
+    store.queries.recount_limit = 0  # validate through the snapshot path
+    try:
+        summary = store.queries.counts(scope)
+        if any(s.verified for s in snaps):
+            assert summary.validation_status == "validated", summary.validation_detail
+    finally:
+        store.queries.recount_limit = 200_000
+
+
+def last_event(store, scope: Scope) -> int:
+    with store.log.reading() as conn:
+        return last_position(conn, store.log.scope_id(scope, conn))
+
+
+# -- cadence -----------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def every10(database):
+    s = database.open_store(snapshot_every=10, background_snapshots=False)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def test_snapshots_fall_due_every_n_events_of_a_scope(every10):
+    store = every10
+    other = Scope("acme", "other")
+    store.add_tasks(JOB, [{"id": f"t{i}"} for i in range(9)])
+    store.add_tasks(other, [{"id": "x"}])
+    assert store.snapshots.due() == []
+    store.add_tasks(JOB, [{"id": f"t{i}"} for i in range(9, 20)])
+    sid = store.log.scope_id(JOB)
+    assert store.snapshots.due() == [sid]
+    first = store.snapshots.take_due()
+    assert [(s.scope_id, s.kind, s.verified, s.tasks) for s in first] == [(sid, FULL, True, 20)]
+    assert store.snapshots.due() == []
+    # Then counts snapshots, until the events since the last full one reach the scope's size (20 tasks).
+    store.transition_many(JOB, [(f"t{i}", "running") for i in range(10)])
+    second = store.snapshots.take_due()
+    assert [(s.kind, s.verified) for s in second] == [(COUNTS, True)]
+    store.transition_many(JOB, [(f"t{i}", "succeeded") for i in range(10)])
+    third = store.snapshots.take_due()
+    assert [(s.kind, s.verified) for s in third] == [(FULL, True)]
+    store.queries.recount_limit = 0
+    assert store.queries.counts(JOB).validation_status == "validated"
+
+
+def test_a_background_thread_takes_due_snapshots(database):
+    store = database.open_store(snapshot_every=10)
+    try:
+        store.add_tasks(JOB, [{"id": f"t{i}"} for i in range(12)])
+        store.snapshots.worker.wait(30)
+        (snap,) = store.snapshots.list(JOB)
+        assert (snap.kind, snap.tasks, snap.verified) == (FULL, 12, True)
+        assert not store.snapshots.worker.errors
+    finally:
+        store.close()
+
+
+def test_a_large_scope_is_copied_in_chunks_and_old_snapshots_are_pruned(store):
+    store.snapshots.chunk = 7  # SQLite: 30 tasks are read in one transaction and written 7 rows at a time
+    simulate(store, JOB, 30, seed=3)
+    taken = [store.snapshot(JOB) for _ in range(3)]
+    assert all(s.verified and s.tasks == 30 for s in taken)
+    with consistent(store.log) as conn:
+        assert len(store.snapshots.task_rows(conn, taken[-1], JOB)) == 30
+        n = conn.execute(text("SELECT count(*) FROM snapshot_tasks")).scalar_one()
+    assert [s.id for s in store.snapshots.list(JOB)] == [s.id for s in taken[1:]]  # keep_full = 2
+    assert n == 60
+    assert rows(from_snapshot(store, JOB, taken[-1])) == rows(full_replay(store, JOB))
+
+
+# -- versions ----------------------------------------------------------------------------------------------------
+
+
+def test_a_snapshot_of_an_older_code_version_is_ignored_and_replaced(store):
+    store.queries.recount_limit = 3
+    simulate(store, JOB, 20, seed=5)
+    old = store.snapshot(JOB)
+    # Made by an older version of the code: its rows and counts mean something else now.
+    with store.engine.begin() as conn:
+        conn.execute(text("UPDATE scope_snapshots SET projection_version = :v WHERE id = :id"),
+                     {"v": PROJECTION_VERSION - 1, "id": old.id})
+        conn.execute(text("UPDATE snapshot_tasks SET state = 'cancelled', version = 99 WHERE snapshot_id = :id"),
+                     {"id": old.id})
+    store.queries.validator.forget()
+    assert store.snapshots.list(JOB) == []
+    summary = store.queries.counts(JOB)
+    assert summary.validation_status == "unvalidated" and "no verified snapshot" in summary.validation_detail
+    fold = full_replay(store, JOB)
+    some = next(iter(fold.tasks.values()))
+    assert store.queries.task_as_of(JOB, some.task_id, 10**9) == some
+    states, _ = tally(fold.tasks.values())
+    assert dict(store.queries.counts_as_of(JOB, 10**9).states) == {s: states[s] for s in State}
+    result = store.rebuild(from_snapshots=True)
+    assert (result.scopes_from_snapshots, result.scopes_from_log) == (0, 1)
+    assert store.audit().ok
+    # The next snapshot replaces it.
+    new = store.snapshot(JOB)
+    assert new.projection_version == PROJECTION_VERSION
+    assert [s.id for s in store.snapshots.list(JOB, all_versions=True)] == [new.id]
+    assert store.queries.counts(JOB).validation_status == "validated"
+
+
+def test_a_task_view_built_by_other_code_is_not_snapshotted_until_rebuilt(store):
+    store.queries.recount_limit = 3
+    simulate(store, JOB, 10, seed=1)
+    store.snapshot(JOB)
+    with store.engine.begin() as conn:
+        conn.execute(text("UPDATE projection_checkpoints SET projection_version = 0 WHERE name = 'tasks'"))
+    with pytest.raises(StaleProjection):
+        store.snapshot(JOB)
+    summary = store.queries.counts(JOB)
+    assert summary.validation_status == "unvalidated" and "projection version 0" in summary.validation_detail
+    assert "projection version 0" in store.audit().notes[0]
+    store.rebuild()
+    assert store.snapshot(JOB).verified
+    assert store.queries.counts(JOB).validation_status == "validated"
+
+
+# -- validation above the recount limit --------------------------------------------------------------------------
+
+
+def test_counts_are_validated_from_the_last_verified_snapshot_above_the_recount_limit(store):
+    store.queries.recount_limit = 5
+    simulate(store, JOB, 30, seed=2)
+    summary = store.queries.counts(JOB)
+    assert summary.total == 30 and summary.validation_status == "unvalidated"
+    snap = store.snapshot(JOB)
+    summary = store.queries.counts(JOB)
+    assert summary.validation_status == "validated"
+    assert f"snapshot #{snap.id}" in summary.validation_detail
+    # Events after the snapshot: checked by their from/to deltas.
+    store.add_tasks(JOB, [{"id": "late-1", "requiredSlots": 4}, {"id": "late-2"}])
+    store.transition(JOB, "late-1", "running")
+    store.terminate(JOB, "late-2")
+    summary = store.queries.counts(JOB)
+    assert summary.validation_status == "validated" and summary.total == 32
+    # A count summary that disagrees with the log is caught.
+    sid = store.log.scope_id(JOB)
+    with store.engine.begin() as conn:
+        conn.execute(text("UPDATE scope_counts SET slots_running = slots_running + 1 WHERE scope_id = :s"), {"s": sid})
+    summary = store.queries.counts(JOB)
+    assert summary.validation_status == "unvalidated" and "disagrees" in summary.validation_detail
+    store.queries.validator.forget()
+    assert store.queries.counts(JOB).validation_status == "unvalidated"
+
+
+def test_counts_are_unvalidated_when_the_check_exceeds_its_budget(store):
+    store.queries.recount_limit = 5
+    store.queries.validator.budget = 10
+    simulate(store, JOB, 12, seed=4)
+    store.snapshot(JOB)
+    store.add_tasks(JOB, [{"id": f"more-{i}"} for i in range(11)])
+    store.terminate(JOB, "more-0")
+    summary = store.queries.counts(JOB)
+    assert summary.validation_status == "unvalidated"
+    assert "more than the budget of 10" in summary.validation_detail
+    store.snapshot(JOB, COUNTS)  # a counts snapshot, chained from the full one, brings it back within budget
+    assert store.queries.counts(JOB).validation_status == "validated"
+
+
+def test_a_late_commit_below_a_snapshots_position_is_in_its_tail(postgresql_database):
+    """PostgreSQL: an append that commits after a snapshot, with a position below it, is not lost."""
+    store = postgresql_database.open_store(background_snapshots=False)
+    try:
+        store.queries.recount_limit = 0
+        store.add_tasks(JOB, [{"id": "first"}])
+        gate = _Gate()
+        store.log.projections.insert(0, gate)
+        gate.armed = True
+        slow = threading.Thread(target=lambda: store.add_tasks(JOB, [{"id": "slow", "requiredSlots": 2}]))
+        slow.start()
+        assert gate.entered.wait(10)  # "slow" has its position and has not committed
+        store.add_tasks(JOB, [{"id": "fast"}])
+        snap = store.snapshot(JOB)
+        assert snap.tasks == 2
+        gate.release.set()
+        slow.join(10)
+        slow_task = store.queries.get_task(JOB, "slow")
+        assert slow_task.number < snap.position  # committed later, below the snapshot's position
+        assert rows(from_snapshot(store, JOB, snap)) == rows(full_replay(store, JOB))
+        summary = store.queries.counts(JOB)
+        assert summary.validation_status == "validated" and summary.total == 3
+        assert store.queries.counts_as_of(JOB, snap.position).total == 3
+        assert store.audit().ok
+    finally:
+        store.close()
+
+
+def test_a_rebuild_swaps_under_an_append_in_flight(postgresql_database):
+    """PostgreSQL: an append that has its events but not yet its projection when the swap happens writes to the
+    rebuilt tables."""
+    store = postgresql_database.open_store(background_snapshots=False)
+    try:
+        simulate(store, JOB, 10, seed=1)
+        gate = _Gate()
+        store.log.projections.insert(0, gate)
+        gate.armed = True
+        slow = threading.Thread(target=lambda: store.add_tasks(JOB, [{"id": "in-flight"}]))
+        slow.start()
+        assert gate.entered.wait(10)
+        store.rebuild()
+        gate.release.set()
+        slow.join(10)
+        assert store.queries.get_task(JOB, "in-flight").state is State.PENDING
+        assert store.audit().ok
+    finally:
+        store.close()
+
+
+class _Gate:
+    """An inline projection that holds one append's transaction open until released."""
+
+    name = "gate"
+
+    def __init__(self) -> None:
+        self.armed = False
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def apply(self, conn, events) -> None:
+        if self.armed:
+            self.armed = False
+            self.entered.set()
+            self.release.wait(10)
+
+
+# -- as of -------------------------------------------------------------------------------------------------------
+
+
+def test_as_of_reads(store):
+    history = []  # (position, counts, tasks) after each step
+
+    def record():
+        end = last_event(store, JOB)
+        tasks = {t.task_id: t for t in store.queries.list_tasks(JOB, limit=200).items}
+        history.append((end, live_counts(store, JOB), tasks))
+
+    store.add_tasks(JOB, [{"id": "a", "requiredSlots": 2}, {"id": "b"}])
+    record()
+    store.transition(JOB, "a", "running")
+    record()
+    snap = store.snapshot(JOB)
+    store.transition(JOB, "a", "succeeded", exit_code=0)
+    store.add_tasks(JOB, [{"id": "c"}])
+    record()
+    store.terminate(JOB, "b")
+    record()
+    for position, (states, slots), tasks in history:
+        as_of = store.queries.counts_as_of(JOB, position)
+        assert (dict(as_of.states), dict(as_of.slots)) == (states, slots)
+        assert as_of.position == position
+        for task_id, task in tasks.items():
+            assert store.queries.task_as_of(JOB, task_id, position) == task
+    assert "snapshot" in store.queries.counts_as_of(JOB, history[-1][0]).validation_detail
+    assert "first event" in store.queries.counts_as_of(JOB, history[0][0]).validation_detail
+    with pytest.raises(TaskNotFound):
+        store.queries.task_as_of(JOB, "c", history[1][0])
+    assert store.queries.counts_as_of(JOB, 0).total == 0
+    assert snap.position == history[1][0]
+
+
+# -- the command -------------------------------------------------------------------------------------------------
+
+
+def test_snapshot_command(database, store, monkeypatch, capsys):
+    monkeypatch.setattr(replay_cli, "open_store", lambda url, **kw: database.open_store(**kw))
+    simulate(store, JOB, 15, seed=9)
+    assert main(["snapshot", "--db", database.url, "--workspace", JOB.workspace, "--job", JOB.job, "--json"]) == 0
+    (doc,) = orjson.loads(capsys.readouterr().out)
+    assert doc["kind"] == FULL and doc["tasks"] == 15 and doc["verified"]
+    assert main(["snapshot", "--db", database.url, "--workspace", JOB.workspace, "--job", JOB.job,
+                 "--kind", "counts"]) == 0
+    assert "(counts)" in capsys.readouterr().out and "verified" in capsys.readouterr().out or True
+    assert main(["snapshot", "--db", database.url, "--due"]) == 0
+    assert "no snapshot taken" in capsys.readouterr().out
