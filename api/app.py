@@ -1,13 +1,13 @@
 """The HTTP service: one FastAPI application, four mount points, one store behind them.
 
-    /batch       Azure Batch (SharedKey)                    api.batch
-    /omics       AWS HealthOmics (SigV4)                    api.omics
-    /blaxel/v0   Blaxel (X-Blaxel-Authorization bearer)     api.blaxel
-    /v1          the native API (Authorization bearer)      api.native
-    /docs        OpenAPI documentation
+/batch       Azure Batch (SharedKey)                    api.batch
+/omics       AWS HealthOmics (SigV4)                    api.omics
+/blaxel/v0   Blaxel (X-Blaxel-Authorization bearer)     api.blaxel
+/v1          the native API (Authorization bearer)      api.native
+/docs        OpenAPI documentation
 
-    from api import create_app
-    app = create_app(taskstore.open_store("sqlite:///taskstore.db"))
+from api import create_app
+app = create_app(taskstore.open_store("sqlite:///taskstore.db"))
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ class RequestIds:
         path = scope.get("path", "")
         root = scope.get("root_path", "")
         if root and path.startswith(root):
-            path = path[len(root):]
+            path = path[len(root) :]
         extra: list[tuple[bytes, bytes]] = []
         rid = str(uuid.uuid4())
         if path.startswith(batch.PREFIX + "/") or path == batch.PREFIX:

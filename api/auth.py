@@ -165,9 +165,7 @@ def _canonical_queries(raw: str) -> list[str]:
     if not raw:
         return [""]
     as_sent = sorted(tuple(p.partition("=")[::2]) for p in raw.split("&"))
-    decoded = sorted(
-        (quote(k, safe="-_.~"), quote(v, safe="-_.~")) for k, v in parse_qsl(raw, keep_blank_values=True)
-    )
+    decoded = sorted((quote(k, safe="-_.~"), quote(v, safe="-_.~")) for k, v in parse_qsl(raw, keep_blank_values=True))
     out = ["&".join(f"{k}={v}" for k, v in as_sent)]
     spec = "&".join(f"{k}={v}" for k, v in decoded)
     if spec != out[0]:
@@ -234,7 +232,9 @@ async def authenticate_sigv4(
             raise AuthFailure(f"the signed header {name!r} is not in the request")
         canonical_headers += f"{name}:{','.join(' '.join(v.split()) for v in values)}\n"
     payload = request.headers.get("x-amz-content-sha256")
-    if payload is None or (payload != "UNSIGNED-PAYLOAD" and not hmac.compare_digest(payload, hashlib.sha256(body).hexdigest())):
+    if payload is None or (
+        payload != "UNSIGNED-PAYLOAD" and not hmac.compare_digest(payload, hashlib.sha256(body).hexdigest())
+    ):
         payload = hashlib.sha256(body).hexdigest() if body else EMPTY_SHA256
     path = quote(_normalize_path(_raw_path(request)), safe="/~")
     cred = await _lookup(creds, lambda: creds.by_key_id(key_id, reload=False))
@@ -244,11 +244,14 @@ async def authenticate_sigv4(
     given = parts["Signature"].encode()
     ok = False
     for query in _canonical_queries(_raw_query(request)):
-        canonical = "\n".join(
-            [request.method.upper(), path, query, canonical_headers, ";".join(signed), payload]
-        )
+        canonical = "\n".join([request.method.upper(), path, query, canonical_headers, ";".join(signed), payload])
         to_sign = "\n".join(
-            ["AWS4-HMAC-SHA256", stamp, f"{day}/{region}/{svc}/aws4_request", hashlib.sha256(canonical.encode()).hexdigest()]
+            [
+                "AWS4-HMAC-SHA256",
+                stamp,
+                f"{day}/{region}/{svc}/aws4_request",
+                hashlib.sha256(canonical.encode()).hexdigest(),
+            ]
         )
         ok |= hmac.compare_digest(hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest().encode(), given)
     if not ok:
@@ -276,4 +279,3 @@ async def authenticate_bearer(token: str, creds: CredentialStore) -> Credential:
     if cred is None:
         raise AuthFailure("the token is not a valid credential")
     return cred
-

@@ -164,8 +164,12 @@ def _property_error(field: str, reason: str) -> ApiError:
 
 
 def _body_error(reason: str) -> ApiError:
-    return ApiError(400, "InvalidRequestBody", f"The specified Request Body is not syntactically valid: {reason}",
-                    values=[("Reason", reason)])
+    return ApiError(
+        400,
+        "InvalidRequestBody",
+        f"The specified Request Body is not syntactically valid: {reason}",
+        values=[("Reason", reason)],
+    )
 
 
 def translate(exc: BaseException) -> ApiError | None:
@@ -178,8 +182,12 @@ def translate(exc: BaseException) -> ApiError | None:
             values=[("AuthenticationErrorDetail", str(exc))],
         )
     if isinstance(exc, BodyTooLarge):
-        return ApiError(413, "RequestBodyTooLarge", f"The request body is too large and exceeds the maximum permissible limit ({exc.limit} bytes).",
-                        values=[("MaxLimit", str(exc.limit))])
+        return ApiError(
+            413,
+            "RequestBodyTooLarge",
+            f"The request body is too large and exceeds the maximum permissible limit ({exc.limit} bytes).",
+            values=[("MaxLimit", str(exc.limit))],
+        )
     if isinstance(exc, BadJson):
         return _body_error(str(exc))
     if isinstance(exc, BatchFilterError):
@@ -193,17 +201,23 @@ def translate(exc: BaseException) -> ApiError | None:
     if isinstance(exc, CursorError):
         return _query_error("$skiptoken", "", str(exc))
     if isinstance(exc, IdempotencyConflict):
-        return ApiError(400, "InvalidHeaderValue",
-                        "The value for one of the HTTP headers is not in the correct format: client-request-id "
-                        "was already used for a different request",
-                        values=[("HeaderName", "client-request-id")])
+        return ApiError(
+            400,
+            "InvalidHeaderValue",
+            "The value for one of the HTTP headers is not in the correct format: client-request-id "
+            "was already used for a different request",
+            values=[("HeaderName", "client-request-id")],
+        )
     if isinstance(exc, ValidationError):
         return _property_error(exc.field, exc.reason)
     if isinstance(exc, ConcurrencyError):
         return ApiError(503, "ServerBusy", "The server is busy; retry the request.", headers={"Retry-After": "1"})
     if isinstance(exc, IllegalTransition):
-        return ApiError(409, "TaskCompleted" if exc.current in {s.value for s in TERMINAL} else "OperationInvalidForCurrentState",
-                        str(exc))
+        return ApiError(
+            409,
+            "TaskCompleted" if exc.current in {s.value for s in TERMINAL} else "OperationInvalidForCurrentState",
+            str(exc),
+        )
     return None
 
 
@@ -216,9 +230,15 @@ DIALECT = Dialect(
     method_not_allowed=lambda r: ApiError(
         405, "UnsupportedHttpVerb", f"The resource doesn't support the specified HTTP verb {r.method}."
     ),
-    internal=lambda: ApiError(500, "InternalError", "The server encountered an internal error. Please retry the request."),
-    unavailable=lambda: ApiError(503, "ServerBusy", "The server is currently unable to receive requests. Please retry your request.",
-                                 headers={"Retry-After": "1"}),
+    internal=lambda: ApiError(
+        500, "InternalError", "The server encountered an internal error. Please retry the request."
+    ),
+    unavailable=lambda: ApiError(
+        503,
+        "ServerBusy",
+        "The server is currently unable to receive requests. Please retry your request.",
+        headers={"Retry-After": "1"},
+    ),
 )
 
 
@@ -237,7 +257,9 @@ class Context:
             return Scope(self.workspace, job_id)
         except ValidationError as exc:
             if adding:
-                raise ApiError(400, "InvalidUri", f"The requested URI does not represent any resource on the server: {exc.reason}") from None
+                raise ApiError(
+                    400, "InvalidUri", f"The requested URI does not represent any resource on the server: {exc.reason}"
+                ) from None
             raise ApiError(404, "JobNotFound", "The specified job does not exist.") from None
 
     def job_exists(self, scope: Scope) -> bool:
@@ -447,14 +469,15 @@ class Conditions:
     @property
     def any(self) -> bool:
         return any(
-            v is not None
-            for v in (self.if_match, self.if_none_match, self.if_modified_since, self.if_unmodified_since)
+            v is not None for v in (self.if_match, self.if_none_match, self.if_modified_since, self.if_unmodified_since)
         )
 
     def check(self, task: Task, *, reading: bool) -> Response | None:
         """Raise 412 ConditionNotMet when a precondition fails; for a read, a 304 when the task is not modified."""
         modified = _second(task.last_modified)
-        failed = ApiError(412, "ConditionNotMet", "The condition specified using HTTP conditional header(s) is not met.")
+        failed = ApiError(
+            412, "ConditionNotMet", "The condition specified using HTTP conditional header(s) is not met."
+        )
         not_modified = Response(status_code=304, headers={"ETag": etag(task)})
         if self.if_match is not None and self.if_match.strip() != "*":
             if all(parse_etag(v) != task.version for v in self.if_match.split(",")):
@@ -560,7 +583,7 @@ def add_task_collection(
     if not isinstance(doc, dict) or not isinstance(doc.get("value"), list):
         if isinstance(doc, dict) and doc.get("value") is None:
             raise _property_error("value", "is required")
-        raise _body_error("the body is {\"value\": [tasks]}")
+        raise _body_error('the body is {"value": [tasks]}')
     raw_tasks = doc["value"]
     if len(raw_tasks) > MAX_COLLECTION:
         raise ApiError(
@@ -579,13 +602,19 @@ def add_task_collection(
             spec = _batch_spec(raw)
         except ValidationError as exc:
             err = _property_error(exc.field, exc.reason)
-            results[i] = {"status": "clienterror", "taskId": task_id,
-                          "error": _result_error(err.code, err.message, err.values)}
+            results[i] = {
+                "status": "clienterror",
+                "taskId": task_id,
+                "error": _result_error(err.code, err.message, err.values),
+            }
             continue
         key = stream_key(spec["id"])
         if key in valid:
-            results[i] = {"status": "clienterror", "taskId": task_id,
-                          "error": _result_error("TaskExists", "The specified task already exists.")}
+            results[i] = {
+                "status": "clienterror",
+                "taskId": task_id,
+                "error": _result_error("TaskExists", "The specified task already exists."),
+            }
             continue
         valid[key] = (i, spec)
     if valid:
@@ -618,14 +647,17 @@ def add_task_collection(
 
 
 def _exists_result(task_id: str) -> dict[str, Any]:
-    return {"status": "clienterror", "taskId": task_id,
-            "error": _result_error("TaskExists", "The specified task already exists.")}
+    return {
+        "status": "clienterror",
+        "taskId": task_id,
+        "error": _result_error("TaskExists", "The specified task already exists."),
+    }
 
 
 # -- List Tasks -------------------------------------------------------------------------------------------------------
 
 
-def _fingerprint(ctx: Context, scope: Scope) -> str:
+def _fingerprint(scope: Scope) -> str:
     return f"batch-list|{scope.workspace}|{scope.job}|{scope.execution}"
 
 
@@ -638,7 +670,9 @@ def _parse_max_results(value: str | None) -> int:
         raise _query_error("maxresults", value, "maxresults is an integer") from None
     if not 1 <= n <= MAX_RESULTS:
         raise _query_error(
-            "maxresults", value, f"maxresults must be between 1 and {MAX_RESULTS}",
+            "maxresults",
+            value,
+            f"maxresults must be between 1 and {MAX_RESULTS}",
             code="OutOfRangeQueryParameterValue",
         )
     return n
@@ -648,7 +682,9 @@ def _parse_max_results(value: str | None) -> int:
 def list_tasks(
     job_id: str = Path(...),
     ctx: Context = Depends(context),
-    filter_: str | None = Query(None, alias="$filter", description="OData filter (id, state, times, exit code, result)"),
+    filter_: str | None = Query(
+        None, alias="$filter", description="OData filter (id, state, times, exit code, result)"
+    ),
     select: str | None = Query(None, alias="$select", description="comma-separated top-level properties"),
     expand: str | None = Query(None, alias="$expand", description="'stats'"),
     maxresults: str | None = Query(None, description="1 to 1000 (default 1000)"),
@@ -657,13 +693,17 @@ def list_tasks(
     scope = ctx.scope(job_id)
     if skiptoken:
         try:
-            doc = ctx.store.cursors.decode(skiptoken, _fingerprint(ctx, scope))
+            doc = ctx.store.cursors.decode(skiptoken, _fingerprint(scope))
         except CursorError as exc:
             raise _query_error("$skiptoken", skiptoken[:64], str(exc)) from None
         if not isinstance(doc, dict):
             raise _query_error("$skiptoken", skiptoken[:64], "not a skiptoken of this list")
         filter_text, select_list, stats, limit, inner = (
-            doc.get("f"), doc.get("s"), bool(doc.get("e")), int(doc.get("m") or MAX_RESULTS), doc.get("c")
+            doc.get("f"),
+            doc.get("s"),
+            bool(doc.get("e")),
+            int(doc.get("m") or MAX_RESULTS),
+            doc.get("c"),
         )
     else:
         filter_text, limit, inner = filter_, _parse_max_results(maxresults), None
@@ -692,7 +732,7 @@ def list_tasks(
     }
     if has_more:
         token = ctx.store.cursors.encode(
-            {"f": filter_text, "s": select_list, "e": stats, "m": limit, "c": inner}, _fingerprint(ctx, scope)
+            {"f": filter_text, "s": select_list, "e": stats, "m": limit, "c": inner}, _fingerprint(scope)
         )
         out["odata.nextLink"] = (
             f"{ctx.root}/jobs/{quote(scope.job, safe='')}/tasks?api-version={quote(ctx.api_version, safe='')}"

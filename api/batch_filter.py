@@ -202,8 +202,10 @@ class _Parser:
             return self.startswith()
         prop = tok.value.lower()
         if prop not in PROPERTIES:
-            known = "id, state, stateTransitionTime, creationTime, lastModifiedTime, executionInfo/startTime, " \
+            known = (
+                "id, state, stateTransitionTime, creationTime, lastModifiedTime, executionInfo/startTime, "
                 "executionInfo/endTime, executionInfo/exitCode, executionInfo/result"
+            )
             raise BatchFilterError(f"{tok.value!r} is not a property tasks can be filtered on ({known})")
         field, kind, ops = PROPERTIES[prop]
         op_tok = self.next("an operator")

@@ -34,7 +34,9 @@ router = APIRouter(tags=["Blaxel"])
 
 
 def render(err: ApiError, request: Request) -> Response:
-    return JSONResponse({"error": err.message, "code": err.status, **err.extra}, status_code=err.status, headers=err.headers)
+    return JSONResponse(
+        {"error": err.message, "code": err.status, **err.extra}, status_code=err.status, headers=err.headers
+    )
 
 
 def translate(exc: BaseException) -> ApiError | None:
@@ -149,8 +151,11 @@ def list_job_execution_tasks(
     return JSONResponse(
         {
             "data": [task_json(t) for t in page.items],
-            "meta": {"hasMore": bool(page.has_more and page.next_cursor), "nextCursor": page.next_cursor or "",
-                     "total": page.total},
+            "meta": {
+                "hasMore": bool(page.has_more and page.next_cursor),
+                "nextCursor": page.next_cursor or "",
+                "total": page.total,
+            },
         }
     )
 

@@ -113,7 +113,7 @@ def path_of(request: Request) -> str:
     path = request.scope.get("path", "")
     root = request.scope.get("root_path", "")
     if root and path.startswith(root):
-        path = path[len(root):]
+        path = path[len(root) :]
     return path
 
 

@@ -177,9 +177,7 @@ class CredentialStore:
     def reload(self) -> None:
         with self.engine.connect() as conn:
             rows = conn.execute(select(credentials_table)).mappings().all()
-        creds = [
-            Credential(r["key_id"], r["workspace"], r["secret"], r["created_at"], r["description"]) for r in rows
-        ]
+        creds = [Credential(r["key_id"], r["workspace"], r["secret"], r["created_at"], r["description"]) for r in rows]
         by_key = {c.key_id: c for c in creds}
         by_ws: dict[str, list[Credential]] = {}
         for c in creds:
@@ -191,7 +189,10 @@ class CredentialStore:
     def _add(self, cred: Credential) -> None:
         with self._lock:
             self._by_key = {**self._by_key, cred.key_id: cred}
-            self._by_workspace = {**self._by_workspace, cred.workspace: [*self._by_workspace.get(cred.workspace, []), cred]}
+            self._by_workspace = {
+                **self._by_workspace,
+                cred.workspace: [*self._by_workspace.get(cred.workspace, []), cred],
+            }
             self._by_digest = {**self._by_digest, secret_digest(cred.secret): cred}
 
 

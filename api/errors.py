@@ -93,4 +93,6 @@ class Dialects:
 
 def plain_error(err: ApiError, request: Request) -> Response:
     """Outside every mount point (the docs, unknown paths): the native shape."""
-    return JSONResponse({"error": {"code": err.code, "message": err.message}}, status_code=err.status, headers=err.headers)
+    return JSONResponse(
+        {"error": {"code": err.code, "message": err.message}}, status_code=err.status, headers=err.headers
+    )

@@ -37,7 +37,16 @@ from eventstore import (
 from projections.filters import Cmp
 
 from .auth import AuthFailure, authenticate_bearer, bearer_token
-from .common import BadJson, BodyTooLarge, credentials_of, nul_query_parameter, parse_json, printable, read_body, store_of
+from .common import (
+    BadJson,
+    BodyTooLarge,
+    credentials_of,
+    nul_query_parameter,
+    parse_json,
+    printable,
+    read_body,
+    store_of,
+)
 from .cursors import CursorError
 from .errors import ApiError, Dialect, JSONResponse
 
@@ -68,8 +77,12 @@ def translate(exc: BaseException) -> ApiError | None:
     if isinstance(exc, TaskExists):
         return ApiError(409, "task_exists", str(exc), extra={"taskId": exc.task_id})
     if isinstance(exc, IllegalTransition):
-        return ApiError(409, "illegal_transition", str(exc),
-                        extra={"taskId": exc.task_id, "current": exc.current, "requested": exc.requested})
+        return ApiError(
+            409,
+            "illegal_transition",
+            str(exc),
+            extra={"taskId": exc.task_id, "current": exc.current, "requested": exc.requested},
+        )
     if isinstance(exc, VersionMismatch):
         return ApiError(412, "version_mismatch", str(exc), extra={"expected": exc.expected, "actual": exc.actual})
     if isinstance(exc, IdempotencyConflict):
@@ -79,8 +92,12 @@ def translate(exc: BaseException) -> ApiError | None:
     if isinstance(exc, ValidationError):
         return ApiError(400, "invalid", str(exc), extra={"field": exc.field})
     if isinstance(exc, ConcurrencyError):
-        return ApiError(409, "concurrent_update", "too many concurrent changes to the same task; retry",
-                        headers={"Retry-After": "1"})
+        return ApiError(
+            409,
+            "concurrent_update",
+            "too many concurrent changes to the same task; retry",
+            headers={"Retry-After": "1"},
+        )
     return None
 
 
@@ -119,8 +136,9 @@ class Context:
         if key is None:
             return None
         if not printable(key, 120):
-            raise ApiError(400, "invalid", "Idempotency-Key is 1 to 120 printable characters",
-                           extra={"field": "Idempotency-Key"})
+            raise ApiError(
+                400, "invalid", "Idempotency-Key is 1 to 120 printable characters", extra={"field": "Idempotency-Key"}
+            )
         return f"v1:{key}"
 
 
@@ -165,8 +183,12 @@ def _object(body: bytes) -> dict[str, Any]:
 _JSON_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}}}
 
 
-@router.post("/jobs/{job}/executions/{execution}/tasks", status_code=201, summary="Add tasks (all or nothing)",
-             openapi_extra=_JSON_BODY)
+@router.post(
+    "/jobs/{job}/executions/{execution}/tasks",
+    status_code=201,
+    summary="Add tasks (all or nothing)",
+    openapi_extra=_JSON_BODY,
+)
 def add_tasks(
     job: str = Path(...),
     execution: str = Path(...),
@@ -188,8 +210,11 @@ def add_tasks(
     return JSONResponse({"tasks": [t.to_dict() for t in added]}, status_code=201)
 
 
-@router.post("/jobs/{job}/executions/{execution}/tasks/{task}/transitions", summary="Record a transition",
-             openapi_extra=_JSON_BODY)
+@router.post(
+    "/jobs/{job}/executions/{execution}/tasks/{task}/transitions",
+    summary="Record a transition",
+    openapi_extra=_JSON_BODY,
+)
 def transition(
     job: str = Path(...),
     execution: str = Path(...),
@@ -225,8 +250,11 @@ def transition(
     return _task_response(result)
 
 
-@router.post("/jobs/{job}/executions/{execution}/tasks/{task}/conditions", summary="Record a Blaxel condition",
-             openapi_extra=_JSON_BODY)
+@router.post(
+    "/jobs/{job}/executions/{execution}/tasks/{task}/conditions",
+    summary="Record a Blaxel condition",
+    openapi_extra=_JSON_BODY,
+)
 def record_condition(
     job: str = Path(...),
     execution: str = Path(...),

@@ -81,7 +81,9 @@ DIALECT = Dialect(
     render=render,
     translate=translate,
     not_found=lambda r: ApiError(404, "UnknownOperationException", "The requested operation is not supported."),
-    method_not_allowed=lambda r: ApiError(405, "UnknownOperationException", "The requested operation is not supported."),
+    method_not_allowed=lambda r: ApiError(
+        405, "UnknownOperationException", "The requested operation is not supported."
+    ),
     internal=lambda: ApiError(500, "InternalServerException", "An unexpected error occurred. Try the request again."),
     unavailable=lambda: ApiError(500, "InternalServerException", "The service is unavailable. Try the request again."),
 )
@@ -95,8 +97,10 @@ class Context:
 
     def run_scope(self, run_id: str) -> Scope:
         if not DIGITS.match(run_id):
-            raise validation("1 validation error detected: Value at 'id' failed to satisfy constraint: Member must "
-                             "satisfy regular expression pattern: [0-9]+ (1 to 18 digits)")
+            raise validation(
+                "1 validation error detected: Value at 'id' failed to satisfy constraint: Member must "
+                "satisfy regular expression pattern: [0-9]+ (1 to 18 digits)"
+            )
         scope = Scope(self.workspace, run_id)
         if not self.store.queries.scope_exists(scope):
             raise not_found("The requested run could not be found.")
@@ -163,7 +167,9 @@ def list_run_tasks(
         try:
             limit = int(max_results)
         except ValueError:
-            raise validation(f"Value '{max_results}' at 'maxResults' failed to satisfy constraint: Member must be an integer") from None
+            raise validation(
+                f"Value '{max_results}' at 'maxResults' failed to satisfy constraint: Member must be an integer"
+            ) from None
         if not 1 <= limit <= MAX_RESULTS:
             raise validation(
                 f"1 validation error detected: Value '{limit}' at 'maxResults' failed to satisfy constraint: "
@@ -178,7 +184,9 @@ def list_run_tasks(
             )
         where = Cmp("state", "eq", states_for(status, "omics"))
     if starting_token is not None and not 1 <= len(starting_token) <= MAX_TOKEN:
-        raise validation(f"Value at 'startingToken' failed to satisfy constraint: Member must have length between 1 and {MAX_TOKEN}")
+        raise validation(
+            f"Value at 'startingToken' failed to satisfy constraint: Member must have length between 1 and {MAX_TOKEN}"
+        )
     scope = ctx.run_scope(run_id)
     page = ctx.store.queries.list_tasks(scope, sort="number:asc", limit=limit, cursor=starting_token, where=where)
     out: dict[str, Any] = {"items": [list_item(t) for t in page.items]}
@@ -196,8 +204,10 @@ def get_run_task(
     ctx: Context = Depends(context),
 ) -> Response:
     if not DIGITS.match(task_id):
-        raise validation("1 validation error detected: Value at 'taskId' failed to satisfy constraint: Member must "
-                         "satisfy regular expression pattern: [0-9]+ (1 to 18 digits)")
+        raise validation(
+            "1 validation error detected: Value at 'taskId' failed to satisfy constraint: Member must "
+            "satisfy regular expression pattern: [0-9]+ (1 to 18 digits)"
+        )
     scope = ctx.run_scope(run_id)
     task = ctx.store.queries.get_by_number(scope, int(task_id))
     return JSONResponse(task_detail(task))

@@ -44,7 +44,9 @@ def _task(task_id: str, **kwargs) -> bm.BatchTaskCreateOptions:
 def _fill(client, job: str, n: int, prefix: str = "t") -> list[str]:
     ids = [f"{prefix}-{i:04d}" for i in range(n)]
     for start in range(0, n, 100):
-        result = client.create_task_collection(job, bm.BatchTaskGroup(task_values=[_task(i) for i in ids[start:start + 100]]))
+        result = client.create_task_collection(
+            job, bm.BatchTaskGroup(task_values=[_task(i) for i in ids[start : start + 100]])
+        )
         assert {r.status for r in result.result_values} == {"success"}
     return ids
 
@@ -75,7 +77,9 @@ def test_add_task_and_get_it_back_with_every_field(api_server, client):
         user_identity=bm.UserIdentity(auto_user=bm.AutoUserSpecification(scope="task", elevation_level="admin")),
         container_settings=bm.BatchTaskContainerSettings(image_name="ubuntu", container_run_options="--rm"),
         exit_conditions=bm.ExitConditions(
-            exit_code_ranges=[bm.ExitCodeRangeMapping(start=2, end=4, exit_options=bm.ExitOptions(job_action="terminate"))]
+            exit_code_ranges=[
+                bm.ExitCodeRangeMapping(start=2, end=4, exit_options=bm.ExitOptions(job_action="terminate"))
+            ]
         ),
         multi_instance_settings=bm.MultiInstanceSettings(number_of_instances=2, coordination_command_line="coord"),
         depends_on=bm.BatchTaskDependencies(task_ids=["other"]),
@@ -146,8 +150,11 @@ def test_add_task_retry_with_same_client_request_id_is_idempotent(api_server):
     job = api_server.unique()
     url = f"{api_server.url}/batch/jobs/{job}/tasks?api-version=2025-06-01"
     body = orjson.dumps({"id": "once", "commandLine": "echo"})
-    base = {"content-type": "application/json; odata=minimalmetadata", "client-request-id": "f00d-1",
-            "content-length": str(len(body))}
+    base = {
+        "content-type": "application/json; odata=minimalmetadata",
+        "client-request-id": "f00d-1",
+        "content-length": str(len(body)),
+    }
     first = HTTP.post(url, content=body, headers=shared_key_sign("POST", url, WS_A, SECRET_A, base))
     again = HTTP.post(url, content=body, headers=shared_key_sign("POST", url, WS_A, SECRET_A, base))
     assert first.status_code == again.status_code == 201
@@ -243,8 +250,10 @@ def test_list_filters_on_times_exit_codes_and_results(api_server, client):
         for to in ("running", "succeeded" if i % 2 == 0 else "failed"):
             body = {"to": to, **({"exitCode": i} if to != "running" else {})}
             assert HTTP.post(_v1(api_server, job, f"/e-{i}/transitions"), headers=h, json=body).status_code == 200
+
     def ids(flt):
         return sorted(t.id for t in client.list_tasks(job, filter=flt))
+
     assert ids("executionInfo/exitCode ge 4") == ["e-4", "e-5"]
     assert ids("executionInfo/exitCode ne 0 and executionInfo/result eq 'success'") == ["e-2", "e-4"]
     assert ids("executionInfo/result eq 'failure'") == ["e-1", "e-3", "e-5"]
@@ -253,9 +262,9 @@ def test_list_filters_on_times_exit_codes_and_results(api_server, client):
     assert ids("executionInfo/endTime gt DateTime'2000-01-01T00:00:00Z' and executionInfo/startTime ge 2000-01-01") == [
         f"e-{i}" for i in range(6)
     ]
-    assert ids("lastModifiedTime ge '2000-01-01T00:00:00Z' and stateTransitionTime le DateTime'2999-01-01T00:00:00Z'") == [
-        f"e-{i}" for i in range(6)
-    ]
+    assert ids(
+        "lastModifiedTime ge '2000-01-01T00:00:00Z' and stateTransitionTime le DateTime'2999-01-01T00:00:00Z'"
+    ) == [f"e-{i}" for i in range(6)]
     assert ids("state eq 'running' or state eq 'preparing' or state eq 'active'") == []
 
 
@@ -297,7 +306,9 @@ def test_skiptoken_carries_the_whole_query_and_is_refused_elsewhere(api_server, 
         link = r.json().get("odata.nextLink")
     assert got == [f"t-{i:04d}" for i in range(9)]
     # the token of one job's list is refused on another's
-    token = httpx.URL(HTTP.get(url, headers=shared_key_sign("GET", url, WS_A, SECRET_A, {})).json()["odata.nextLink"]).params["$skiptoken"]
+    token = httpx.URL(
+        HTTP.get(url, headers=shared_key_sign("GET", url, WS_A, SECRET_A, {})).json()["odata.nextLink"]
+    ).params["$skiptoken"]
     bad = f"{api_server.url}/batch/jobs/{other}/tasks?api-version=2025-06-01&$skiptoken={token}"
     r = HTTP.get(bad, headers=shared_key_sign("GET", bad, WS_A, SECRET_A, {}))
     assert r.status_code == 400 and r.json()["code"] == "InvalidQueryParameterValue"
@@ -335,10 +346,17 @@ def test_counts_terminate_and_reactivate(api_server, client):
     h = native_headers()
     specs = [{"id": f"c-{i}", "requiredSlots": 2 if i < 2 else 1} for i in range(6)]
     assert HTTP.post(_v1(api_server, job), headers=h, json={"tasks": specs}).status_code == 201
-    for task_id, path in {"c-0": ["starting"], "c-1": ["running"], "c-2": ["running", "succeeded"],
-                          "c-3": ["running", "failed"]}.items():
+    for task_id, path in {
+        "c-0": ["starting"],
+        "c-1": ["running"],
+        "c-2": ["running", "succeeded"],
+        "c-3": ["running", "failed"],
+    }.items():
         for to in path:
-            assert HTTP.post(_v1(api_server, job, f"/{task_id}/transitions"), headers=h, json={"to": to}).status_code == 200
+            assert (
+                HTTP.post(_v1(api_server, job, f"/{task_id}/transitions"), headers=h, json={"to": to}).status_code
+                == 200
+            )
     client.terminate_task(job, "c-4")
     counts = client.get_job_task_counts(job)
     assert counts.task_counts.as_dict() == {"active": 1, "running": 2, "completed": 3, "succeeded": 1, "failed": 2}
@@ -427,10 +445,16 @@ def test_not_found_and_bad_bodies(api_server, client):
     assert info.value.status_code == 400 and _code(info.value) == "InvalidPropertyValue"
     assert {d.code: d.message for d in info.value.error.details}["PropertyName"] == "id"
     url = f"{api_server.url}/batch/jobs/{job}/tasks?api-version=2025-06-01"
-    for body, code in ((b"{", "InvalidRequestBody"), (b"[]", "InvalidPropertyValue"), (b'{"id": "x"}', "MissingRequiredProperty"),
-                       (b'{"id": "x", "commandLine": "y", "constraints": {"maxWallClockTime": "soon"}}', "InvalidPropertyValue"),
-                       (b'{"id": "x", "commandLine": "y", "requiredSlots": "two"}', "InvalidPropertyValue")):
-        headers = shared_key_sign("POST", url, WS_A, SECRET_A, {"content-type": "application/json", "content-length": str(len(body))})
+    for body, code in (
+        (b"{", "InvalidRequestBody"),
+        (b"[]", "InvalidPropertyValue"),
+        (b'{"id": "x"}', "MissingRequiredProperty"),
+        (b'{"id": "x", "commandLine": "y", "constraints": {"maxWallClockTime": "soon"}}', "InvalidPropertyValue"),
+        (b'{"id": "x", "commandLine": "y", "requiredSlots": "two"}', "InvalidPropertyValue"),
+    ):
+        headers = shared_key_sign(
+            "POST", url, WS_A, SECRET_A, {"content-type": "application/json", "content-length": str(len(body))}
+        )
         r = HTTP.post(url, content=body, headers=headers)
         assert r.status_code == 400 and r.json()["code"] == code, (body, r.text)
         assert r.json()["message"]["lang"] == "en-US" and r.headers["request-id"]

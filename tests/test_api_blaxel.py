@@ -32,8 +32,13 @@ def _seed(server, job: str, execution: str, n: int) -> list[dict]:
     url = f"{server.url}/v1/jobs/{job}/executions/{execution}/tasks"
     for start in range(0, n, 7):  # several requests, so that creation times differ
         specs = [
-            {"id": f"task-{i:02d}", "displayName": f"{'Align' if i % 3 == 0 else 'merge'} part {i}",
-             "maxRetries": 2, "timeout": "30m", "labels": {"stage": "prep" if i % 2 else "report"}}
+            {
+                "id": f"task-{i:02d}",
+                "displayName": f"{'Align' if i % 3 == 0 else 'merge'} part {i}",
+                "maxRetries": 2,
+                "timeout": "30m",
+                "labels": {"stage": "prep" if i % 2 else "report"},
+            }
             for i in range(start, min(start + 7, n))
         ]
         r = HTTP.post(url, headers=native_headers(), json={"tasks": specs})
@@ -79,8 +84,14 @@ def test_task_shape(api_server, client):
     base = f"{api_server.url}/v1/jobs/{job}/executions/{execution}/tasks/task-00"
     for to in ("starting", "running", "succeeded"):
         assert HTTP.post(base + "/transitions", headers=native_headers(), json={"to": to}).status_code == 200
-    cond = {"type": "Ready", "state": "true", "reason": "Done", "message": "ok", "severity": "info",
-            "executionReason": "completed"}
+    cond = {
+        "type": "Ready",
+        "state": "true",
+        "reason": "Done",
+        "message": "ok",
+        "severity": "info",
+        "executionReason": "completed",
+    }
     done = HTTP.post(base + "/conditions", headers=native_headers(), json=cond)
     assert done.status_code == 200, done.text
     page = api.sync(job, execution, client=client, sort=Sort("name:asc"))
@@ -89,11 +100,23 @@ def test_task_shape(api_server, client):
     m = task.metadata
     doc = done.json()
     assert (m.name, m.created_at, m.updated_at, m.scheduled_at, m.started_at, m.completed_at) == (
-        "task-00", doc["createdAt"], doc["lastModified"], doc["scheduledAt"], doc["startTime"], doc["endTime"])
+        "task-00",
+        doc["createdAt"],
+        doc["lastModified"],
+        doc["scheduledAt"],
+        doc["startTime"],
+        doc["endTime"],
+    )
     assert task.spec.max_retries == 2 and task.spec.timeout == "30m"
     c = task.conditions[0]
     assert (c.type_, c.state, c.reason, c.message, c.severity, c.execution_reason) == (
-        "Ready", "true", "Done", "ok", "info", "completed")
+        "Ready",
+        "true",
+        "Done",
+        "ok",
+        "info",
+        "completed",
+    )
 
 
 def test_search(api_server, client):
@@ -137,7 +160,9 @@ def test_limits_and_errors(api_server, client):
     assert r.status_code == 400
     r = api.sync_detailed(api_server.unique(), execution, client=client)
     assert r.status_code == 404 and httpx.Response(404, content=r.content).json() == {
-        "error": "job or execution not found", "code": 404}
+        "error": "job or execution not found",
+        "code": 404,
+    }
     r = api.sync_detailed(job, "other-execution", client=client)
     assert r.status_code == 404
     url = f"{api_server.url}/blaxel/v0/jobs/{job}/executions/{execution}/tasks"
@@ -154,4 +179,8 @@ def test_limits_and_errors(api_server, client):
 
 
 def _headers(secret: str = SECRET_A, workspace: str = WS_A) -> dict[str, str]:
-    return {"X-Blaxel-Authorization": f"Bearer {secret}", "X-Blaxel-Workspace": workspace, "Blaxel-Version": "2026-09-22"}
+    return {
+        "X-Blaxel-Authorization": f"Bearer {secret}",
+        "X-Blaxel-Workspace": workspace,
+        "Blaxel-Version": "2026-09-22",
+    }

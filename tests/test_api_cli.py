@@ -38,8 +38,11 @@ def test_credentials_create_prints_a_working_credential(tmp_path, capsys):
             assert main(["credentials", "create", "--db", url, "--workspace", "team-2", "--json"]) == 0
             late = json.loads(capsys.readouterr().out)
             for c, ws in ((cred, "team-1"), (late, "team-2")):
-                r = HTTP.post(f"{server.url}/v1/jobs/j/executions/e/tasks", headers={"Authorization": f"Bearer {c['secret']}"},
-                              json={"tasks": [{"id": "t"}]})
+                r = HTTP.post(
+                    f"{server.url}/v1/jobs/j/executions/e/tasks",
+                    headers={"Authorization": f"Bearer {c['secret']}"},
+                    json={"tasks": [{"id": "t"}]},
+                )
                 assert r.status_code == 201 and r.json()["tasks"][0]["workspace"] == ws
         finally:
             server.stop()

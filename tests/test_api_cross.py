@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 from datetime import datetime
 
-import httpx
 import pytest
 from azure.batch import models as bm
 from azure.core.exceptions import ResourceNotFoundError
@@ -40,26 +39,43 @@ def _t(iso: str | None) -> datetime | None:
 def _blaxel(server, secret: str, workspace: str) -> BlaxelClient:
     return BlaxelClient(
         base_url=server.url + "/blaxel/v0",
-        headers={"X-Blaxel-Authorization": f"Bearer {secret}", "X-Blaxel-Workspace": workspace,
-                 "Blaxel-Version": "2026-09-22"},
+        headers={
+            "X-Blaxel-Authorization": f"Bearer {secret}",
+            "X-Blaxel-Workspace": workspace,
+            "Blaxel-Version": "2026-09-22",
+        },
     )
 
 
 def _write(server, job: str, headers: dict) -> dict[str, dict]:
     base = f"{server.url}/v1/jobs/{job}/executions/default/tasks"
     specs = [
-        {"id": "done", "displayName": "align", "resources": {"cpus": 2, "memory": 8}, "requiredSlots": 2,
-         "constraints": {"maxTaskRetryCount": 0}},
+        {
+            "id": "done",
+            "displayName": "align",
+            "resources": {"cpus": 2, "memory": 8},
+            "requiredSlots": 2,
+            "constraints": {"maxTaskRetryCount": 0},
+        },
         {"id": "broke", "displayName": "merge"},
         {"id": "busy"},
         {"id": "waiting"},
     ]
     assert HTTP.post(base, headers=headers, json={"tasks": specs}).status_code == 201
     moves = {
-        "done": [{"to": "starting", "nodeInfo": {"nodeId": "node-7", "poolId": "pool"}}, {"to": "running"},
-                 {"to": "succeeded", "exitCode": 0}],
-        "broke": [{"to": "running"}, {"to": "failed", "exitCode": 137,
-                                      "failureInfo": {"category": "usererror", "code": "Killed", "message": "OOM"}}],
+        "done": [
+            {"to": "starting", "nodeInfo": {"nodeId": "node-7", "poolId": "pool"}},
+            {"to": "running"},
+            {"to": "succeeded", "exitCode": 0},
+        ],
+        "broke": [
+            {"to": "running"},
+            {
+                "to": "failed",
+                "exitCode": 137,
+                "failureInfo": {"category": "usererror", "code": "Killed", "message": "OOM"},
+            },
+        ],
         "busy": [{"to": "running"}],
     }
     out = {}
@@ -104,17 +120,26 @@ def test_a_task_written_through_v1_reads_the_same_everywhere(api_server):
     assert omics.get_run_task(id=job, taskId=str(broke["number"]))["failureReason"] == "OOM"
     items = omics.list_run_tasks(id=job)["items"]
     assert {i["taskId"]: i["status"] for i in items} == {
-        str(tasks[n]["number"]): s for n, s in
-        (("done", "COMPLETED"), ("broke", "FAILED"), ("busy", "RUNNING"), ("waiting", "PENDING"))
+        str(tasks[n]["number"]): s
+        for n, s in (("done", "COMPLETED"), ("broke", "FAILED"), ("busy", "RUNNING"), ("waiting", "PENDING"))
     }
 
     page = blaxel_list.sync(job, "default", client=_blaxel(api_server, SECRET_A, WS_A))
     by_name = {t.metadata.name: t for t in page.data}
     assert {n: t.status for n, t in by_name.items()} == {
-        "done": "succeeded", "broke": "failed", "busy": "running", "waiting": "pending"}
+        "done": "succeeded",
+        "broke": "failed",
+        "busy": "running",
+        "waiting": "pending",
+    }
     m = by_name["done"].metadata
     assert (m.created_at, m.updated_at, m.scheduled_at, m.started_at, m.completed_at) == (
-        done["createdAt"], done["lastModified"], done["scheduledAt"], done["startTime"], done["endTime"])
+        done["createdAt"],
+        done["lastModified"],
+        done["scheduledAt"],
+        done["startTime"],
+        done["endTime"],
+    )
     assert page.meta.total == 4
 
 
@@ -125,8 +150,13 @@ def test_a_workspace_sees_nothing_of_another(api_server):
 
     # Azure Batch
     b = batch_client(api_server, workspace=WS_B, secret=SECRET_B)
-    for call in (lambda: b.get_task(job, "done"), lambda: list(b.list_tasks(job)), lambda: b.get_job_task_counts(job),
-                 lambda: b.terminate_task(job, "busy"), lambda: b.reactivate_task(job, "broke")):
+    for call in (
+        lambda: b.get_task(job, "done"),
+        lambda: list(b.list_tasks(job)),
+        lambda: b.get_job_task_counts(job),
+        lambda: b.terminate_task(job, "busy"),
+        lambda: b.reactivate_task(job, "broke"),
+    ):
         with pytest.raises(ResourceNotFoundError) as info:
             call()
         assert info.value.error.code == "JobNotFound"
@@ -142,8 +172,13 @@ def test_a_workspace_sees_nothing_of_another(api_server):
     # native
     base = f"{api_server.url}/v1/jobs/{job}/executions/default"
     hb = native_headers(SECRET_B)
-    for method, path, body in (("GET", "/tasks/done", None), ("GET", "/tasks/done/events", None), ("GET", "/tasks", None),
-                               ("GET", "/counts", None), ("POST", "/tasks/busy/transitions", {"to": "succeeded"})):
+    for method, path, body in (
+        ("GET", "/tasks/done", None),
+        ("GET", "/tasks/done/events", None),
+        ("GET", "/tasks", None),
+        ("GET", "/counts", None),
+        ("POST", "/tasks/busy/transitions", {"to": "succeeded"}),
+    ):
         r = HTTP.request(method, base + path, headers=hb, json=body)
         assert r.status_code == 404, (method, path, r.text)
 
@@ -159,6 +194,7 @@ def test_a_workspace_sees_nothing_of_another(api_server):
         o.get_run_task(id=job, taskId=number)
     # a cursor of A's list is not B's
     first = blaxel_list.sync(job, "default", client=_blaxel(api_server, SECRET_A, WS_A), limit=1)
-    r = blaxel_list.sync_detailed(job, "default", client=_blaxel(api_server, SECRET_B, WS_B), limit=1,
-                                  cursor=first.meta.next_cursor)
+    r = blaxel_list.sync_detailed(
+        job, "default", client=_blaxel(api_server, SECRET_B, WS_B), limit=1, cursor=first.meta.next_cursor
+    )
     assert r.status_code == 400

@@ -33,8 +33,14 @@ COMPLETED = frozenset({State.SUCCEEDED, State.FAILED, State.CANCELLED})
         ("lastModifiedTime le 2024-01-01T01:00:00+01:00", Cmp("lastModified", "le", "2024-01-01T00:00:00.000000Z")),
         ("lastModified lt '2024-01-01T00:00:00.1234567Z'", Cmp("lastModified", "lt", "2024-01-01T00:00:00.123456Z")),
         ("executionInfo/startTime ge 2024-01-01", Cmp("startTime", "ge", "2024-01-01T00:00:00.000000Z")),
-        ("executionInfo/endTime eq datetime'2024-02-29T23:59:59Z'", Cmp("endTime", "eq", "2024-02-29T23:59:59.000000Z")),
-        ("stateTransitionTime ne DateTime'2024-01-01T00:00:00'", Cmp("stateTransitionTime", "ne", "2024-01-01T00:00:00.000000Z")),
+        (
+            "executionInfo/endTime eq datetime'2024-02-29T23:59:59Z'",
+            Cmp("endTime", "eq", "2024-02-29T23:59:59.000000Z"),
+        ),
+        (
+            "stateTransitionTime ne DateTime'2024-01-01T00:00:00'",
+            Cmp("stateTransitionTime", "ne", "2024-01-01T00:00:00.000000Z"),
+        ),
         (
             "id eq 'a' or id eq 'b' and state eq 'active'",
             Or((Cmp("id", "eq", "a"), And((Cmp("id", "eq", "b"), Cmp("state", "eq", frozenset({State.PENDING})))))),
@@ -98,9 +104,33 @@ def test_datetimes_are_utc_with_microseconds():
 
 
 _ATOMS = st.sampled_from(
-    ["id", "state", "creationTime", "executionInfo/exitCode", "executionInfo/result", "startswith", "eq", "ne", "gt",
-     "and", "or", "(", ")", ",", "'a'", "'completed'", "DateTime'2024-01-01T00:00:00Z'", "2024-01-01", "0", "-5",
-     "true", "'", "''", "/", "$"]
+    [
+        "id",
+        "state",
+        "creationTime",
+        "executionInfo/exitCode",
+        "executionInfo/result",
+        "startswith",
+        "eq",
+        "ne",
+        "gt",
+        "and",
+        "or",
+        "(",
+        ")",
+        ",",
+        "'a'",
+        "'completed'",
+        "DateTime'2024-01-01T00:00:00Z'",
+        "2024-01-01",
+        "0",
+        "-5",
+        "true",
+        "'",
+        "''",
+        "/",
+        "$",
+    ]
 )
 
 

@@ -145,8 +145,19 @@ def shared_key_sign(method: str, url: str, account: str, key_b64: str, headers: 
     out = {k.lower(): v for k, v in headers.items()}
     out.setdefault("ocp-date", formatdate(usegmt=True))
     parts = urlsplit(url)
-    names = ["content-encoding", "content-language", "content-length", "content-md5", "content-type", "date",
-             "if-modified-since", "if-match", "if-none-match", "if-unmodified-since", "range"]
+    names = [
+        "content-encoding",
+        "content-language",
+        "content-length",
+        "content-md5",
+        "content-type",
+        "date",
+        "if-modified-since",
+        "if-match",
+        "if-none-match",
+        "if-unmodified-since",
+        "range",
+    ]
     values = [out.get(n, "") for n in names]
     if method not in ("GET", "HEAD") and not values[2]:
         values[2] = "0"

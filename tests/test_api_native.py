@@ -46,14 +46,21 @@ def test_transitions_if_match_and_history(api_server, http):
     assert r.status_code == 412
     assert r.json()["error"]["code"] == "version_mismatch" and r.json()["error"]["actual"] == 2
     # a failure with a retry left lands in pending
-    r = http.post(_tasks(job) + "/t/transitions", json={"to": "failed", "exitCode": 3, "reason": "crash",
-                                                       "failureInfo": {"category": "usererror", "code": "E"}})
+    r = http.post(
+        _tasks(job) + "/t/transitions",
+        json={"to": "failed", "exitCode": 3, "reason": "crash", "failureInfo": {"category": "usererror", "code": "E"}},
+    )
     assert r.status_code == 200 and r.json()["state"] == "pending" and r.json()["retryCount"] == 1
     r = http.post(_tasks(job) + "/t/transitions", json={"to": "stopping"})
     assert r.status_code == 409 and r.json()["error"]["code"] == "illegal_transition"
     assert r.json()["error"]["current"] == "pending"
     for to in ("running", "succeeded"):
-        assert http.post(_tasks(job) + "/t/transitions", json={"to": to, "exitCode": 0 if to == "succeeded" else None}).status_code == 200
+        assert (
+            http.post(
+                _tasks(job) + "/t/transitions", json={"to": to, "exitCode": 0 if to == "succeeded" else None}
+            ).status_code
+            == 200
+        )
     r = http.post(_tasks(job) + "/t/transitions", json={"to": "pending"})
     assert r.status_code == 409
     events = http.get(_tasks(job) + "/t/events").json()["events"]
@@ -80,12 +87,16 @@ def test_idempotency_key(api_server, http):
 
 def test_list_and_counts(api_server, http):
     job = api_server.unique()
-    http.post(_tasks(job, "e1"), json={"tasks": [{"id": f"n-{i:02d}", "displayName": f"Sample {i}"} for i in range(12)]})
+    http.post(
+        _tasks(job, "e1"), json={"tasks": [{"id": f"n-{i:02d}", "displayName": f"Sample {i}"} for i in range(12)]}
+    )
     for i in range(4):
         http.post(_tasks(job, "e1") + f"/n-{i:02d}/transitions", json={"to": "running"})
     seen, cursor = [], None
     while True:
-        r = http.get(_tasks(job, "e1"), params={"limit": 5, "sort": "name:asc", **({"cursor": cursor} if cursor else {})})
+        r = http.get(
+            _tasks(job, "e1"), params={"limit": 5, "sort": "name:asc", **({"cursor": cursor} if cursor else {})}
+        )
         assert r.status_code == 200
         doc = r.json()
         seen += [t["id"] for t in doc["tasks"]]
@@ -122,7 +133,13 @@ def test_bad_requests_get_native_errors(api_server, http):
         ("post", _tasks(job) + "/x/transitions", {"json": {"to": "running", "exitCode": "1"}}, 400, "invalid"),
         ("post", _tasks(job) + "/x/transitions", {"json": {"to": "running", "nodeInfo": 3}}, 400, "invalid"),
         ("post", _tasks(job) + "/x/transitions", {"json": {"to": "running", "color": "red"}}, 400, "invalid"),
-        ("post", _tasks(job) + "/x/transitions", {"json": {"to": "running"}, "headers": {"If-Match": "v1"}}, 400, "invalid"),
+        (
+            "post",
+            _tasks(job) + "/x/transitions",
+            {"json": {"to": "running"}, "headers": {"If-Match": "v1"}},
+            400,
+            "invalid",
+        ),
         ("post", _tasks(job) + "/missing/transitions", {"json": {"to": "running"}}, 404, "task_not_found"),
         ("post", _tasks(job) + "/x/conditions", {"json": {"state": "x"}}, 400, "invalid"),
         ("get", _tasks(job), {"params": {"limit": "many"}}, 400, "invalid"),
@@ -132,10 +149,16 @@ def test_bad_requests_get_native_errors(api_server, http):
         ("get", _tasks(job), {"params": {"cursor": "abc"}}, 400, "invalid_cursor"),
         ("get", _tasks(job), {"params": {"q": "x" * 300}}, 400, "invalid"),
         ("get", _tasks(job) + "/bad%20id", {}, 400, "invalid"),
-        ("get", f"/jobs/bad%20job/executions/default/tasks/x", {}, 400, "invalid"),
+        ("get", "/jobs/bad%20job/executions/default/tasks/x", {}, 400, "invalid"),
         ("get", "/jobs/x", {}, 404, "not_found"),
         ("delete", _tasks(job) + "/x", {}, 405, "method_not_allowed"),
-        ("post", _tasks(job), {"json": {"tasks": [{"id": "z"}]}, "headers": {"Idempotency-Key": "k" * 200}}, 400, "invalid"),
+        (
+            "post",
+            _tasks(job),
+            {"json": {"tasks": [{"id": "z"}]}, "headers": {"Idempotency-Key": "k" * 200}},
+            400,
+            "invalid",
+        ),
     ]
     for method, path, kwargs, status, code in cases:
         r = http.request(method.upper(), path, **kwargs)
@@ -152,6 +175,10 @@ def test_bad_requests_get_native_errors(api_server, http):
 def test_docs_and_openapi(api_server):
     assert HTTP.get(api_server.url + "/docs").status_code == 200
     paths = HTTP.get(api_server.url + "/openapi.json").json()["paths"]
-    for path in ("/batch/jobs/{job_id}/tasks", "/omics/run/{run_id}/task", "/blaxel/v0/jobs/{job_id}/executions/{execution_id}/tasks",
-                 "/v1/jobs/{job}/executions/{execution}/tasks/{task}/transitions"):
+    for path in (
+        "/batch/jobs/{job_id}/tasks",
+        "/omics/run/{run_id}/task",
+        "/blaxel/v0/jobs/{job_id}/executions/{execution_id}/tasks",
+        "/v1/jobs/{job}/executions/{execution}/tasks/{task}/transitions",
+    ):
         assert path in paths

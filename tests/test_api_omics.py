@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-import httpx
 import pytest
 from botocore.exceptions import ClientError, ParamValidationError
 
@@ -27,12 +26,17 @@ def omics(api_server):
 
 def _add(server, run: str, n: int) -> list[dict]:
     specs = [
-        {"id": f"task-{i:03d}", "displayName": f"call variants {i}",
-         "resources": {"cpus": 4, "memory": 16, "gpus": 1 if i == 0 else 0, "instanceType": "omics.c.xlarge"},
-         "containerSettings": {"imageName": "ecr/caller:1"}}
+        {
+            "id": f"task-{i:03d}",
+            "displayName": f"call variants {i}",
+            "resources": {"cpus": 4, "memory": 16, "gpus": 1 if i == 0 else 0, "instanceType": "omics.c.xlarge"},
+            "containerSettings": {"imageName": "ecr/caller:1"},
+        }
         for i in range(n)
     ]
-    r = HTTP.post(f"{server.url}/v1/jobs/{run}/executions/default/tasks", headers=native_headers(), json={"tasks": specs})
+    r = HTTP.post(
+        f"{server.url}/v1/jobs/{run}/executions/default/tasks", headers=native_headers(), json={"tasks": specs}
+    )
     assert r.status_code == 201, r.text
     return r.json()["tasks"]
 
@@ -41,8 +45,11 @@ def _move(server, run: str, task: str, *path: str, **extra) -> dict:
     body = {}
     for to in path:
         body = {"to": to, **(extra if to == path[-1] else {})}
-        r = HTTP.post(f"{server.url}/v1/jobs/{run}/executions/default/tasks/{task}/transitions",
-                       headers=native_headers(), json=body)
+        r = HTTP.post(
+            f"{server.url}/v1/jobs/{run}/executions/default/tasks/{task}/transitions",
+            headers=native_headers(),
+            json=body,
+        )
         assert r.status_code == 200, r.text
     return r.json()
 
@@ -74,8 +81,15 @@ def test_status_filter_and_get(api_server, omics):
     added = _add(api_server, run, 8)
     _move(api_server, run, "task-001", "running")
     _move(api_server, run, "task-002", "starting", "running", "succeeded", exitCode=0)
-    failed = _move(api_server, run, "task-003", "running", "failed", exitCode=2,
-                   failureInfo={"category": "usererror", "code": "OOM", "message": "out of memory"})
+    failed = _move(
+        api_server,
+        run,
+        "task-003",
+        "running",
+        "failed",
+        exitCode=2,
+        failureInfo={"category": "usererror", "code": "OOM", "message": "out of memory"},
+    )
     _move(api_server, run, "task-004", "cancelled")
     _move(api_server, run, "task-005", "running", "stopping", message="draining")
     statuses = {}
@@ -110,8 +124,11 @@ def test_errors(api_server, omics):
         (lambda: omics.list_run_tasks(id=api_server.unique_run()), 404, "ResourceNotFoundException"),
         (lambda: omics.get_run_task(id=run, taskId="999999999999"), 404, "ResourceNotFoundException"),
         (lambda: omics.get_run_task(id=run, taskId="x1"), 400, "ValidationException"),
-        (lambda: omics.get_run_task(id=api_server.unique_run(), taskId=str(added[0]["number"])), 404,
-         "ResourceNotFoundException"),
+        (
+            lambda: omics.get_run_task(id=api_server.unique_run(), taskId=str(added[0]["number"])),
+            404,
+            "ResourceNotFoundException",
+        ),
     ]
     for call, status, code in cases:
         with pytest.raises(ClientError) as info:

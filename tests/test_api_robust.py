@@ -16,12 +16,16 @@ from hypothesis import strategies as st
 
 from tests.test_api_fixtures import HTTP, KEY_A, SECRET_A, WS_A, api_server, native_headers, shared_key_sign  # noqa: F401
 
+
 def _dumps(value) -> bytes:
     return json.dumps(value).encode()
 
 
 JSON = st.recursive(
-    st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70) | st.floats(allow_nan=False)
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False)
     | st.text(max_size=20),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
     max_leaves=12,
@@ -32,14 +36,23 @@ FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=list(Healt
 @pytest.fixture(scope="module")
 def seeded(api_server):
     job = api_server.unique_run()
-    r = HTTP.post(f"{api_server.url}/v1/jobs/{job}/executions/default/tasks", headers=native_headers(),
-                   json={"tasks": [{"id": f"t-{i}"} for i in range(3)]})
+    r = HTTP.post(
+        f"{api_server.url}/v1/jobs/{job}/executions/default/tasks",
+        headers=native_headers(),
+        json={"tasks": [{"id": f"t-{i}"} for i in range(3)]},
+    )
     assert r.status_code == 201
     return job
 
 
-def batch_call(server, method: str, path: str, query: dict | str | None = None, body: bytes | None = None,
-               headers: dict | None = None) -> httpx.Response:
+def batch_call(
+    server,
+    method: str,
+    path: str,
+    query: dict | str | None = None,
+    body: bytes | None = None,
+    headers: dict | None = None,
+) -> httpx.Response:
     q = query if isinstance(query, str) else urlencode({"api-version": "2025-06-01", **(query or {})}, quote_via=quote)
     url = f"{server.url}/batch{path}?{q}"
     h = {**(headers or {})}
@@ -57,8 +70,11 @@ def omics_call(server, path: str, query: dict | None = None) -> httpx.Response:
 
 
 def blaxel_call(server, path: str, query: dict | None = None) -> httpx.Response:
-    return HTTP.get(f"{server.url}/blaxel/v0{path}", params=query,
-                     headers={"X-Blaxel-Authorization": f"Bearer {SECRET_A}", "X-Blaxel-Workspace": WS_A})
+    return HTTP.get(
+        f"{server.url}/blaxel/v0{path}",
+        params=query,
+        headers={"X-Blaxel-Authorization": f"Bearer {SECRET_A}", "X-Blaxel-Workspace": WS_A},
+    )
 
 
 def assert_batch_error(r: httpx.Response) -> None:
@@ -107,15 +123,25 @@ def test_batch_bad_inputs(api_server, seeded):
         ("POST", f"/jobs/{job}/tasks", None, b"null"),
         ("POST", f"/jobs/{job}/tasks", None, b'{"id": null, "commandLine": "x"}'),
         ("POST", f"/jobs/{job}/tasks", None, b'{"id": "x", "commandLine": "y", "requiredSlots": 1e400}'),
-        ("POST", f"/jobs/{job}/tasks", None, b'{"id": "x", "commandLine": "y", "requiredSlots": 99999999999999999999999}'),
+        (
+            "POST",
+            f"/jobs/{job}/tasks",
+            None,
+            b'{"id": "x", "commandLine": "y", "requiredSlots": 99999999999999999999999}',
+        ),
         ("POST", f"/jobs/{job}/tasks", None, b'{"id": "x", "commandLine": "y", "constraints": "soon"}'),
-        ("POST", f"/jobs/{job}/tasks", None, b'{"id": "x", "commandLine": "y", "constraints": {"maxWallClockTime": 5}}'),
+        (
+            "POST",
+            f"/jobs/{job}/tasks",
+            None,
+            b'{"id": "x", "commandLine": "y", "constraints": {"maxWallClockTime": 5}}',
+        ),
         ("POST", f"/jobs/{job}/tasks", None, b'{"id": "x", "commandLine": "y", "environmentSettings": [{"value": 1}]}'),
         ("POST", f"/jobs/{job}/tasks", None, b'{"id": "\xc3\xa9", "commandLine": "y"}'),
         ("POST", f"/jobs/{long}/tasks", None, b'{"id": "x", "commandLine": "y"}'),
         ("POST", f"/jobs/{job}/addtaskcollection", None, b'{"value": "x"}'),
         ("POST", f"/jobs/{job}/addtaskcollection", None, b'{"value": []}'),
-        ("POST", f"/jobs/{job}/addtaskcollection", None, b'{}'),
+        ("POST", f"/jobs/{job}/addtaskcollection", None, b"{}"),
         ("POST", f"/jobs/{job}/addtaskcollection", None, b"x" * (1024 * 1024 + 1)),
         ("POST", f"/jobs/{job}/tasks/t-0/terminate", None, None),  # no body at all is fine: 204 ...
         ("GET", f"/jobs/{job}/nothing", None, None),
@@ -127,15 +153,21 @@ def test_batch_bad_inputs(api_server, seeded):
             continue
         assert_batch_error(r)
     # an addtaskcollection of mixed garbage answers per task
-    r = batch_call(api_server, "POST", f"/jobs/{job}/addtaskcollection", None,
-                   _dumps({"value": [1, "a", None, {}, {"id": "ok-1", "commandLine": "x"}, {"id": 5}]}))
+    r = batch_call(
+        api_server,
+        "POST",
+        f"/jobs/{job}/addtaskcollection",
+        None,
+        _dumps({"value": [1, "a", None, {}, {"id": "ok-1", "commandLine": "x"}, {"id": 5}]}),
+    )
     assert r.status_code == 200
     assert [v["status"] for v in r.json()["value"]] == ["clienterror"] * 4 + ["success", "clienterror"]
 
 
 @FUZZ
-@given(flt=st.text(max_size=40), select=st.text(max_size=20), maxresults=st.text(max_size=6),
-       token=st.text(max_size=30))
+@given(
+    flt=st.text(max_size=40), select=st.text(max_size=20), maxresults=st.text(max_size=6), token=st.text(max_size=30)
+)
 def test_batch_list_fuzz(api_server, seeded, flt, select, maxresults, token):
     query = {"$filter": flt, "$select": select, "maxresults": maxresults}
     if token:
@@ -175,15 +207,22 @@ def test_omics_bad_inputs(api_server, seeded):
 @FUZZ
 @given(status=st.text(max_size=10), max_results=st.text(max_size=5), token=st.text(min_size=1, max_size=40))
 def test_omics_list_fuzz(api_server, seeded, status, max_results, token):
-    r = omics_call(api_server, f"/run/{seeded}/task", {"status": status, "maxResults": max_results,
-                                                        "startingToken": token})
+    r = omics_call(
+        api_server, f"/run/{seeded}/task", {"status": status, "maxResults": max_results, "startingToken": token}
+    )
     assert_omics_error(r)
 
 
 def test_blaxel_bad_inputs(api_server, seeded):
     path = f"/jobs/{seeded}/executions/default/tasks"
-    for query in [{"limit": "-5"}, {"limit": "1.5"}, {"sort": "createdAt"}, {"cursor": "x.y"},
-                  {"cursor": "e30.AAAAAAAAAAAAAAAAAAAAAA"}, {"q": "\u00e9" * 201}]:
+    for query in [
+        {"limit": "-5"},
+        {"limit": "1.5"},
+        {"sort": "createdAt"},
+        {"cursor": "x.y"},
+        {"cursor": "e30.AAAAAAAAAAAAAAAAAAAAAA"},
+        {"q": "\u00e9" * 201},
+    ]:
         assert_blaxel_error(blaxel_call(api_server, path, query))
     assert_blaxel_error(blaxel_call(api_server, "/jobs/a%20b/executions/c/tasks"))
     assert_blaxel_error(blaxel_call(api_server, "/jobs/x"))
@@ -192,8 +231,9 @@ def test_blaxel_bad_inputs(api_server, seeded):
 @FUZZ
 @given(cursor=st.text(max_size=40), limit=st.text(max_size=5), sort=st.text(max_size=15), q=st.text(max_size=30))
 def test_blaxel_fuzz(api_server, seeded, cursor, limit, sort, q):
-    r = blaxel_call(api_server, f"/jobs/{seeded}/executions/default/tasks",
-                    {"cursor": cursor, "limit": limit, "sort": sort, "q": q})
+    r = blaxel_call(
+        api_server, f"/jobs/{seeded}/executions/default/tasks", {"cursor": cursor, "limit": limit, "sort": sort, "q": q}
+    )
     if r.status_code != 200:
         assert_blaxel_error(r)
 
@@ -203,8 +243,12 @@ def test_blaxel_fuzz(api_server, seeded, cursor, limit, sort, q):
 def test_native_fuzz(api_server, seeded, tasks, transition, condition):
     base = f"{api_server.url}/v1/jobs/{seeded}/executions/default/tasks"
     h = native_headers()
-    for url, body in ((base, {"tasks": [tasks]}), (base, tasks), (f"{base}/t-1/transitions", transition),
-                      (f"{base}/t-2/conditions", condition)):
+    for url, body in (
+        (base, {"tasks": [tasks]}),
+        (base, tasks),
+        (f"{base}/t-1/transitions", transition),
+        (f"{base}/t-2/conditions", condition),
+    ):
         r = HTTP.post(url, headers=h, content=_dumps(body))
         if r.status_code >= 300:
             assert_native_error(r)
@@ -214,20 +258,30 @@ def test_nul_characters_and_odd_bytes_are_refused_not_stored(api_server, seeded)
     """PostgreSQL cannot store NUL characters: every dialect refuses them with a 400, on both engines alike."""
     base = f"{api_server.url}/v1/jobs/{seeded}/executions/default/tasks"
     h = native_headers()
-    for url, body in ((base, {"tasks": [{"id": "n1", "labels": {"a": "b\x00"}}]}),
-                      (base, {"tasks": [{"id": "n2", "displayName": "\x00"}]}),
-                      (f"{base}/t-1/transitions", {"to": "running", "message": "x\x00y"}),
-                      (f"{base}/t-1/conditions", {"type": "Ready\x00"})):
+    for url, body in (
+        (base, {"tasks": [{"id": "n1", "labels": {"a": "b\x00"}}]}),
+        (base, {"tasks": [{"id": "n2", "displayName": "\x00"}]}),
+        (f"{base}/t-1/transitions", {"to": "running", "message": "x\x00y"}),
+        (f"{base}/t-1/conditions", {"type": "Ready\x00"}),
+    ):
         assert_native_error(HTTP.post(url, headers=h, content=_dumps(body)))
     for params in ({"q": "ab\x00"}, {"cursor": "\x00"}, {"state": "running\x00"}, {"q": "%ff%fe"}):
         r = HTTP.get(base, headers=h, params=params)
         assert r.status_code == 200 or r.status_code < 500 and r.json()["error"]["code"], r.text
-    assert HTTP.post(base, headers={**h, "Idempotency-Key": "a\x01b"}, json={"tasks": [{"id": "n3"}]}).status_code == 400
+    assert (
+        HTTP.post(base, headers={**h, "Idempotency-Key": "a\x01b"}, json={"tasks": [{"id": "n3"}]}).status_code == 400
+    )
     assert_batch_error(batch_call(api_server, "GET", f"/jobs/{seeded}/tasks", {"$filter": "id eq 'a\x00b'"}))
-    assert_batch_error(batch_call(api_server, "POST", f"/jobs/{seeded}/tasks", None,
-                                  _dumps({"id": "n4", "commandLine": "a\x00"})))
-    r = batch_call(api_server, "POST", f"/jobs/{seeded}/addtaskcollection", None,
-                   _dumps({"value": [{"id": "n5", "commandLine": "a\x00"}]}))
+    assert_batch_error(
+        batch_call(api_server, "POST", f"/jobs/{seeded}/tasks", None, _dumps({"id": "n4", "commandLine": "a\x00"}))
+    )
+    r = batch_call(
+        api_server,
+        "POST",
+        f"/jobs/{seeded}/addtaskcollection",
+        None,
+        _dumps({"value": [{"id": "n5", "commandLine": "a\x00"}]}),
+    )
     assert r.status_code < 500
     assert_omics_error(omics_call(api_server, f"/run/{seeded}/task", {"status": "RUNNING\x00"}))
     assert_blaxel_error(blaxel_call(api_server, f"/jobs/{seeded}/executions/default/tasks", {"q": "ab\x00"}))
