@@ -370,6 +370,7 @@ def counts(
             "succeeded": summary.succeeded,
             "failed": summary.failed,
             "validationStatus": summary.validation_status,
+            "validationDetail": summary.validation_detail,
         }
     )
 
