@@ -63,3 +63,26 @@ def test_serve_creates_a_default_credential_once(tmp_path, capsys, monkeypatch):
     assert "secret:" not in capsys.readouterr().out
     assert served[1][1] == {"host": "0.0.0.0", "port": 8080, "log_level": "info"}
     assert "/batch/jobs/{job_id}/tasks" in app.openapi()["paths"]
+
+
+def test_the_migration_makes_the_credentials_table(database):
+    """The api package's migration (version table api_version) creates exactly ``credentials_table``, on both
+    engines, and running it again changes nothing."""
+    from sqlalchemy import inspect
+
+    from api.credentials import credentials_table, migrate
+    from eventstore.engine import current_revision
+
+    engine = database.open_engine()
+    try:
+        migrate(engine)
+        migrate(engine)
+        assert current_revision(engine, "api_version") == "a0001"
+        columns = {c["name"]: c for c in inspect(engine).get_columns("api_credentials")}
+        assert set(columns) == {c.name for c in credentials_table.columns}
+        for c in credentials_table.columns:
+            assert columns[c.name]["nullable"] == c.nullable, c.name
+        indexes = {i["name"]: i for i in inspect(engine).get_indexes("api_credentials")}
+        assert indexes["ix_api_credentials_secret_sha256"]["unique"]
+    finally:
+        engine.dispose()
