@@ -18,20 +18,25 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Callable
 
+import orjson
+
 from sqlalchemy import MetaData, func, inspect, insert, select
 from sqlalchemy.engine import Connection
 
-from eventstore import START, Checkpoint, EventLog, State
+from eventstore import START, Checkpoint, EventLog, Scope, State
 from eventstore.schema import events
+from eventstore.task import TASK_ADDED, evolve
 
 from . import engine_sql
 from .engine_sql import consistent
 from .projector import CatchUpProjector, delete_checkpoint, load_checkpoint, save_checkpoint
 from .replay import COLUMNS, decode, log_after
+from .rows import row_of
 from .snapshot_tables import SNAPSHOT_COLUMNS, snapshot_tasks
 from .snapshots import FULL, Snapshots, scope_ids
 from .tables import STATE_COLUMNS, counts_table, scope_counts, task_view, task_view_table
@@ -98,7 +103,7 @@ def rebuild(
 ) -> RebuildResult:
     """Rebuild the task view and count summaries into fresh tables and swap them in; see the module's doc."""
     started = time.perf_counter()
-    if from_snapshots and snapshots is None:
+    if snapshots is None:
         snapshots = Snapshots(log, background=False)
     with log.writing() as conn:
         stored = load_checkpoint(conn, REBUILD)
@@ -140,30 +145,28 @@ def rebuild(
             progress(n, total)
 
     if not resumed:
-        if from_snapshots:
-            assert snapshots is not None
-            start = log.head()
-            with log.reading() as conn:
-                plan = []
-                for sid, _scope in scope_ids(conn):
-                    snap = snapshots.newest(conn, sid, kind=FULL, verified=True)
-                    lacking = engine_sql.count_since(conn, sid, snap.point if snap else None)
-                    plan.append((sid, snap, lacking))
-                total = sum(n for _, _, n in plan)
-            for sid, snap, _ in plan:
-                if snap is not None:
-                    _seed(log, sid, snap.id, snap.position, fresh_view, fresh_counts, batch_size)
-                    from_snap += 1
-                else:
-                    from_log += 1
-                _fold_scope(log, projection, sid, snap.point if snap else None, batch_size, advance)
-                with log.writing() as conn:  # a heartbeat: this rebuild is alive
-                    save_checkpoint(conn, REBUILD, START, status="seeding", detail=view_name)
-        else:
-            start = START
-            with log.reading() as conn:
+        # Every event at or before ``start`` is in the fresh tables once each scope is seeded; the catch-up
+        # projector follows the log from there (skipping, by version, what seeding already folded).
+        start = log.head()
+        with log.reading() as conn:
+            plan = []
+            for sid, scope in scope_ids(conn):
+                snap = snapshots.newest(conn, sid, kind=FULL, verified=True) if from_snapshots else None  # type: ignore[union-attr]
+                plan.append((sid, scope, snap))
+            if from_snapshots:
+                total = sum(engine_sql.count_since(conn, sid, snap.point if snap else None) for sid, _, snap in plan)
+            else:
                 total = conn.execute(select(func.count()).select_from(events)).scalar_one()
-                from_log = len(scope_ids(conn))
+        for sid, scope, snap in plan:
+            if snap is not None:
+                _seed(log, sid, snap.id, snap.position, fresh_view, fresh_counts, batch_size)
+                _fold_scope(log, projection, sid, snap.point, batch_size, advance)
+                from_snap += 1
+            else:
+                projection.skipped += _bulk_fold(log, sid, scope, fresh_view, fresh_counts, batch_size, advance)
+                from_log += 1
+            with log.writing() as conn:  # a heartbeat: this rebuild is alive
+                save_checkpoint(conn, REBUILD, START, status="seeding", detail=view_name)
         with log.writing() as conn:
             save_checkpoint(conn, REBUILD, start, status="catching-up", detail=view_name)
     projector.run(progress=advance)
@@ -201,6 +204,96 @@ def _seed(log: EventLog, sid: int, snapshot_id: int, position: int, view: Any, c
             row[State(state).value] = int(n)
             row[f"slots_{State(state).value}"] = int(slots or 0)
         conn.execute(insert(counts).values(row))
+
+
+class _Event:
+    """What ``evolve`` reads of a recorded event, without the cost of building a frozen ``RecordedEvent``."""
+
+    __slots__ = ("position", "scope", "stream", "version", "type", "schema_version", "data", "metadata", "txid",
+                 "scope_id")
+
+    def __init__(self, position: int, scope: Scope, stream: str, version: int, type_: str, schema_version: int,
+                 data: Any, txid: int, scope_id: int) -> None:
+        self.position = position
+        self.scope = scope
+        self.stream = stream
+        self.version = version
+        self.type = type_
+        self.schema_version = schema_version
+        self.data = data
+        self.metadata: dict[str, Any] = {}
+        self.txid = txid
+        self.scope_id = scope_id
+
+
+def _bulk_fold(log: EventLog, sid: int, scope: Scope, view: Any, counts: Any, batch: int,
+               advance: Callable[[int], None]) -> int:
+    """Fold a scope from its first event into the fresh tables, one stream at a time.
+
+    The task view is the fold of each stream on its own, so the scope's events are read in the order of its unique
+    (stream, version) index rather than the log's: each stream is folded with ``evolve`` as it goes by and its row
+    is written once (no reads of the fresh tables, no updates), a page of events per read, ``batch`` rows per write
+    transaction. Memory holds one page and one batch of rows. Returns the events of streams that are not tasks.
+    """
+    upcast = log.upcasters.upcast
+    loads = orjson.loads
+    states: Counter[State] = Counter()
+    slots: Counter[State] = Counter()
+    rows: list[dict[str, Any]] = []
+    last_position = 0
+    skipped = 0
+    stream: str | None = None
+    task: Any = None
+    position = 0
+    after: tuple[str, int] | None = None
+
+    def finish() -> None:
+        nonlocal task
+        if task is not None:
+            rows.append(row_of(task, sid, position))
+            states[task.state] += 1
+            slots[task.state] += task.required_slots
+        task = None
+
+    def write() -> None:
+        if rows:
+            with log.writing() as conn:
+                engine_sql.insert_rows(conn, view, rows)
+            rows.clear()
+
+    page_size = max(batch, 1000)
+    while True:
+        with log.reading() as conn:
+            page = engine_sql.events_by_stream(conn, sid, after, page_size)
+        for position_, txid, stream_, version_, type_, schema_version, data in page:
+            if stream_ != stream:
+                finish()
+                stream = stream_
+                if len(rows) >= batch:
+                    write()
+            if task is None and type_ != TASK_ADDED:
+                skipped += 1
+                continue
+            schema_version, decoded = upcast(type_, schema_version, loads(data))
+            task = evolve(task, _Event(position_, scope, stream_, version_, type_, schema_version,  # type: ignore[arg-type]
+                                       decoded, txid or 0, sid))
+            position = position_
+            if position_ > last_position:
+                last_position = position_
+        advance(len(page))
+        if len(page) < page_size:
+            break
+        after = (page[-1][2], page[-1][3])
+    finish()
+    write()
+    if states:
+        row: dict[str, Any] = {"scope_id": sid, "position": last_position}
+        for s in State:
+            row[s.value] = states[s]
+            row[f"slots_{s.value}"] = slots[s]
+        with log.writing() as conn:
+            conn.execute(insert(counts).values(row))
+    return skipped
 
 
 def _fold_scope(log: EventLog, projection: TaskProjection, sid: int, base: Any, batch: int,
