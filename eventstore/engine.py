@@ -17,7 +17,7 @@ from .dialects import dialect_for
 
 DEFAULT_URL = "sqlite:///taskstore.db"
 MIGRATIONS = Path(__file__).parent / "migrations"
-_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}\Z")
 
 
 def _json_dumps(value: Any) -> str:

@@ -9,7 +9,7 @@ from typing import Any, Mapping, Sequence
 
 from .errors import ValidationError
 
-_SCOPE_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+_SCOPE_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}\Z")
 
 
 @dataclass(frozen=True, slots=True)

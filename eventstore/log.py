@@ -10,7 +10,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import orjson
 from sqlalchemy import func, insert, select, tuple_
 from sqlalchemy.engine import Connection, Engine, Row
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from .dialects import dialect_for
 from .dialects.sqlite import WRITE
@@ -52,6 +52,10 @@ _COLUMNS = (
     events.c.metadata,
 )
 _STREAM_MAX = 64
+# How often an append is tried again when it lost a race that violated nothing the caller asked for: a stream expected
+# at ANY version moved, or (PostgreSQL) a deadlock between concurrent appends to the same streams in another order.
+_ATTEMPTS = 100
+_DEADLOCK = "40P01"
 
 
 class EventLog:
@@ -121,28 +125,40 @@ class EventLog:
             meta["requestId"] = request_id
         if metadata:
             meta.update(metadata)
-        try:
-            with self.writing() as conn:
-                recorded, scope_ids = self._append_in(conn, appends, meta)
-                if request_id is not None:
-                    conn.execute(
-                        insert(requests).values(
-                            namespace=namespace,
-                            request_id=request_id,
-                            fingerprint=fingerprint,
-                            positions=orjson.dumps([e.position for e in recorded]).decode(),
-                            recorded_at=meta["recordedAt"],
+        for attempt in range(1, _ATTEMPTS + 1):
+            try:
+                with self.writing() as conn:
+                    recorded, scope_ids = self._append_in(conn, appends, meta)
+                    if request_id is not None:
+                        conn.execute(
+                            insert(requests).values(
+                                namespace=namespace,
+                                request_id=request_id,
+                                fingerprint=fingerprint,
+                                positions=orjson.dumps([e.position for e in recorded]).decode(),
+                                recorded_at=meta["recordedAt"],
+                            )
                         )
-                    )
-                for projection in self.projections:
-                    projection.apply(conn, recorded)
-        except IntegrityError:
-            # Another writer committed first: the same request id (a concurrent retry), or a version of a stream.
-            if request_id is not None:
-                found = self.find_request(namespace, request_id, fingerprint)
-                if found is not None:
-                    return found
-            raise self._explain_conflict(appends) from None
+                    for projection in self.projections:
+                        projection.apply(conn, recorded)
+                break
+            except IntegrityError:
+                # Another writer committed first: the same request id (a concurrent retry), or a version of a stream.
+                if request_id is not None:
+                    found = self.find_request(namespace, request_id, fingerprint)
+                    if found is not None:
+                        return found
+                conflict = self._explain_conflict(appends)
+                if conflict is not None:
+                    raise conflict from None
+                # Only streams expected at ANY version moved under us (PostgreSQL: concurrent writers to one
+                # stream): nothing the caller asked for was violated, so decide their versions again.
+                if attempt == _ATTEMPTS or not any(a.expected is Expect.ANY for a in appends):
+                    raise
+            except OperationalError as exc:
+                # PostgreSQL broke a deadlock by rolling this append back: nothing was written, so try again.
+                if getattr(exc.orig, "sqlstate", None) != _DEADLOCK or attempt == _ATTEMPTS:
+                    raise
         for scope, sid in scope_ids.items():
             self._remember_scope(scope, sid)
         return AppendResult(tuple(recorded), request_id=request_id)
@@ -253,7 +269,8 @@ class EventLog:
             out.update({(sid, stream): v for sid, stream, v in rows})
         return out
 
-    def _explain_conflict(self, appends: Sequence[StreamAppend]) -> ConcurrencyError:
+    def _explain_conflict(self, appends: Sequence[StreamAppend]) -> ConcurrencyError | None:
+        """The expectation a failed append violated, or None when every exact and NO_STREAM expectation holds."""
         with self.reading() as conn:
             ids = {a.scope: self._lookup_scope_id(conn, a.scope) for a in appends}
             keys = [(ids[a.scope], a.stream) for a in appends if ids[a.scope] is not None]
@@ -264,7 +281,7 @@ class EventLog:
                 return _conflict(a, actual)
             if isinstance(a.expected, int) and (actual or 0) != a.expected:
                 return _conflict(a, actual)
-        return _conflict(appends[0], None)
+        return None
 
     # -- idempotency -------------------------------------------------------------------------------------------
 

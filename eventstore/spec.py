@@ -12,7 +12,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, S
 from .durations import parse_duration
 from .errors import ValidationError
 
-TASK_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+TASK_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
 
 
 def _duration(value: str) -> str:

@@ -1,0 +1,90 @@
+"""The database itself refuses to change or remove events: raw SQL UPDATE and DELETE (and TRUNCATE on PostgreSQL)
+fail on both engines, and the rows are unchanged afterwards."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+
+from eventstore import EventLog, NewEvent, Scope, StreamAppend
+
+SCOPE = Scope("ws", "job")
+
+
+@pytest.fixture
+def engine(database):
+    eng = database.open_engine()
+    try:
+        log = EventLog(eng)
+        log.append([StreamAppend(SCOPE, "s", [NewEvent("A", {"n": 1}), NewEvent("B", {"n": 2})])])
+        log.append([StreamAppend(SCOPE, "t", [NewEvent("C", {"n": 3})])])
+        yield eng
+    finally:
+        eng.dispose()
+
+
+def snapshot(engine) -> list[tuple]:
+    with engine.connect() as conn:
+        return [
+            tuple(str(v) for v in r)
+            for r in conn.execute(text("SELECT * FROM events ORDER BY position"))
+        ]
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE events SET type = 'Rewritten' WHERE stream = 's' AND version = 1",
+        "UPDATE events SET version = version + 10",
+        "UPDATE events SET position = position + 100 WHERE stream = 't'",
+        "DELETE FROM events WHERE stream = 's' AND version = 2",
+        "DELETE FROM events",
+    ],
+)
+def test_update_and_delete_are_refused_by_the_database(engine, statement):
+    before = snapshot(engine)
+    assert len(before) == 3
+    with pytest.raises(DBAPIError, match="append-only"):
+        with engine.begin() as conn:
+            conn.execute(text(statement))
+    assert snapshot(engine) == before
+
+
+def test_an_update_that_sets_a_column_to_its_own_value_is_refused_too(engine):
+    before = snapshot(engine)
+    with pytest.raises(DBAPIError, match="append-only"):
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE events SET stream = stream"))
+    assert snapshot(engine) == before
+
+
+def test_the_refusal_holds_in_autocommit_mode(engine):
+    before = snapshot(engine)
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        with pytest.raises(DBAPIError, match="append-only"):
+            conn.execute(text("DELETE FROM events WHERE stream = 't'"))
+    assert snapshot(engine) == before
+
+
+def test_truncate_is_refused_on_postgresql(postgresql_database):
+    engine = postgresql_database.open_engine()
+    try:
+        EventLog(engine).append([StreamAppend(SCOPE, "s", [NewEvent("A", {"n": 1})])])
+        before = snapshot(engine)
+        with pytest.raises(DBAPIError, match="append-only"):
+            with engine.begin() as conn:
+                conn.execute(text("TRUNCATE events"))
+        assert snapshot(engine) == before and len(before) == 1
+    finally:
+        engine.dispose()
+
+
+def test_appends_still_work_after_a_refused_change(engine):
+    with pytest.raises(DBAPIError):
+        with engine.begin() as conn:
+            conn.execute(text("DELETE FROM events"))
+    log = EventLog(engine)
+    result = log.append([StreamAppend(SCOPE, "s", [NewEvent("D", {"n": 4})], 2)])
+    assert result.events[0].version == 3
+    assert len(snapshot(engine)) == 4

@@ -1,0 +1,488 @@
+"""The event log under concurrency.
+
+(a) Many concurrent appenders, on both engines (file-backed SQLite and PostgreSQL): every acknowledged event is in
+    the log exactly once, no unacknowledged one is, and stream versions stay gapless; concurrent commands on one task.
+(b) PostgreSQL: gap-free reading. Transactions commit out of order, so a reader that followed positions alone could
+    pass over an event that commits late with a lower position. ``EventLog.read_all`` stops below the oldest open
+    transaction; these tests stagger commits and check the reader never skips anything.
+(c) PostgreSQL: ``idle_in_transaction_session_timeout`` is set, and bounds how long an open transaction holds readers.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+
+from eventstore import (
+    START,
+    ConcurrencyError,
+    EventLog,
+    Expect,
+    IllegalTransition,
+    NewEvent,
+    Scope,
+    StreamAppend,
+    VersionMismatch,
+)
+from eventstore.log import iso, utc_now
+
+SCOPE = Scope("ws", "job", "e")
+THREADS = 8
+APPENDS = 50
+
+
+def run_threads(n: int, target) -> list[BaseException]:
+    """Run ``target(i)`` in ``n`` threads released together; the exceptions none of them expected."""
+    barrier = threading.Barrier(n)
+    crashed: list[BaseException] = []
+
+    def body(i: int) -> None:
+        try:
+            barrier.wait(timeout=30)
+            target(i)
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            crashed.append(exc)
+
+    threads = [threading.Thread(target=body, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads), "a thread did not finish"
+    return crashed
+
+
+def all_events(engine) -> list[Any]:
+    with engine.connect() as conn:
+        return list(conn.execute(text("SELECT position, stream, version, data FROM events ORDER BY position")))
+
+
+def assert_streams_gapless(engine) -> None:
+    with engine.connect() as conn:
+        bad = conn.execute(
+            text(
+                "SELECT scope_id, stream, count(*), min(version), max(version) FROM events "
+                "GROUP BY scope_id, stream HAVING count(*) <> max(version) OR min(version) <> 1"
+            )
+        ).all()
+    assert bad == []
+
+
+def settle(log: EventLog) -> None:
+    """Wait (bounded) until no open transaction on the server holds readers of the whole log back."""
+    deadline = time.monotonic() + 30
+    while log.lag(START)["held_back"] and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert log.lag(START)["held_back"] == 0
+
+
+def _data(row) -> dict:
+    import orjson
+
+    return orjson.loads(row.data) if isinstance(row.data, (str, bytes)) else row.data
+
+
+# -- (a) many appenders ------------------------------------------------------------------------------------------
+
+
+def test_every_acknowledged_append_is_in_the_log_exactly_once(database):
+    engine = database.open_engine(pool_size=THREADS)
+    try:
+        log = EventLog(engine)
+        log.append([StreamAppend(SCOPE, "setup", [NewEvent("Setup", {})])])  # the scope exists before the race
+        acknowledged: dict[tuple[int, int, int], tuple[int, str, int]] = {}
+        refused: list[tuple[tuple[int, int, int], BaseException]] = []
+        lock = threading.Lock()
+
+        def appender(t: int) -> None:
+            own_version = 0
+            for i in range(APPENDS):
+                kind = i % 5
+                if kind == 0:  # one stream every thread appends to, at any version
+                    appends = [StreamAppend(SCOPE, "shared", [NewEvent("E", {"t": t, "i": i, "k": 0})])]
+                elif kind == 1:  # two shared streams in one append, in an order that differs between threads
+                    pair = ["pair-a", "pair-b"] if t % 2 else ["pair-b", "pair-a"]
+                    appends = [
+                        StreamAppend(SCOPE, s, [NewEvent("E", {"t": t, "i": i, "k": k})]) for k, s in enumerate(pair)
+                    ]
+                elif kind == 2:  # every thread tries to create the same stream: exactly one may
+                    appends = [
+                        StreamAppend(SCOPE, f"race-{i}", [NewEvent("E", {"t": t, "i": i, "k": 0})], Expect.NO_STREAM)
+                    ]
+                else:  # the thread's own stream, at the exact version it knows
+                    appends = [
+                        StreamAppend(
+                            SCOPE, f"own-{t}",
+                            [NewEvent("E", {"t": t, "i": i, "k": 0}), NewEvent("E", {"t": t, "i": i, "k": 1})],
+                            own_version,
+                        )
+                    ]
+                try:
+                    result = log.append(appends)
+                except Exception as exc:  # noqa: BLE001 - refused appends are checked below
+                    with lock:
+                        for a in appends:
+                            for e in a.events:
+                                refused.append(((e.data["t"], e.data["i"], e.data["k"]), exc))
+                    continue
+                with lock:
+                    for e in result.events:
+                        key = (e.data["t"], e.data["i"], e.data["k"])
+                        assert key not in acknowledged
+                        acknowledged[key] = (e.position, e.stream, e.version)
+                if kind >= 3:
+                    own_version += 2
+
+        assert run_threads(THREADS, appender) == []
+
+        # Only the losers of the NO_STREAM races were refused, each with a concurrency error.
+        assert {type(exc) for _, exc in refused} <= {ConcurrencyError}
+        assert all(key[1] % 5 == 2 for key, _ in refused)
+        rows = all_events(engine)[1:]
+        found = Counter((d["t"], d["i"], d["k"]) for d in map(_data, rows))
+        assert all(n == 1 for n in found.values()), "an event is in the log twice"
+        assert set(found) == set(acknowledged), "the log and the acknowledgements differ"
+        assert not {key for key, _ in refused} & set(found)
+        for row in rows:
+            d = _data(row)
+            assert acknowledged[(d["t"], d["i"], d["k"])] == (row.position, row.stream, row.version)
+        # the appends that could not conflict all succeeded; each race had exactly one winner
+        per_stream = Counter(row.stream for row in rows)
+        assert per_stream["shared"] == THREADS * APPENDS // 5
+        assert per_stream["pair-a"] == per_stream["pair-b"] == THREADS * APPENDS // 5
+        assert all(per_stream[f"own-{t}"] == 2 * 2 * APPENDS // 5 for t in range(THREADS))
+        assert all(per_stream[f"race-{i}"] == 1 for i in range(2, APPENDS, 5))
+        assert len(refused) == (THREADS - 1) * APPENDS // 5
+        assert_streams_gapless(engine)
+        # a follower of the whole log reads every event once, each stream in version order
+        settle(log)
+        followed = list(log.iter_all(batch_size=97))
+        assert sorted(e.position for e in followed) == [r.position for r in all_events(engine)]
+        assert len({e.position for e in followed}) == len(followed)
+        last_version: dict[str, int] = {}
+        for e in followed:
+            assert e.version == last_version.get(e.stream, 0) + 1
+            last_version[e.stream] = e.version
+    finally:
+        engine.dispose()
+
+
+def test_concurrent_transitions_of_one_task_are_all_in_its_history(database):
+    store = database.open_store()
+    try:
+        store.add_task(SCOPE, {"id": "T"})
+        # everyone tries to start the same task: one succeeds, the others find it already starting
+        outcomes: list[Any] = []
+
+        def start(_i: int) -> None:
+            try:
+                outcomes.append(store.transition(SCOPE, "t", "starting"))
+            except IllegalTransition as exc:
+                outcomes.append(exc)
+
+        assert run_threads(THREADS, start) == []
+        started = [o for o in outcomes if not isinstance(o, Exception)]
+        assert len(started) == 1 and started[0].version == 2
+        assert all(o.current == "starting" for o in outcomes if isinstance(o, IllegalTransition))
+
+        # many writers record conditions on it at once: each success is in the history, at the version it reported
+        succeeded: dict[str, int] = {}
+        failed: set[str] = set()
+        lock = threading.Lock()
+
+        def record(t: int) -> None:
+            for i in range(10):
+                tag = f"{t}.{i}"
+                try:
+                    task = store.record_condition(SCOPE, "t", {"type": f"C{t}", "message": tag})
+                except ConcurrencyError:
+                    with lock:
+                        failed.add(tag)
+                    continue
+                with lock:
+                    succeeded[tag] = task.version
+
+        assert run_threads(THREADS, record) == []
+        history = store.history(SCOPE, "t")
+        assert [e.version for e in history] == list(range(1, len(history) + 1))
+        recorded = {e.data["condition"]["message"]: e.version for e in history[2:]}
+        assert recorded == succeeded
+        assert not failed & set(recorded)
+        assert store.get_task(SCOPE, "t").version == len(history) == 2 + len(succeeded)
+    finally:
+        store.close()
+
+
+def test_concurrent_commands_with_an_expected_version_win_once_per_version(database):
+    store = database.open_store()
+    try:
+        store.add_task(SCOPE, {"id": "t"})
+        wins: list[tuple[int, str]] = []
+        lock = threading.Lock()
+
+        def contend(t: int) -> None:
+            for i in range(5):
+                seen = store.get_task(SCOPE, "t").version
+                try:
+                    task = store.record_condition(SCOPE, "t", {"type": "X", "message": f"{t}.{i}"},
+                                                  expected_version=seen)
+                except VersionMismatch as exc:
+                    assert exc.expected == seen and exc.actual > seen
+                    continue
+                assert task.version == seen + 1
+                with lock:
+                    wins.append((task.version, f"{t}.{i}"))
+
+        assert run_threads(THREADS, contend) == []
+        history = store.history(SCOPE, "t")
+        assert sorted(wins) == [(e.version, e.data["condition"]["message"]) for e in history[1:]]
+        assert [e.version for e in history] == list(range(1, len(history) + 1))
+    finally:
+        store.close()
+
+
+def test_concurrent_bulk_adds_of_overlapping_tasks_add_each_task_once(database):
+    store = database.open_store()
+    try:
+        added: dict[int, list[str]] = {}
+
+        def add(t: int) -> None:
+            ids = [f"task-{(t + k) % THREADS}" for k in range(3)]  # each id is wanted by three threads
+            try:
+                added[t] = [task.task_id for task in store.add_tasks(SCOPE, [{"id": i} for i in ids])]
+            except Exception as exc:  # noqa: BLE001
+                assert type(exc).__name__ == "TaskExists"
+
+        assert run_threads(THREADS, add) == []
+        winners = [i for ids in added.values() for i in ids]
+        assert len(winners) == len(set(winners))  # no task was added twice
+        for t in range(THREADS):
+            task_id = f"task-{t}"
+            if task_id in winners:
+                assert store.get_task(SCOPE, task_id).version == 1
+                assert len(store.history(SCOPE, task_id)) == 1
+        assert added, "at least one bulk add wins"
+        with store.engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM events")).scalar_one() == len(winners)
+    finally:
+        store.close()
+
+
+# -- (b) gap-free reading on PostgreSQL --------------------------------------------------------------------------
+
+
+class _RolledBack(Exception):
+    pass
+
+
+class HeldWriter:
+    """A writer whose transaction inserts now and commits when told (``release``), in a thread of its own."""
+
+    def __init__(self, log: EventLog, appends: list[StreamAppend]) -> None:
+        self.log = log
+        self.appends = appends
+        self.inserted = threading.Event()
+        self.release = threading.Event()
+        self.recorded: list[Any] = []
+        self.error: BaseException | None = None
+        self.rollback = False
+        self.thread = threading.Thread(target=self._run)
+
+    def _run(self) -> None:
+        try:
+            with self.log.writing() as conn:
+                self.recorded, _ = self.log._append_in(conn, self.appends, {"recordedAt": iso(utc_now())})
+                self.inserted.set()
+                if not self.release.wait(30):
+                    raise TimeoutError("never released")
+                if self.rollback:
+                    raise _RolledBack()
+        except _RolledBack:
+            pass
+        except BaseException as exc:  # noqa: BLE001
+            self.error = exc
+            self.inserted.set()
+
+    def start(self) -> "HeldWriter":
+        self.thread.start()
+        assert self.inserted.wait(30)
+        assert self.error is None, self.error
+        return self
+
+    def abort(self) -> None:
+        self.rollback = True
+        self.commit()
+
+    def commit(self) -> None:
+        self.release.set()
+        self.thread.join(30)
+        assert self.error is None, self.error
+
+
+def test_a_reader_never_passes_an_event_that_commits_late_with_a_lower_position(postgresql_database):
+    engine = postgresql_database.open_engine()
+    try:
+        log = EventLog(engine)
+        log.append([StreamAppend(SCOPE, "setup", [NewEvent("Setup", {})])])
+        settle(log)
+        first = log.read_all()
+        assert [e.type for e in first.events] == ["Setup"]
+        checkpoint = first.checkpoint
+
+        a = HeldWriter(log, [StreamAppend(SCOPE, "a", [NewEvent("A", {})])]).start()  # inserts first ...
+        try:
+            b = log.append([StreamAppend(SCOPE, "b", [NewEvent("B", {})])])  # ... but B commits first
+            (a_event,), (b_event,) = a.recorded, b.events
+            assert a_event.position < b_event.position and a_event.txid < b_event.txid
+
+            # The hazard is real: following positions alone, B is readable now and A (lower position) is not.
+            with engine.connect() as conn:
+                naive = conn.execute(
+                    text("SELECT type FROM events WHERE position > :p ORDER BY position"), {"p": checkpoint.position}
+                ).scalars().all()
+            assert naive == ["B"]
+
+            # The log's reader does not return B while A is open, so it cannot move past A.
+            held = log.read_all(checkpoint)
+            assert held.events == [] and held.checkpoint == checkpoint
+            assert list(log.iter_all(checkpoint)) == []
+            assert log.head() == checkpoint
+            lag = log.lag(checkpoint)
+            assert lag["held_back"] >= 1 and lag["readable"] == 0
+        finally:
+            a.commit()
+
+        settle(log)
+        after = log.read_all(checkpoint)
+        assert [(e.type, e.position) for e in after.events] == [("A", a_event.position), ("B", b_event.position)]
+        assert log.read_all(after.checkpoint).events == []
+        assert [e.type for e in log.iter_all()] == ["Setup", "A", "B"]
+        assert log.lag(after.checkpoint) == {"readable": 0, "held_back": 0}
+    finally:
+        engine.dispose()
+
+
+def test_a_reader_reads_past_a_writer_that_rolls_back(postgresql_database):
+    engine = postgresql_database.open_engine()
+    try:
+        log = EventLog(engine)
+        log.append([StreamAppend(SCOPE, "setup", [NewEvent("Setup", {})])])
+        settle(log)
+        checkpoint = log.read_all().checkpoint
+        a = HeldWriter(log, [StreamAppend(SCOPE, "a", [NewEvent("A", {})])]).start()
+        try:
+            b = log.append([StreamAppend(SCOPE, "b", [NewEvent("B", {})])])
+            assert log.read_all(checkpoint).events == []
+        finally:
+            a.abort()
+        settle(log)
+        after = log.read_all(checkpoint)
+        assert [(e.type, e.position) for e in after.events] == [("B", b.events[0].position)]
+        assert [e.type for e in log.iter_all()] == ["Setup", "B"]
+    finally:
+        engine.dispose()
+
+
+def test_a_follower_of_the_log_misses_nothing_while_writers_commit_out_of_order(postgresql_database):
+    engine = postgresql_database.open_engine(pool_size=8)
+    try:
+        log = EventLog(engine)
+        log.append([StreamAppend(SCOPE, "setup", [NewEvent("Setup", {})])])
+        writers_done = threading.Event()
+        followed: list[Any] = []
+        follower_errors: list[BaseException] = []
+
+        def follow() -> None:
+            checkpoint = START
+            try:
+                while True:
+                    done = writers_done.is_set()
+                    batch = log.read_all(checkpoint, limit=7)
+                    for e in batch.events:
+                        assert e.checkpoint.as_tuple() > checkpoint.as_tuple()
+                    followed.extend(batch.events)
+                    checkpoint = batch.checkpoint
+                    if done and not batch.events and log.lag(checkpoint) == {"readable": 0, "held_back": 0}:
+                        return
+                    if not batch.events:
+                        time.sleep(0.002)
+            except BaseException as exc:  # noqa: BLE001
+                follower_errors.append(exc)
+
+        def write(t: int) -> None:
+            rng = random.Random(t)
+            for i in range(12):
+                with log.writing() as conn:
+                    log._append_in(
+                        conn,
+                        [StreamAppend(SCOPE, f"w{t}", [NewEvent("E", {"t": t, "i": i})], Expect.ANY)],
+                        {"recordedAt": iso(utc_now())},
+                    )
+                    time.sleep(rng.random() * 0.01)  # hold the transaction open: commits land out of order
+
+        follower = threading.Thread(target=follow)
+        follower.start()
+        try:
+            assert run_threads(6, write) == []
+        finally:
+            writers_done.set()
+            follower.join(60)
+        assert not follower.is_alive() and follower_errors == []
+        positions = [e.position for e in followed]
+        assert len(positions) == len(set(positions)), "the follower read an event twice"
+        assert sorted(positions) == [r.position for r in all_events(engine)], "the follower missed an event"
+        assert len(positions) == 1 + 6 * 12
+    finally:
+        engine.dispose()
+
+
+# -- (c) idle_in_transaction_session_timeout ---------------------------------------------------------------------
+
+
+def test_idle_in_transaction_session_timeout_is_set_on_postgresql_connections(postgresql_database):
+    engine = postgresql_database.open_engine()
+    try:
+        log = EventLog(engine)
+        with engine.connect() as conn:
+            assert conn.execute(text("SHOW idle_in_transaction_session_timeout")).scalar_one() == "1min"
+        with log.writing() as conn:  # the connections the log itself writes with
+            assert conn.execute(text("SHOW idle_in_transaction_session_timeout")).scalar_one() == "1min"
+    finally:
+        engine.dispose()
+    engine = postgresql_database.open_engine(idle_in_transaction_timeout_ms=2500)
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(text("SHOW idle_in_transaction_session_timeout")).scalar_one() == "2500ms"
+    finally:
+        engine.dispose()
+
+
+def test_an_abandoned_transaction_holds_readers_back_only_until_the_timeout(postgresql_database):
+    engine = postgresql_database.open_engine(idle_in_transaction_timeout_ms=300)
+    try:
+        log = EventLog(engine)
+        log.append([StreamAppend(SCOPE, "setup", [NewEvent("Setup", {})])])
+        settle(log)
+        checkpoint = log.read_all().checkpoint
+        abandoned = HeldWriter(log, [StreamAppend(SCOPE, "a", [NewEvent("A", {})])]).start()
+        try:
+            log.append([StreamAppend(SCOPE, "b", [NewEvent("B", {})])])
+            # the server ends the idle transaction, rolling A back, and the reader moves on to B
+            deadline = time.monotonic() + 30
+            while not log.read_all(checkpoint).events and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert [e.type for e in log.read_all(checkpoint).events] == ["B"]
+        finally:
+            abandoned.release.set()
+            abandoned.thread.join(30)
+        assert isinstance(abandoned.error, DBAPIError)  # its commit failed: the session was ended
+        assert [e.type for e in log.iter_all()] == ["Setup", "B"]
+    finally:
+        engine.dispose()
