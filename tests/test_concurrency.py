@@ -174,6 +174,27 @@ def test_every_acknowledged_append_is_in_the_log_exactly_once(database):
         engine.dispose()
 
 
+def test_appends_to_the_same_streams_in_opposite_orders_all_succeed(database):
+    """On PostgreSQL two such appends can deadlock; the loser is rolled back and must be retried, not reported."""
+    engine = database.open_engine(pool_size=THREADS)
+    try:
+        log = EventLog(engine)
+        log.append([StreamAppend(SCOPE, "setup", [NewEvent("Setup", {})])])
+        streams = ["x", "y", "z"]
+
+        def appender(t: int) -> None:
+            for i in range(15):
+                order = streams if (t + i) % 2 else streams[::-1]
+                log.append([StreamAppend(SCOPE, s, [NewEvent("E", {"t": t, "i": i})]) for s in order])
+
+        assert run_threads(6, appender) == []
+        per_stream = Counter(r.stream for r in all_events(engine))
+        assert [per_stream[s] for s in streams] == [6 * 15] * 3
+        assert_streams_gapless(engine)
+    finally:
+        engine.dispose()
+
+
 def test_concurrent_transitions_of_one_task_are_all_in_its_history(database):
     store = database.open_store()
     try:
