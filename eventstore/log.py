@@ -114,7 +114,7 @@ class EventLog:
         first append's events (``deduplicated=True``); reusing the id for different content raises
         :class:`IdempotencyConflict`. ``fingerprint`` identifies the content; by default it is a hash of the events.
         """
-        self._validate(appends)
+        self._validate(appends, request_id, namespace)
         if request_id is not None:
             fingerprint = fingerprint or _fingerprint(appends)
             found = self.find_request(namespace, request_id, fingerprint)
@@ -163,7 +163,12 @@ class EventLog:
             self._remember_scope(scope, sid)
         return AppendResult(tuple(recorded), request_id=request_id)
 
-    def _validate(self, appends: Sequence[StreamAppend]) -> None:
+    def _validate(self, appends: Sequence[StreamAppend], request_id: str | None, namespace: str) -> None:
+        for name, value in (("requestId", request_id), ("namespace", namespace)):
+            if value is not None and (
+                not isinstance(value, str) or len(value) > 128 or "\x00" in value or (name == "requestId" and not value)
+            ):
+                raise ValidationError(name, "must be 1 to 128 characters without NUL characters")
         if not appends:
             raise ValidationError("appends", "nothing to append")
         seen: set[tuple[Scope, str]] = set()

@@ -7,12 +7,23 @@ import re
 from typing import Annotated, Any, Literal, Mapping
 
 import pydantic
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt
+from pydantic import StrictStr as _StrictStr
 
 from .durations import parse_duration
 from .errors import ValidationError
 
 TASK_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+# Every string a task carries: PostgreSQL cannot store NUL characters, so neither engine accepts them.
+StrictStr = Annotated[_StrictStr, AfterValidator(_no_nul)]
 
 
 def _duration(value: str) -> str:

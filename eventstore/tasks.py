@@ -13,14 +13,14 @@ from typing import Any, Callable, Literal, Mapping, Sequence
 
 import orjson
 import pydantic
-from pydantic import BaseModel, ConfigDict, StrictStr
+from pydantic import BaseModel, ConfigDict
 
 from .errors import ConcurrencyError, IllegalTransition, TaskExists, TaskNotFound, ValidationError, VersionMismatch
 from .events import Expect, NewEvent, RecordedEvent, Scope, StreamAppend
 from .lifecycle import TERMINAL, Cause, State, plan
 from .log import EventLog, iso
 from .projection import TaskStateSource
-from .spec import TASK_ID, TaskSpec, parse_spec
+from .spec import TASK_ID, StrictStr, TaskSpec, parse_spec
 from .task import (
     TASK_ADDED,
     TASK_CONDITION_RECORDED,
@@ -360,8 +360,8 @@ def transition_details(raw: Mapping[str, Any], where: str = "") -> dict[str, Any
     for key in ("reason", "message"):
         value = raw.get(key)
         if value is not None:
-            if not isinstance(value, str):
-                raise ValidationError(f"{prefix}{key}", "must be a string")
+            if not isinstance(value, str) or "\x00" in value:
+                raise ValidationError(f"{prefix}{key}", "must be a string without NUL characters")
             details[key] = value
     return details
 
