@@ -46,7 +46,7 @@ def task_as_of(log: EventLog, snapshots: Any, scope: Scope, task_id: str, positi
         sid = log.scope_id(scope, conn)
         task: Task | None = None
         if sid is not None:
-            snap = snapshots.newest(conn, sid, kind=FULL, at_or_before=position) if snapshots else None
+            snap = snapshots.newest(conn, sid, kind=FULL, verified=True, at_or_before=position) if snapshots else None
             if snap is not None:
                 c = snapshot_tasks.c
                 row = conn.execute(

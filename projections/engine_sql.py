@@ -189,12 +189,22 @@ def insert_raw(conn: Connection, columns: Sequence[str], table: str, key: str, k
 # -- swapping rebuilt tables in ---------------------------------------------------------------------------------
 
 
+SWAP_LOCK_TIMEOUT = "5s"
+
+
 def lock_for_swap(conn: Connection, live: Sequence[str]) -> None:
     """Keep writers out of the live tables until the swap commits (readers go on). SQLite: the write transaction
-    the swap runs in already excludes every other writer."""
+    the swap runs in already excludes every other writer.
+
+    PostgreSQL: waiting for the lock queues every later writer behind it, so the wait is short
+    (``SWAP_LOCK_TIMEOUT``); when it runs out (:func:`lock_timed_out`) the caller catches up and tries again."""
     if conn.engine.dialect.name == "postgresql":
-        conn.execute(text("SET LOCAL lock_timeout = '60s'"))
+        conn.execute(text(f"SET LOCAL lock_timeout = '{SWAP_LOCK_TIMEOUT}'"))
         conn.execute(text(f"LOCK TABLE {', '.join(live)} IN EXCLUSIVE MODE"))
+
+
+def lock_timed_out(exc: BaseException) -> bool:
+    return getattr(getattr(exc, "orig", None), "sqlstate", None) == "55P03"  # lock_not_available
 
 
 def swap(conn: Connection, pairs: Sequence[tuple[str, str, str]], index_names: Callable[[str], list[str]]) -> list[str]:

@@ -27,6 +27,7 @@ import orjson
 
 from sqlalchemy import MetaData, func, inspect, insert, select
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import OperationalError
 
 from eventstore import START, Checkpoint, EventLog, Scope, State
 from eventstore.schema import events
@@ -45,6 +46,7 @@ from .version import PROJECTION_VERSION
 
 REBUILD = "tasks:rebuild"
 LIVE = "tasks"
+SWAP_ATTEMPTS = 12
 LEASE = timedelta(minutes=5)  # a rebuild whose checkpoint has not moved for this long is taken over
 
 Progress = Callable[[int, "int | None"], None]  # (events just applied, total expected so far)
@@ -169,8 +171,14 @@ def rebuild(
                 save_checkpoint(conn, REBUILD, START, status="seeding", detail=view_name)
         with log.writing() as conn:
             save_checkpoint(conn, REBUILD, start, status="catching-up", detail=view_name)
-    projector.run(progress=advance)
-    final = _swap(log, projection, fresh_view, fresh_counts, batch_size, advance)
+    for attempt in range(1, SWAP_ATTEMPTS + 1):
+        projector.run(progress=advance)
+        try:
+            final = _swap(log, projection, fresh_view, fresh_counts, batch_size, advance)
+            break
+        except OperationalError as exc:
+            if not engine_sql.lock_timed_out(exc) or attempt == SWAP_ATTEMPTS:
+                raise
     return RebuildResult(
         events=done,
         scopes_from_snapshots=from_snap,

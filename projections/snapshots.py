@@ -172,7 +172,8 @@ class Snapshots:
         self.keep_counts = keep_counts
         self.chunk = chunk
         self.schedule = SnapshotSchedule(self)
-        self.worker = SnapshotWorker(self) if background else None
+        # An in-memory SQLite database has one connection, which a second thread must not share.
+        self.worker = SnapshotWorker(self) if background and not engine_sql.single_connection(log.engine) else None
 
     # -- finding ---------------------------------------------------------------------------------------------------
 
@@ -236,9 +237,11 @@ class Snapshots:
         sid = self.log.scope_id(scope)
         if sid is None:
             return None
-        self._reset_schedule(sid, full=kind == FULL)
-        snap = self._take_counts(scope, sid) if kind == COUNTS else None
-        if kind == FULL or snap is None:
+        snap = None
+        if kind == COUNTS:
+            self._reset_schedule(sid, full=False)
+            snap = self._take_counts(scope, sid)
+        if snap is None:
             self._reset_schedule(sid, full=True)
             snap = self._take_full(scope, sid, cancelled)
         if snap is not None:
