@@ -164,11 +164,7 @@ class EventLog:
         return AppendResult(tuple(recorded), request_id=request_id)
 
     def _validate(self, appends: Sequence[StreamAppend], request_id: str | None, namespace: str) -> None:
-        for name, value in (("requestId", request_id), ("namespace", namespace)):
-            if value is not None and (
-                not isinstance(value, str) or len(value) > 128 or "\x00" in value or (name == "requestId" and not value)
-            ):
-                raise ValidationError(name, "must be 1 to 128 characters without NUL characters")
+        _check_request(namespace, request_id)
         if not appends:
             raise ValidationError("appends", "nothing to append")
         seen: set[tuple[Scope, str]] = set()
@@ -292,6 +288,7 @@ class EventLog:
 
     def find_request(self, namespace: str, request_id: str, fingerprint: str | None = None) -> AppendResult | None:
         """The result of an append already committed with this request id, or None."""
+        _check_request(namespace, request_id)
         with self.reading() as conn:
             row = conn.execute(
                 select(requests.c.fingerprint, requests.c.positions).where(
@@ -482,6 +479,14 @@ class EventLog:
 
 def _conflict(a: StreamAppend, actual: int | None) -> ConcurrencyError:
     return ConcurrencyError(f"{a.scope}/{a.stream}", a.expected, actual, scope=a.scope, key=a.stream)
+
+
+def _check_request(namespace: str, request_id: str | None) -> None:
+    for name, value in (("requestId", request_id), ("namespace", namespace)):
+        if value is None:
+            continue
+        if not isinstance(value, str) or len(value) > 128 or "\x00" in value or (name == "requestId" and not value):
+            raise ValidationError(name, "must be 1 to 128 characters without NUL characters")
 
 
 def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:

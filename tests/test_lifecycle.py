@@ -542,3 +542,31 @@ def test_blaxel_conditions_are_recorded_and_replaced_by_type(store):
     with pytest.raises(ValidationError) as info:
         store.record_condition(SCOPE, "t", {"type": "Ready", "colour": "red"})
     assert info.value.field == "condition.colour"
+
+
+@pytest.mark.parametrize(
+    "patch, field",
+    [
+        ({"displayName": "a\x00b"}, "displayName"),
+        ({"commandLine": "\x00"}, "commandLine"),
+        ({"labels": {"stage": "x\x00"}}, "labels.stage"),
+        ({"resourceFiles": [{"filePath": "in\x00.txt"}]}, "resourceFiles[0].filePath"),
+    ],
+)
+def test_nul_characters_are_refused_on_both_engines_alike(store, patch, field):
+    with pytest.raises(ValidationError) as info:
+        store.add_task(SCOPE, {"id": "t", **patch})
+    assert info.value.field == field and "NUL" in str(info.value)
+    with pytest.raises(TaskNotFound):
+        store.get_task(SCOPE, "t")
+
+
+def test_nul_characters_in_transition_details_and_request_ids_are_refused(store):
+    store.add_task(SCOPE, {"id": "t"})
+    with pytest.raises(ValidationError) as info:
+        store.transition(SCOPE, "t", "running", message="half\x00way")
+    assert info.value.field == "message"
+    with pytest.raises(ValidationError) as info:
+        store.transition(SCOPE, "t", "running", request_id="r\x00")
+    assert info.value.field == "requestId"
+    assert store.get_task(SCOPE, "t").version == 1
