@@ -1,0 +1,181 @@
+"""``python -m benchmarks``: run every question at every size on every engine, with a progress bar, then write the
+report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from . import report
+from .harness import Comparison, Context, Databases, Measurement, default_config, machine, pg_connect
+from .suite import QUESTIONS
+
+DEFAULT_OUT = Path(__file__).parent / "RESULTS.md"
+
+
+def size_arg(text: str) -> int:
+    t = text.strip().lower().replace("_", "").replace(",", "")
+    mult = 1
+    if t.endswith("k"):
+        t, mult = t[:-1], 1_000
+    elif t.endswith("m"):
+        t, mult = t[:-1], 1_000_000
+    value = int(float(t) * mult)
+    if value < 0:
+        raise argparse.ArgumentTypeError("sizes are task counts, 0 or more")
+    return value
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    p.add_argument("--quick", action="store_true", help="everyday mode, a few minutes (default: the full mode)")
+    p.add_argument("--pg", metavar="URL", help="also run on PostgreSQL, e.g. postgresql+psycopg://postgres@127.0.0.1/test")
+    p.add_argument("--sizes", nargs="+", type=size_arg, metavar="N",
+                   help="job sizes in tasks (10k, 200k, 1m); default 10k (quick) or 10k 200k 1m (full)")
+    p.add_argument("--only", nargs="+", metavar="QUESTION", choices=[q.KEY for q in QUESTIONS],
+                   help="run only these questions")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="the report (charts go beside it)")
+    p.add_argument("--render", type=Path, metavar="JSON",
+                   help="only write the report again from the results.json a run left beside its report")
+    p.add_argument("--budget", type=float, metavar="SECONDS",
+                   help="soft time bound: steps not started by then are skipped and reported as such")
+    return p.parse_args(argv)
+
+
+def _terminate(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def render(source: Path, out: Path) -> int:
+    """Write the report again from a run's results.json (after a change to the report's presentation)."""
+    dump = json.loads(source.read_text())
+    results = []
+    for r in dump["results"]:
+        r["comparisons"] = [Comparison(**c) for c in r["comparisons"]]
+        if r.get("limit") is not None:
+            r["limit"] = tuple(r["limit"])
+        results.append(Measurement(**r))
+    questions = [q for q in QUESTIONS if q.KEY in dump["questions"]]
+    meta = dump["meta"]
+    meta["load"] = tuple(meta["load"])
+    files = report.write(out, results, questions, meta=meta, notes=dump["notes"])
+    print(f"wrote {', '.join(str(f) for f in files)}")
+    return 0
+
+
+def code_version() -> str:
+    """The commit measured, and whether the measured packages had uncommitted changes."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "eventstore", "projections", "taskstore"],
+                               cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return f"commit {head}" + (" with uncommitted changes in eventstore/projections/taskstore" if dirty else
+                               " (eventstore, projections and taskstore as committed)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse(argv)
+    if args.render:
+        return render(args.render, args.out)
+    signal.signal(signal.SIGTERM, _terminate)  # clean up temporary files and schemas when stopped
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        console = Console(stderr=True, width=160)
+    workdir = Path(tempfile.mkdtemp(prefix="taskstore-bench-"))
+    cfg = default_config(quick=args.quick, sizes=args.sizes, pg_url=args.pg, workdir=workdir)
+    if args.budget is not None:
+        cfg.budget_s = args.budget
+    questions = [q for q in QUESTIONS if not args.only or q.KEY in args.only]
+    pg_version = None
+    if cfg.pg_url:
+        with pg_connect(cfg.pg_url) as c:
+            pg_version = "PostgreSQL " + c.execute("SHOW server_version").fetchone()[0]
+    units = [(size, q, e) for size in cfg.sizes for q in questions for e in q.ENGINES if e in cfg.engines]
+    dbs = Databases(cfg)
+    results: list[Measurement] = []
+    started = time.monotonic()
+    load_start = os.getloadavg()[0]
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())
+    try:
+        with Progress(*columns, console=console, transient=False) as progress:
+            bar = progress.add_task("starting", total=len(units))
+            ctx = Context(cfg, dbs, status=lambda msg: progress.update(bar, description=msg))
+            for i, (size, q, engine) in enumerate(units):
+                if cfg.over_budget():
+                    results.append(Measurement(q.KEY, "(all)", engine, size, "", [], 0,
+                                               skipped=f"time budget of {cfg.budget_s:.0f} s spent"))
+                else:
+                    ctx.status(f"{q.KEY} · {engine} · {size:,}")
+                    try:
+                        got = q.run(ctx, engine, size)
+                        results.extend(got)
+                        for m in got:
+                            progress.console.log(f"{q.KEY:12} {engine:10} {size:>9,} {m.operation:45} "
+                                                 f"{report.fmt_seconds(m.median):>10}  {report.fmt_rate(m.rate):>10} {m.rate_unit}/s")
+                    except Exception as exc:  # noqa: BLE001 - one failed step is reported, the rest still runs
+                        progress.console.print(traceback.format_exc())
+                        results.append(Measurement(q.KEY, "(all)", engine, size, "", [], 0,
+                                                   skipped=f"failed: {type(exc).__name__}: {exc}"))
+                progress.advance(bar)
+                if i + 1 == len(units) or units[i + 1][0] != size:
+                    dbs.release(size)
+            progress.update(bar, description="done")
+    finally:
+        dbs.close(cfg.sizes)
+    elapsed = time.monotonic() - started
+    builds = dbs.build_seconds
+    ctx.note("general", "Jobs: each database starts with the job of `taskstore simulate --seed 0` at the stated "
+             "size (the peers question: every task added, started, running, succeeded), written by "
+             "benchmarks.harness.build_job from the same decisions as simulate (checked: at 10,000 tasks the same "
+             "42,994 events and count summary), in bulk with taskstore's inline projections applied, because "
+             "through the API every append re-checks versions at a cost that grows with the job (question 2).")
+    if builds:
+        parts = ", ".join(f"{shape} {engine} {size:,}: {s:.1f} s" for (shape, engine, size), s in sorted(builds.items()))
+        ctx.note("general", f"Job templates built (untimed): {parts}.")
+    mode = (f"{'quick' if cfg.quick else 'full'}: sizes {', '.join(f'{s:,}' for s in cfg.sizes)} tasks; "
+            f"{cfg.reps} timed repetitions after {cfg.warmup} warm-up (replay above 200,000 tasks: 3 after 1); "
+            f"bulk appends time {cfg.batches} batches per repetition, single transitions {cfg.singles}; "
+            f"engines: {', '.join(cfg.engines)}")
+    meta = {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine(),
+        "pg_version": pg_version,
+        "command": "python -m benchmarks " + " ".join(shlex.quote(a) for a in argv),
+        "mode": mode,
+        "elapsed": elapsed,
+        "build": sum(builds.values()),
+        "code": code_version(),
+        "load": (load_start, os.getloadavg()[0]),
+        "cpu": time.process_time(),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    dump = {"meta": meta, "notes": ctx.notes, "questions": [q.KEY for q in questions],
+            "results": [asdict(m) for m in results]}
+    (args.out.parent / "results.json").write_text(json.dumps(dump, indent=1, ensure_ascii=False))
+    files = report.write(args.out, results, questions, meta=meta, notes=ctx.notes)
+    console.print(f"wrote {', '.join(str(f) for f in files)} in {elapsed:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,664 @@
+"""What every benchmark question shares: the run's configuration, timing, peak memory, fresh databases made from job
+templates, raw-SQL contenders, realistic task specifications, and the record of one measurement.
+
+A question (one module each, registered in ``benchmarks.suite``) receives a :class:`Context` and, for one engine and
+one job size, returns :class:`Measurement` objects. Everything about presenting them lives in ``benchmarks.report``.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import random
+import shutil
+import sqlite3
+import statistics
+import time
+import tracemalloc
+import uuid
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import orjson
+
+SCOPE_PARTS = ("bench", "job", "default")  # the one scope (workspace, job, execution) every benchmark job lives in
+SQLITE = "sqlite"
+POSTGRESQL = "postgresql"
+
+# -- configuration -------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Config:
+    quick: bool
+    sizes: list[int]
+    pg_url: str | None
+    workdir: Path
+    reps: int  # timed repetitions after the warm-up
+    warmup: int  # untimed repetitions first
+    batches: int  # batches of 100 tasks per repetition (bulk appends)
+    singles: int  # single-task operations per repetition
+    threads: list[int]  # concurrent writers (PostgreSQL)
+    budget_s: float  # soft bound: a step not started by then is skipped and the report says so
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def engines(self) -> list[str]:
+        return [SQLITE, POSTGRESQL] if self.pg_url else [SQLITE]
+
+    def over_budget(self) -> bool:
+        return time.monotonic() - self.started > self.budget_s
+
+
+def default_config(*, quick: bool, sizes: Sequence[int] | None, pg_url: str | None, workdir: Path) -> Config:
+    if quick:
+        return Config(
+            quick=True,
+            sizes=list(sizes or [10_000]),
+            pg_url=pg_url,
+            workdir=workdir,
+            reps=3,
+            warmup=1,
+            batches=5,
+            singles=40,
+            threads=[1, 2, 4],
+            budget_s=240.0,
+        )
+    return Config(
+        quick=False,
+        sizes=list(sizes or [10_000, 200_000, 1_000_000]),
+        pg_url=pg_url,
+        workdir=workdir,
+        reps=7,
+        warmup=2,
+        batches=20,
+        singles=100,
+        threads=[1, 2, 4],
+        budget_s=6 * 3600.0,
+    )
+
+
+# -- measurements --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Comparison:
+    """This measurement's rate relative to another measurement of the same question, engine and size."""
+
+    baseline: str  # the other measurement's operation name
+    goal: float | None = None  # the least acceptable ratio, or None when the ratio is only reported
+    goal_text: str = ""
+
+
+@dataclass
+class Measurement:
+    question: str
+    operation: str
+    engine: str
+    size: int  # tasks in the job before the measured operation
+    unit: str  # what one sample's time is per ("batch of 100 tasks", "transition", "whole log")
+    samples: list[float]  # seconds per unit, one per timed repetition
+    events_per_unit: float  # for the rate column
+    comparisons: list[Comparison] = field(default_factory=list)
+    peak_bytes: int | None = None
+    note: str = ""
+    skipped: str = ""  # why it was not measured
+    limit: tuple[float, str] | None = None  # an absolute goal: (most seconds per unit, goal text)
+    rate_unit: str = "events"  # what the rate column counts
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.samples)
+
+    @property
+    def rate(self) -> float:
+        """Events per second at the median."""
+        return self.events_per_unit / self.median if self.samples and self.median > 0 else 0.0
+
+
+def ratio(m: Measurement, baseline: Measurement) -> float:
+    """How many times the baseline's rate ``m`` achieves (> 1: faster than the baseline)."""
+    return baseline.median / m.median
+
+
+# -- timing --------------------------------------------------------------------------------------------------------
+
+
+def repeat(cfg: Config, sample: Callable[[int], float], *, reps: int | None = None, warmup: int | None = None) -> list[float]:
+    """Run ``sample(i)`` warm-up times untimed, then ``reps`` times; each call returns its own measured seconds per
+    unit (the caller times only the operation, never its setup)."""
+    out: list[float] = []
+    w = cfg.warmup if warmup is None else warmup
+    for i in range(w + (cfg.reps if reps is None else reps)):
+        gc.collect()
+        seconds = sample(i)
+        if i >= w:
+            out.append(seconds)
+    return out
+
+
+def interleaved(cfg: Config, samples: dict[str, Callable[[int], float]], *, reps: int | None = None,
+                warmup: int | None = None) -> dict[str, list[float]]:
+    """Several read-only contenders on the same database, their repetitions interleaved (a, b, a, b, ...) so that
+    any drift of the machine touches all of them alike."""
+    out: dict[str, list[float]] = {k: [] for k in samples}
+    w = cfg.warmup if warmup is None else warmup
+    for i in range(w + (cfg.reps if reps is None else reps)):
+        for name, fn in samples.items():
+            gc.collect()
+            seconds = fn(i)
+            if i >= w:
+                out[name].append(seconds)
+    return out
+
+
+@dataclass
+class Contender:
+    """One side of a comparison, set up on its own database: ``sample(i)`` runs repetition ``i`` and returns its
+    seconds per unit; ``memory()`` runs one more unit for the peak-memory measurement."""
+
+    sample: Callable[[int], float]
+    memory: Callable[[], Any] | None = None
+
+
+def side_by_side(cfg: Config, setups: dict[str, Callable[[ExitStack], Contender]], *, reps: int | None = None,
+                 warmup: int | None = None) -> dict[str, tuple[list[float], int | None]]:
+    """Set every contender up (each registers its own clean-up on the stack), run their repetitions interleaved,
+    then one untimed memory run each. Returns name -> (samples, peak bytes)."""
+    with ExitStack() as stack:
+        contenders = {name: setup(stack) for name, setup in setups.items()}
+        got = interleaved(cfg, {name: c.sample for name, c in contenders.items()}, reps=reps, warmup=warmup)
+        return {name: (got[name], peak_memory(c.memory) if c.memory else None) for name, c in contenders.items()}
+
+
+class Stopwatch:
+    """Accumulates only the timed parts of a sample: ``with sw: operation()``."""
+
+    def __init__(self) -> None:
+        self.total = 0.0
+        self._t = 0.0
+
+    def __enter__(self) -> "Stopwatch":
+        self._t = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.total += time.perf_counter() - self._t
+
+
+def peak_memory(fn: Callable[[], Any]) -> int:
+    """Peak Python heap (tracemalloc) while ``fn`` runs, in bytes: an untimed extra run, since tracing is slow.
+    Memory that SQLite or libpq allocate in C is not counted."""
+    gc.collect()
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        base = tracemalloc.get_traced_memory()[0]
+        fn()
+        return tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+
+
+# -- realistic task specifications -----------------------------------------------------------------------------------
+
+
+def task_spec(task_id: str, rng: random.Random) -> dict[str, Any]:
+    """An Add Task body of the size real control planes send: Azure Batch fields, Blaxel's spec, HealthOmics'
+    resources and labels (about 1 KB of JSON)."""
+    stage = rng.choice(["prep", "align", "call", "merge", "report"])
+    return {
+        "id": task_id,
+        "displayName": f"{stage} {task_id}",
+        "commandLine": f"/bin/bash -c 'run-{stage} --sample {task_id} --threads 4 --out /mnt/out/{task_id}'",
+        "constraints": {"maxWallClockTime": "PT2H", "retentionTime": "P7D", "maxTaskRetryCount": 2},
+        "environmentSettings": [
+            {"name": "SAMPLE", "value": task_id},
+            {"name": "STAGE", "value": stage},
+        ],
+        "resourceFiles": [
+            {"httpUrl": f"https://store.example.com/inputs/{task_id}.fastq.gz", "filePath": "in/reads.fastq.gz"},
+            {"storageContainerUrl": "https://store.example.com/reference", "blobPrefix": "grch38/"},
+        ],
+        "outputFiles": [
+            {
+                "filePattern": "out/**/*",
+                "destination": {"container": {"containerUrl": "https://store.example.com/results", "path": task_id}},
+                "uploadOptions": {"uploadCondition": "taskcompletion"},
+            }
+        ],
+        "requiredSlots": rng.choice([1, 1, 1, 2, 4]),
+        "containerSettings": {"imageName": f"registry.example.com/pipeline/{stage}:1.4.2", "workingDirectory": "taskWorkingDirectory"},
+        "userIdentity": {"autoUser": {"scope": "task", "elevationLevel": "nonadmin"}},
+        "maxRetries": 2,
+        "timeout": "PT2H",
+        "resources": {"cpus": rng.choice([1, 2, 4, 8]), "memory": rng.choice([2, 4, 8, 16])},
+        "labels": {"stage": stage, "cohort": f"c{rng.randrange(20)}", "priority": rng.choice(["low", "normal", "high"])},
+    }
+
+
+def spec_batches(prefix: str, count: int, size: int = 100, seed: int = 7) -> list[list[dict[str, Any]]]:
+    """``count`` batches of ``size`` specs with ids ``{prefix}-{batch}-{i}``, made before any timing starts."""
+    rng = random.Random(seed)
+    return [[task_spec(f"{prefix}-{b}-{i}", rng) for i in range(size)] for b in range(count)]
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def added_row(scope_id: int, spec: dict[str, Any], at: str) -> tuple:
+    """The events row taskstore writes for a TaskAdded (spec without its id, as TaskSpec.to_data leaves it)."""
+    data = {k: v for k, v in spec.items() if k != "id"}
+    return (scope_id, spec["id"].lower(), 1, "TaskAdded", 1,
+            dumps({"taskId": spec["id"], "spec": data, "at": at}), dumps({"recordedAt": at}))
+
+
+EVENT_COLUMNS = "scope_id, stream, version, type, schema_version, data, metadata"
+
+
+# -- databases -----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Target:
+    """One fresh database: the URL and schema to open it with, and where its file is (SQLite)."""
+
+    engine: str
+    url: str
+    schema: str | None = None
+    path: Path | None = None
+    pg_url: str | None = None  # the plain libpq URL (PostgreSQL)
+
+    def open_store(self):
+        from taskstore import open_store
+
+        return open_store(self.url, schema=self.schema)
+
+    def scope(self):
+        from eventstore import Scope
+
+        return Scope(*SCOPE_PARTS)
+
+
+def libpq_url(url: str) -> str:
+    return url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+def pg_connect(cfg_or_url: str, schema: str | None = None, *, autocommit: bool = False):
+    import psycopg
+
+    conn = psycopg.connect(libpq_url(cfg_or_url), autocommit=autocommit)
+    if schema:
+        conn.execute(f'SET search_path TO "{schema}"')
+        if not autocommit:
+            conn.commit()
+    return conn
+
+
+def drop_schema(url: str, schema: str) -> None:
+    with pg_connect(url, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def sqlite_connect(path: Path) -> sqlite3.Connection:
+    """A raw sqlite3 connection with the PRAGMAs of eventstore/dialects/sqlite.py; the caller issues BEGIN."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("PRAGMA busy_timeout=30000")
+    return conn
+
+
+def sqlite_checkpoint(path: Path) -> None:
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+
+
+def _copy_sqlite(src: Path, dst: Path) -> None:
+    shutil.copyfile(src, dst)
+    for suffix in ("-wal", "-shm"):
+        s = Path(str(src) + suffix)
+        if s.exists():
+            shutil.copyfile(s, Path(str(dst) + suffix))
+
+
+# -- jobs: how the database of a job of N tasks is made ----------------------------------------------------------------
+
+class JobShape:
+    """A kind of job a question needs in its database before it measures; ``build`` writes one into an open store."""
+
+    name = "job"
+    lifecycle: list[str] | None = None
+
+    def build(self, store: Any, size: int) -> None:
+        build_job(store, size, lifecycle=self.lifecycle)
+
+
+class SimulatedJob(JobShape):
+    """The realistic job of ``taskstore simulate``: tasks added in bulk, then started, retried, requeued, succeeded,
+    failed and cancelled in plausible proportions (about 4.3 events per task)."""
+
+    name = "simulated"
+
+
+class LifecycleJob(JobShape):
+    """Every task added, then started, running and succeeded: 4 events per task, the workload of the peers question."""
+
+    name = "lifecycle"
+    lifecycle = ["starting", "running", "succeeded"]
+
+
+def build_job(store: Any, size: int, *, lifecycle: list[str] | None) -> None:
+    """Write a job of ``size`` tasks into ``store``: its events, and the projections every append keeps.
+
+    The job is the one ``taskstore simulate --seed 0`` makes (or, with ``lifecycle``, every task through those
+    steps): the same decisions, taken by the same code (simulate's outcomes, specs and transition details,
+    eventstore's transition planner and fold), inserted into ``events`` 500 at a time with the store's own inline
+    projections applied in the same transaction. Only the per-append version check and spec validation are
+    skipped: through the API the version check costs time in proportion to the job for every append (see the
+    report), and a job of 1,000,000 tasks would take hours to build. At 10,000 tasks this writes exactly the
+    events (42,994) and count summary that ``simulate`` writes, timestamps aside.
+    """
+    _bulk_job(store, size, lifecycle)
+    snapshots = getattr(getattr(store, "queries", None), "snapshots", None)
+    if snapshots is not None and hasattr(snapshots, "take_due"):
+        snapshots.take_due()  # what `taskstore snapshot --due` does; normally a background thread's work
+
+
+def _bulk_job(store: Any, size: int, lifecycle: list[str] | None) -> None:
+    from sqlalchemy import insert
+
+    from eventstore.events import RecordedEvent
+    from eventstore.lifecycle import State
+    from eventstore.schema import events
+    from eventstore.spec import parse_spec
+    from eventstore.task import added, evolve
+    from eventstore.tasks import _transition_event, transition_details
+    from taskstore.simulate import BATCH, OUTCOMES, PATHS, _move
+
+    log = store.log
+    scope = Target(SQLITE, "").scope()
+    rng = random.Random(0)
+    ids = [f"task-{i:07d}" for i in range(size)]
+    if lifecycle is None:
+        names, weights = zip(*OUTCOMES)
+        paths = [PATHS[o] for o in rng.choices(names, weights=weights, k=size)]
+    else:
+        paths = [lifecycle] * size
+    tasks: list[Any] = [None] * size
+    sid = 0
+
+    def write(rows: list[dict[str, Any]], at: str) -> list[RecordedEvent]:
+        meta = {"recordedAt": at}
+        for r in rows:
+            r["scope_id"], r["schema_version"], r["metadata"] = sid, 1, meta
+        with log.writing() as conn:
+            got = conn.execute(
+                insert(events).returning(events.c.position, events.c.txid, sort_by_parameter_order=True), rows
+            ).all()
+            recorded = [
+                RecordedEvent(p, scope, r["stream"], r["version"], r["type"], 1, r["data"], meta, t or 0, scope_id=sid)
+                for r, (p, t) in zip(rows, got)
+            ]
+            for projection in log.projections:
+                projection.apply(conn, recorded)
+        return recorded
+
+    for start in range(0, size, BATCH):
+        specs = []
+        for i in range(start, min(size, start + BATCH)):
+            if lifecycle is None:
+                specs.append({
+                    "id": ids[i],
+                    "displayName": f"{rng.choice(['align', 'call', 'merge', 'qc', 'index'])} {ids[i]}",
+                    "commandLine": f"/bin/sh -c 'run {ids[i]}'",
+                    "constraints": {"maxTaskRetryCount": 1, "maxWallClockTime": "PT1H"},
+                    "requiredSlots": rng.choice([1, 1, 1, 2, 4]),
+                    "labels": {"stage": rng.choice(["prep", "compute", "report"])},
+                    "resources": {"cpus": rng.choice([1, 2, 4]), "memory": rng.choice([2, 4, 8])},
+                })
+            else:
+                specs.append(task_spec(ids[i], rng))
+        if start == 0:  # the first batch through the API: it creates the scope
+            for i, task in enumerate(store.add_tasks(scope, specs)):
+                tasks[i] = task
+            sid = log.scope_id(scope)
+            continue
+        at = now_iso()
+        rows = [{"stream": s["id"].lower(), "version": 1, "type": "TaskAdded",
+                 "data": {"taskId": s["id"], "spec": parse_spec(s).to_data(), "at": at}} for s in specs]
+        for i, rec in zip(range(start, start + len(specs)), write(rows, at)):
+            tasks[i] = added(rec)
+    rounds = max(len(p) for p in paths)
+    for r in range(rounds):
+        moving = [i for i in range(size) if r < len(paths[i])]
+        for start in range(0, len(moving), BATCH):
+            at = now_iso()
+            chunk = moving[start : start + BATCH]
+            rows = []
+            for i in chunk:
+                if lifecycle is None:
+                    _, to, raw = _move(ids[i], paths[i][r], rng)
+                else:
+                    to, raw = paths[i][r], {}
+                ev = _transition_event(tasks[i], State(to), transition_details(raw), at)
+                rows.append({"stream": ids[i], "version": tasks[i].version + 1, "type": ev.type, "data": ev.data})
+            for i, rec in zip(chunk, write(rows, at)):
+                tasks[i] = evolve(tasks[i], rec)
+
+
+class Databases:
+    """Job templates, built once per (shape, engine, size), and fresh databases copied from them.
+
+    SQLite: a template file, copied to a new temporary file for every benchmark. PostgreSQL: a template schema, and
+    for every benchmark a fresh schema opened through ``open_store(url, schema=...)`` (so the migrations make it)
+    and filled from the template server-side (every table, events and projections); every schema is dropped
+    afterwards.
+    """
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.root = cfg.workdir
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._sqlite: dict[tuple[str, int], Path] = {}
+        self._pg: dict[tuple[str, int], str] = {}
+        self.build_seconds: dict[tuple[str, str, int], float] = {}
+        self.extras: dict[str, Any] = {}  # a question's own templates (e.g. another library's databases)
+        self._release_hooks: list[Callable[[int], None]] = []
+
+    def on_release(self, hook: Callable[[int], None]) -> None:
+        """Call ``hook(size)`` when the templates of a size are released."""
+        if hook not in self._release_hooks:
+            self._release_hooks.append(hook)
+
+    # templates
+
+    def sqlite_template(self, shape: JobShape, size: int) -> Path:
+        key = (shape.name, size)
+        if key not in self._sqlite:
+            from taskstore import open_store
+
+            path = self.root / f"tpl-{shape.name}-{size}.db"
+            for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+                p.unlink(missing_ok=True)
+            t = time.perf_counter()
+            store = open_store(f"sqlite:///{path}")
+            try:
+                shape.build(store, size)
+            finally:
+                store.close()
+            conn = sqlite3.connect(path, isolation_level=None)
+            conn.execute("ANALYZE")
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            conn.close()
+            self.build_seconds[(shape.name, SQLITE, size)] = time.perf_counter() - t
+            self._sqlite[key] = path
+        return self._sqlite[key]
+
+    def pg_template(self, shape: JobShape, size: int) -> str:
+        key = (shape.name, size)
+        if key not in self._pg:
+            from taskstore import open_store
+
+            schema = f"bench_tpl_{shape.name}_{size}_{uuid.uuid4().hex[:6]}"
+            self._pg[key] = schema
+            t = time.perf_counter()
+            store = open_store(self.cfg.pg_url, schema=schema)  # type: ignore[arg-type]
+            try:
+                shape.build(store, size)
+            finally:
+                store.close()
+            _pg_analyze(self.cfg.pg_url, schema)  # type: ignore[arg-type]
+            self.build_seconds[(shape.name, POSTGRESQL, size)] = time.perf_counter() - t
+        return self._pg[key]
+
+    # fresh databases
+
+    @contextmanager
+    def fresh(self, engine: str, shape: JobShape | None, size: int) -> Iterator[Target]:
+        """A database of its own holding a job of ``size`` tasks of ``shape`` (or an empty store), removed after."""
+        from taskstore import open_store
+
+        if engine == SQLITE:
+            path = self.root / f"run-{uuid.uuid4().hex[:10]}.db"
+            if shape is not None and size > 0:
+                _copy_sqlite(self.sqlite_template(shape, size), path)
+            else:
+                open_store(f"sqlite:///{path}").close()
+            try:
+                yield Target(SQLITE, f"sqlite:///{path}", path=path)
+            finally:
+                for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+                    p.unlink(missing_ok=True)
+            return
+        assert self.cfg.pg_url
+        tpl = self.pg_template(shape, size) if shape is not None and size > 0 else None
+        schema = f"bench_{uuid.uuid4().hex[:12]}"
+        try:
+            open_store(self.cfg.pg_url, schema=schema).close()
+            if tpl:
+                _pg_clone(self.cfg.pg_url, tpl, schema)
+            yield Target(POSTGRESQL, self.cfg.pg_url, schema=schema, pg_url=libpq_url(self.cfg.pg_url))
+        finally:
+            drop_schema(self.cfg.pg_url, schema)
+
+    def release(self, size: int) -> None:
+        """Drop the templates of one size (after every question has used them)."""
+        for hook in self._release_hooks:
+            hook(size)
+        for key in [k for k in self._sqlite if k[1] == size]:
+            path = self._sqlite.pop(key)
+            for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+                p.unlink(missing_ok=True)
+        for key in [k for k in self._pg if k[1] == size]:
+            drop_schema(self.cfg.pg_url, self._pg.pop(key))  # type: ignore[arg-type]
+
+    def close(self, sizes: Sequence[int] = ()) -> None:
+        for size in {*sizes, *(k[1] for k in [*self._sqlite, *self._pg])}:
+            self.release(size)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _pg_clone(url: str, src: str, dst: str) -> None:
+    """Copy every table of schema ``src`` (but the migration version tables) into the same tables of ``dst``."""
+    with pg_connect(url) as pg:
+        tables = [r[0] for r in pg.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s AND table_type = 'BASE TABLE'",
+            (src,),
+        ) if not r[0].endswith("_version")]
+        with pg.transaction():
+            for t in tables:
+                if t != "events":  # append-only (and empty in a fresh store); others may hold a fresh store's rows
+                    pg.execute(f'DELETE FROM "{dst}"."{t}"')
+                pg.execute(f'INSERT INTO "{dst}"."{t}" SELECT * FROM "{src}"."{t}"')
+            for t, col in pg.execute(
+                "SELECT table_name, column_name FROM information_schema.columns "
+                "WHERE table_schema = %s AND column_default LIKE 'nextval%%'", (dst,)
+            ).fetchall():
+                pg.execute(
+                    f"SELECT setval(pg_get_serial_sequence('\"{dst}\".\"{t}\"', '{col}'), "
+                    f'coalesce((SELECT max("{col}") FROM "{dst}"."{t}"), 0) + 1, false)'
+                )
+            for t in tables:
+                pg.execute(f'ANALYZE "{dst}"."{t}"')
+
+
+def _pg_analyze(url: str, schema: str) -> None:
+    with pg_connect(url, autocommit=True) as pg:
+        for (t,) in pg.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s AND table_type = 'BASE TABLE'",
+            (schema,),
+        ).fetchall():
+            pg.execute(f'ANALYZE "{schema}"."{t}"')
+
+
+def bare_log(store: Any) -> Any:
+    """The store's event log without its inline projections: the cost of the event log alone, on the same engine."""
+    from eventstore import EventLog, task_upcasters
+
+    return EventLog(store.engine, upcasters=task_upcasters())
+
+
+def scope_id(target: Target) -> int:
+    """The database id of the benchmark scope (created when missing), for raw contenders."""
+    if target.engine == SQLITE:
+        conn = sqlite_connect(target.path)  # type: ignore[arg-type]
+        conn.execute("INSERT OR IGNORE INTO scopes (workspace, job, execution) VALUES (?, ?, ?)", SCOPE_PARTS)
+        sid = conn.execute("SELECT id FROM scopes WHERE workspace=? AND job=? AND execution=?", SCOPE_PARTS).fetchone()[0]
+        conn.close()
+        return sid
+    with pg_connect(target.pg_url, target.schema) as pg:  # type: ignore[arg-type]
+        pg.execute(
+            "INSERT INTO scopes (workspace, job, execution) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING", SCOPE_PARTS
+        )
+        sid = pg.execute(
+            "SELECT id FROM scopes WHERE workspace=%s AND job=%s AND execution=%s", SCOPE_PARTS
+        ).fetchone()[0]
+        pg.commit()
+        return sid
+
+
+# -- the context a question runs in ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Context:
+    cfg: Config
+    dbs: Databases
+    status: Callable[[str], None] = lambda _msg: None  # shows what runs now (the progress bar's description)
+    notes: dict[str, list[str]] = field(default_factory=dict)  # question key -> findings worth a line in the report
+
+    def note(self, question: str, text: str) -> None:
+        lst = self.notes.setdefault(question, [])
+        if text not in lst:
+            lst.append(text)
+
+
+def machine() -> dict[str, str]:
+    """What the report says about where it ran."""
+    import platform
+
+    info = {"cores": str(os.cpu_count()), "python": platform.python_version(), "sqlite": sqlite3.sqlite_version}
+    try:
+        with open("/proc/meminfo") as f:
+            kb = int(next(line for line in f if line.startswith("MemTotal")).split()[1])
+        info["memory"] = f"{kb / 1024 / 1024:.1f} GiB"
+    except (OSError, StopIteration, ValueError):
+        info["memory"] = "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            info["cpu"] = next(line for line in f if line.startswith("model name")).split(":", 1)[1].strip()
+    except (OSError, StopIteration):
+        info["cpu"] = platform.processor() or "unknown"
+    info["os"] = f"{platform.system()} {platform.release()}"
+    return info

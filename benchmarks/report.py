@@ -1,0 +1,250 @@
+"""Presenting a run: RESULTS.md (one table per question, a headline of the goals) and a PNG chart per question of how
+each cost grows with the size of the job."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Sequence
+
+from .harness import Measurement, ratio
+
+WHOLE = "whole log"
+
+
+def fmt_seconds(s: float) -> str:
+    if s < 1e-3:
+        return f"{s * 1e6:.1f} µs"
+    if s < 1:
+        return f"{s * 1e3:.2f} ms"
+    return f"{s:.2f} s"
+
+
+def fmt_bytes(b: int | None) -> str:
+    if b is None:
+        return "—"
+    if b < 1024 * 1024:
+        return f"{b / 1024:.0f} KiB"
+    return f"{b / 1024 / 1024:.1f} MiB"
+
+
+def fmt_rate(r: float) -> str:
+    return f"{r:,.0f}"
+
+
+def fmt_ratio(r: float | None) -> str:
+    if r is None:
+        return "—"
+    if r >= 100:
+        return f"{r:,.0f}×"
+    return f"{r:.2f}×" if r >= 0.1 else f"{r:.2g}×"
+
+
+def fmt_size(n: int) -> str:
+    return f"{n:,}"
+
+
+def find(ms: Sequence[Measurement], m: Measurement, op: str) -> Measurement | None:
+    for x in ms:
+        if x.operation == op and x.engine == m.engine and x.size == m.size and x.samples and not x.skipped:
+            return x
+    return None
+
+
+def verdicts(ms: Sequence[Measurement], m: Measurement) -> list[tuple[str, float | None, str, str]]:
+    """(baseline, ratio, goal text, verdict) for each comparison of ``m``."""
+    out = []
+    for c in m.comparisons:
+        b = find(ms, m, c.baseline)
+        r = ratio(m, b) if (b and m.samples) else None
+        if c.goal is None:
+            verdict = ""
+        elif r is None:
+            verdict = "not measured"
+        else:
+            verdict = "met" if r >= c.goal else "NOT met"
+        out.append((c.baseline, r, c.goal_text, verdict))
+    if m.limit is not None and m.samples:
+        out.append(("", None, m.limit[1], "met" if m.median <= m.limit[0] else "NOT met"))
+    return out
+
+
+def _table(ms: Sequence[Measurement], question: list[Measurement]) -> list[str]:
+    lines = [
+        "| operation | engine | job size (tasks) | per | median | min | max | rate at the median | ratio to baseline "
+        "| peak memory | goal |",
+        "|---|---|---:|---|---:|---:|---:|---:|---|---:|---|",
+    ]
+    for m in question:
+        if m.skipped:
+            lines.append(f"| {m.operation} | {m.engine} | {fmt_size(m.size)} | {m.unit} | skipped: {m.skipped} "
+                         "| | | | | | |")
+            continue
+        v = verdicts(ms, m)
+        ratios = "<br>".join(fmt_ratio(r) + f" {b}" for b, r, _, _ in v if b) or "baseline"
+        goals = "<br>".join(f"{g}: **{verdict}**" for _, _, g, verdict in v if g) or "—"
+        per = m.unit + (f" ({m.note})" if m.note else "")
+        lines.append(
+            f"| {m.operation} | {m.engine} | {fmt_size(m.size)} | {per} | {fmt_seconds(m.median)} "
+            f"| {fmt_seconds(min(m.samples))} | {fmt_seconds(max(m.samples))} | {fmt_rate(m.rate)} {m.rate_unit}/s | {ratios} "
+            f"| {fmt_bytes(m.peak_bytes)} | {goals} |"
+        )
+    return lines
+
+
+def headline(ms: Sequence[Measurement], questions: Sequence[ModuleType]) -> list[str]:
+    """One row per (question, goal, engine, size); where a goal applies to several operations (every page of every
+    sort), the row shows the worst of them and how many met it."""
+    titles = {q.KEY: q.TITLE for q in questions}
+    groups: dict[tuple[str, str, str, int], list[tuple[Measurement, str, float | None, str]]] = {}
+    for m in ms:
+        if m.skipped:
+            continue
+        for b, r, g, verdict in verdicts(ms, m):
+            if g:
+                groups.setdefault((m.question, g, m.engine, m.size), []).append((m, b, r, verdict))
+    lines = ["| question | goal | engine | job size | operation (worst, where several) | figure | verdict |",
+             "|---|---|---|---:|---|---:|---|"]
+    for (q, g, engine, size), rows in groups.items():
+        def badness(row: tuple[Measurement, str, float | None, str]) -> float:
+            m, b, r, _ = row
+            return -(r or 0.0) if b else m.median
+
+        m, b, r, verdict = max(rows, key=badness)
+        figure = (fmt_ratio(r) + f" {b}") if b else fmt_seconds(m.median)
+        met = sum(1 for row in rows if row[3] == "met")
+        if len(rows) > 1:
+            verdict = "met" if met == len(rows) else f"NOT met ({met} of {len(rows)} met)"
+        lines.append(f"| {titles.get(q, q)} | {g} | {engine} | {fmt_size(size)} | {m.operation} | {figure} "
+                     f"| **{verdict}** |")
+    return lines
+
+
+def chart(ms: Sequence[Measurement], key: str, title: str, path: Path) -> bool:
+    """One PNG per question: for each engine and unit, cost against job size, one line per operation."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = [m for m in ms if m.question == key and m.samples and not m.skipped]
+    if not ok:
+        return False
+    engines = sorted({m.engine for m in ok}, key=lambda e: (e != "sqlite", e))
+    units = list(dict.fromkeys(m.unit for m in ok))
+    single = len({m.size for m in ok}) == 1
+    most = max(len({m.operation for m in ok if m.unit == u and m.engine == e}) for u in units for e in engines)
+    row_h = max(4.2, 0.32 * most) if single else 4.2
+    width = 7.5 if single else 6.5
+    fig, axes = plt.subplots(len(units), len(engines), figsize=(width * len(engines), row_h * len(units)),
+                             squeeze=False)
+    for row, unit in enumerate(units):
+        for col, engine in enumerate(engines):
+            ax = axes[row][col]
+            series: dict[str, list[tuple[int, float, float, float]]] = defaultdict(list)
+            for m in ok:
+                if m.unit != unit or m.engine != engine:
+                    continue
+                scale = (1e6 / m.events_per_unit) if unit == WHOLE else 1e3
+                series[m.operation].append((m.size, m.median * scale, min(m.samples) * scale, max(m.samples) * scale))
+            ylabel = "µs per event" if unit == WHOLE else f"ms per {unit}"
+            sizes = {p[0] for pts in series.values() for p in pts}
+            if len(sizes) == 1:  # one job size: bars, one per operation, with the spread
+                names = list(series)
+                meds = [series[n][0][1] for n in names]
+                err = [[series[n][0][1] - series[n][0][2] for n in names], [series[n][0][3] - series[n][0][1] for n in names]]
+                ax.barh(range(len(names)), meds, xerr=err, capsize=3, color=[f"C{i}" for i in range(len(names))])
+                ax.set_yticks(range(len(names)), [n.replace(" (", "\n(") for n in names], fontsize=7)
+                ax.invert_yaxis()
+                ax.set_xscale("log")
+                ax.set_xlabel(ylabel + " (log scale)")
+                ax.set_title(f"{engine}, job of {next(iter(sizes)):,} tasks: "
+                             f"{'replay, cost per event' if unit == WHOLE else unit}", fontsize=9)
+                ax.grid(True, axis="x", which="both", alpha=0.3)
+                continue
+            for op, pts in series.items():
+                pts.sort()
+                xs = [p[0] for p in pts]
+                ys = [p[1] for p in pts]
+                err = [[p[1] - p[2] for p in pts], [p[3] - p[1] for p in pts]]
+                ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=op)
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_xlabel("tasks in the job")
+            ax.set_ylabel(ylabel)
+            ax.set_title(f"{engine}: {'replay, cost per event' if unit == WHOLE else unit}", fontsize=10)
+            ax.grid(True, which="both", alpha=0.3)
+            ax.legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def write(
+    path: Path,
+    ms: Sequence[Measurement],
+    questions: Sequence[ModuleType],
+    *,
+    meta: dict[str, Any],
+    notes: dict[str, list[str]],
+) -> list[Path]:
+    """Write RESULTS.md and the charts beside it; returns the files written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    written = [path]
+    m_ = meta["machine"]
+    lines = [
+        "# taskstore benchmark results",
+        "",
+        f"- **Date**: {meta['date']}",
+        f"- **Machine**: {m_['cores']} cores ({m_.get('cpu', '?')}), {m_['memory']} memory, {m_['os']}; "
+        f"Python {m_['python']}, SQLite {m_['sqlite']}" + (f", {meta['pg_version']}" if meta.get("pg_version") else ""),
+        f"- **Code**: {meta['code']}",
+        f"- **Command**: `{meta['command']}`",
+        f"- **Mode**: {meta['mode']}",
+        f"- **Run time**: {meta['elapsed']:.0f} s wall, {meta['cpu']:.0f} s of CPU in this process (job templates "
+        f"built in {meta['build']:.0f} s of it)",
+        f"- **Load average** (1 min) at start and end: {meta['load'][0]:.2f}, {meta['load'][1]:.2f}"
+        + (" (other processes shared the machine: absolute times are noisier than ratios)"
+           if max(meta["load"]) > 0.5 * int(m_["cores"]) else ""),
+        "",
+        "Every figure below was measured in this one run, on this machine, side by side with its baseline: the ratio "
+        "is what matters, the absolute times only describe this machine. Each row is the median of several "
+        "repetitions after a warm-up; min and max show the spread. *Ratio to baseline* is this operation's rate "
+        "divided by the baseline's rate (above 1: faster than the baseline). Each benchmark runs on a database of "
+        "its own (a temporary SQLite file; on PostgreSQL a fresh schema, dropped afterwards) that already holds a "
+        "job of the stated size, so the tables show how each cost grows with the job. Peak memory is the Python "
+        "heap (tracemalloc) in an extra, untimed run of one unit; memory that SQLite or libpq allocate in C is not "
+        "counted. Goals are stated next to the figure, and a goal that is not met says **NOT met**; nothing here is "
+        "tuned to a goal.",
+        "",
+        "## Goals at a glance",
+        "",
+        *headline(ms, questions),
+        "",
+    ]
+    for n, q in enumerate(questions, 1):
+        mine = [m for m in ms if m.question == q.KEY]
+        lines += [f"## {n}. {q.TITLE}", ""]
+        doc = (q.__doc__ or "").strip().split("\n\n", 1)
+        body = doc[1] if len(doc) > 1 else doc[0]
+        lines += [" ".join(body.split()) if "\n- " not in body else body, "", f"**Goal**: {q.GOAL}.", ""]
+        if not mine:
+            lines += ["Not run in this mode or on these engines.", ""]
+            continue
+        lines += _table(ms, mine) + [""]
+        png = path.parent / f"{q.KEY}.png"
+        draw = getattr(q, "chart", None)
+        if (draw(mine, png) if draw else chart(ms, q.KEY, q.TITLE, png)):
+            written.append(png)
+            lines += [f"![{q.TITLE}]({png.name})", ""]
+        for text in notes.get(q.KEY, []):
+            lines += [f"- {text}"]
+        if notes.get(q.KEY):
+            lines.append("")
+    if notes.get("general"):
+        lines += ["## Notes", ""] + [f"- {t}" for t in notes["general"]] + [""]
+    path.write_text("\n".join(lines))
+    return written
