@@ -154,14 +154,20 @@ def chart(ms: Sequence[Measurement], key: str, title: str, path: Path) -> bool:
                 names = list(series)
                 meds = [series[n][0][1] for n in names]
                 err = [[series[n][0][1] - series[n][0][2] for n in names], [series[n][0][3] - series[n][0][1] for n in names]]
-                ax.barh(range(len(names)), meds, xerr=err, capsize=3, color=[f"C{i}" for i in range(len(names))])
+                for i, n in enumerate(names):  # points, not bars: a bar's length means nothing on a log axis
+                    ax.errorbar([meds[i]], [i], xerr=[[err[0][i]], [err[1][i]]], fmt="o", capsize=3, color=f"C{i % 10}")
                 ax.set_yticks(range(len(names)), [n.replace(" (", "\n(") for n in names], fontsize=7)
                 ax.invert_yaxis()
-                ax.set_xscale("log")
-                ax.set_xlabel(ylabel + " (log scale)")
+                hi = max(m_ + e for m_, e in zip(meds, err[1]))
+                if hi / max(min(meds), 1e-12) > 20:
+                    ax.set_xscale("log")
+                    ax.set_xlabel(ylabel + " (log scale)")
+                else:
+                    ax.set_xlim(0, hi * 1.1)
+                    ax.set_xlabel(ylabel)
                 ax.set_title(f"{engine}, job of {next(iter(sizes)):,} tasks: "
                              f"{'replay, cost per event' if unit == WHOLE else unit}", fontsize=9)
-                ax.grid(True, axis="x", which="both", alpha=0.3)
+                ax.grid(True, which="both", alpha=0.3)
                 continue
             for op, pts in series.items():
                 pts.sort()
