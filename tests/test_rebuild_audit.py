@@ -168,8 +168,11 @@ def test_an_interrupted_rebuild_resumes_from_its_checkpoint(store, monkeypatch):
         conn.execute(text("UPDATE projection_checkpoints SET updated_at = '2000-01-01T00:00:00.000000Z' "
                           "WHERE name = 'tasks:rebuild'"))
     result = store.rebuild()
-    assert result.resumed
-    assert result.events < 50  # only what came after its checkpoint
+    assert result.resumed and result.scopes_from_log == 0  # no scope folded again
+    if store.engine.dialect.name == "sqlite":
+        # Only what came after its checkpoint. (On PostgreSQL the checkpoint is held below the commit horizon,
+        # which other sessions' open transactions may hold back: it may read more, and skip it by version.)
+        assert result.events < 50
     assert store.queries.get_task(JOB, "while-down").state is State.PENDING
     assert store.audit().ok
 
