@@ -58,7 +58,8 @@ class RebuildInProgress(Exception):
 
 @dataclass(frozen=True)
 class RebuildResult:
-    events: int
+    events: int  # events read, in all (the catch-up may read again, and skip, what seeding folded)
+    seeded: int  # of which while seeding the scopes
     scopes_from_snapshots: int
     scopes_from_log: int
     skipped: int
@@ -70,6 +71,7 @@ class RebuildResult:
     def to_dict(self) -> dict[str, Any]:
         return {
             "events": self.events,
+            "seeded": self.seeded,
             "scopesFromSnapshots": self.scopes_from_snapshots,
             "scopesFromLog": self.scopes_from_log,
             "skipped": self.skipped,
@@ -137,6 +139,7 @@ def rebuild(
     projection = TaskProjection(log, fresh_view, fresh_counts, catch_up=True)
     projector = CatchUpProjector(log, projection, REBUILD, batch_size=batch_size)
     done = 0
+    seeded = 0  # events read while seeding: each scope's stream-by-stream fold, or its snapshot's tail
     from_snap = from_log = 0
     total: int | None = None
 
@@ -171,6 +174,7 @@ def rebuild(
                 save_checkpoint(conn, REBUILD, START, status="seeding", detail=view_name)
         with log.writing() as conn:
             save_checkpoint(conn, REBUILD, start, status="catching-up", detail=view_name)
+        seeded = done
     for attempt in range(1, SWAP_ATTEMPTS + 1):
         projector.run(progress=advance)
         try:
@@ -181,6 +185,7 @@ def rebuild(
                 raise
     return RebuildResult(
         events=done,
+        seeded=seeded,
         scopes_from_snapshots=from_snap,
         scopes_from_log=from_log,
         skipped=projection.skipped,
@@ -269,7 +274,7 @@ def _bulk_fold(log: EventLog, sid: int, scope: Scope, view: Any, counts: Any, ba
                 engine_sql.insert_rows(conn, view, rows)
             rows.clear()
 
-    page_size = max(batch, 1000)
+    page_size = batch
     while True:
         with log.reading() as conn:
             page = engine_sql.events_by_stream(conn, sid, after, page_size)
