@@ -78,6 +78,16 @@ def lacks(conn_or_engine: Connection | Engine, alias: str, base: Point | None) -
     )
 
 
+def unseen(alias: str, point: Point) -> tuple[str, dict[str, Any]]:
+    """PostgreSQL: a SQL condition on ``alias`` (the events table): the event's transaction was not visible in the
+    snapshot ``point`` was read in (it was still open then, or began later)."""
+    return (
+        f"({alias}.txid >= :unseen_xmin AND NOT "
+        f"pg_visible_in_snapshot(({alias}.txid::text)::xid8, CAST(:unseen_visibility AS pg_snapshot)))",
+        {"unseen_xmin": point.xmin, "unseen_visibility": point.visibility},
+    )
+
+
 # -- the delta aggregate ----------------------------------------------------------------------------------------
 
 

@@ -1,18 +1,21 @@
 """Rebuilding the task view and count summaries from the log into fresh tables, and swapping them in.
 
-1. Fresh tables (``task_view_a``/``scope_counts_a``, or ``_b`` when the live ones came from ``_a``) are created.
-2. Seeding, with ``from_snapshots``: each scope's newest verified full snapshot (of this version of the projection
-   code) is copied in, and the scope's events it lacks are folded on top; a scope without one is folded from its
-   first event. The log is not read from its start. Without ``from_snapshots`` nothing is seeded.
-3. Catching up: a :class:`~projections.projector.CatchUpProjector` follows the whole log from a stored checkpoint
-   (the log's head before seeding began, or its start) until it is caught up, one write transaction per batch;
-   appends go on meanwhile. Events the fresh tables already reflect are skipped by version, so seeding and
-   catching up may overlap. An interrupted rebuild resumes from its checkpoint.
+1. Fresh tables (``task_view_a``/``scope_counts_a``, or ``_b`` when the live ones came from ``_a``) are created, and
+   the log's head is noted.
+2. Seeding, scope by scope. A scope is folded from its first event stream by stream (its unique (stream, version)
+   index order: each task's row is written once, nothing is read back), or, with ``from_snapshots``, its newest
+   verified full snapshot (of this version of the projection code) is copied in and the events it lacks are folded
+   on top. With snapshots the log is not read from its start.
+3. Catching up: a :class:`~projections.projector.CatchUpProjector` follows the whole log from the head noted in 1,
+   storing its checkpoint with every batch (an interrupted rebuild resumes from it), one write transaction per
+   batch; appends go on meanwhile. Events the fresh tables already reflect are skipped by version, so seeding and
+   catching up may overlap. On PostgreSQL the projector stops below the commit horizon; everything visible beyond
+   it is then applied from one snapshot, and the swap reads only what that snapshot did not see.
 4. The swap, in one write transaction: writers are kept out of the live tables (SQLite: the write transaction
-   itself; PostgreSQL: ``LOCK TABLE ... IN EXCLUSIVE MODE``, readers go on), the last events are applied, and the
-   fresh tables are renamed to the live names. The inline projection's SQLAlchemy tables are bound by name, so the
-   next append writes to the rebuilt tables. The live tables' checkpoint row records the code version that built
-   them.
+   itself; PostgreSQL: ``LOCK TABLE ... IN EXCLUSIVE MODE`` with a short lock timeout, tried again after catching
+   up if it runs out; readers go on), the last events are applied, and the fresh tables are renamed to the live
+   names. The inline projection's SQLAlchemy tables are bound by name, so the next append writes to the rebuilt
+   tables. The live tables' checkpoint row records the code version that built them.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from eventstore.schema import events
 from eventstore.task import TASK_ADDED, evolve
 
 from . import engine_sql
-from .engine_sql import consistent
+from .engine_sql import Point, consistent
 from .projector import CatchUpProjector, delete_checkpoint, load_checkpoint, save_checkpoint
 from .replay import COLUMNS, decode, log_after
 from .rows import row_of
@@ -177,8 +180,9 @@ def rebuild(
         seeded = done
     for attempt in range(1, SWAP_ATTEMPTS + 1):
         projector.run(progress=advance)
+        seen = _catch_up_visible(log, projection, batch_size, advance)
         try:
-            final = _swap(log, projection, fresh_view, fresh_counts, batch_size, advance)
+            final = _swap(log, projection, fresh_view, fresh_counts, batch_size, advance, seen)
             break
         except OperationalError as exc:
             if not engine_sql.lock_timed_out(exc) or attempt == SWAP_ATTEMPTS:
@@ -334,15 +338,39 @@ def _fold_scope(log: EventLog, projection: TaskProjection, sid: int, base: Any, 
             return
 
 
+def _catch_up_visible(log: EventLog, projection: TaskProjection, batch: int,
+                      advance: Callable[[int], None]) -> Point | None:
+    """PostgreSQL: the catch-up projector stops below the commit horizon, which one long transaction anywhere in
+    the database holds back. Before the swap takes its locks, apply every event visible now after the stored
+    checkpoint (read in one REPEATABLE READ snapshot, applied a batch per write transaction; the checkpoint stays
+    where it is), and return that snapshot: the swap then reads only the events it did not see."""
+    if not engine_sql.is_postgresql(log.engine):
+        return None
+    with log.reading() as conn:
+        stored = load_checkpoint(conn, REBUILD)
+    after = stored.checkpoint if stored else START
+    with consistent(log) as rconn:
+        seen = engine_sql.point_of(rconn, 0)
+        while True:
+            page = log_after(log, rconn, after, batch)
+            if page:
+                with log.writing() as conn:
+                    projection.apply(conn, page)
+                advance(len(page))
+                after = page[-1].checkpoint
+            if len(page) < batch:
+                return seen
+
+
 def _swap(log: EventLog, projection: TaskProjection, view: Any, counts: Any, batch: int,
-          advance: Callable[[int], None]) -> Checkpoint:
+          advance: Callable[[int], None], seen: Point | None) -> Checkpoint:
     with log.writing() as conn:
         engine_sql.lock_for_swap(conn, [task_view.name, scope_counts.name])
         stored = load_checkpoint(conn, REBUILD)
         after = stored.checkpoint if stored else START
         applied = 0
         while True:
-            page = log_after(log, conn, after, batch)
+            page = log_after(log, conn, after, batch, unseen_in=seen)
             if not page:
                 break
             projection.apply(conn, page)

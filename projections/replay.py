@@ -17,7 +17,7 @@ from eventstore import Checkpoint, EventLog, RecordedEvent, Scope, State, Task
 from eventstore.schema import events
 from eventstore.task import TASK_ADDED, TASK_TRANSITIONED, added, evolve
 
-from .engine_sql import SQL_SHAPES, Point, count_since, delta_groups, lacks
+from .engine_sql import SQL_SHAPES, Point, count_since, delta_groups, lacks, unseen
 from .rows import row_of
 
 COLUMNS = (
@@ -77,13 +77,20 @@ def scope_events(
         after = rows[-1].position
 
 
-def log_after(log: EventLog, conn: Connection, after: Checkpoint, limit: int) -> list[RecordedEvent]:
+def log_after(
+    log: EventLog, conn: Connection, after: Checkpoint, limit: int, *, unseen_in: Point | None = None
+) -> list[RecordedEvent]:
     """The next events of the whole log after ``after`` that ``conn`` can see, in the order the log is followed
-    ((txid, position) on PostgreSQL), without waiting for the commit horizon: for a writer that holds the tables
-    the events are projected into, so that no transaction it cannot see yet can have written to them."""
+    ((txid, position) on PostgreSQL), without waiting for the commit horizon: for a reader that sees one fixed
+    state, or a writer that holds the tables the events are projected into, so that no transaction it cannot see
+    yet can have written to them. With ``unseen_in`` (PostgreSQL), only events of transactions that state did not
+    see."""
     q = select(*COLUMNS)
     if log.engine.dialect.name == "postgresql":
         q = q.where(tuple_(events.c.txid, events.c.position) > tuple_(*after.as_tuple()))
+        if unseen_in is not None:
+            cond, params = unseen("events", unseen_in)
+            q = q.where(text(cond).bindparams(**params))
         q = q.order_by(events.c.txid, events.c.position)
     else:
         q = q.where(events.c.position > after.position).order_by(events.c.position)
