@@ -192,6 +192,8 @@ def deltas_since(
     if budget is not None and n > budget:
         raise BudgetExceeded(n, budget)
     out = Deltas(events=n)
+    if n == 0:
+        return out
     groups = delta_groups(conn, scope_id, base, upto)
     if all((g[0], g[1]) in SQL_SHAPES and g[6] == g[7] == 1 for g in groups):
         for type_, _sv, f, t, count, slots, _a, _b in groups:
