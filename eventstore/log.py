@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import orjson
-from sqlalchemy import func, insert, select, tuple_
+from sqlalchemy import bindparam, func, insert, select, tuple_
 from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.exc import IntegrityError, OperationalError
 
@@ -52,6 +52,15 @@ _COLUMNS = (
     events.c.metadata,
 )
 _STREAM_MAX = 64
+# Statements on the append path, built once (SQLAlchemy then reuses their compiled form).
+_STREAM_VERSION = select(func.max(events.c.version)).where(
+    events.c.scope_id == bindparam("sid"), events.c.stream == bindparam("stream")
+)
+_STREAM_VERSIONS = (
+    select(events.c.stream, func.max(events.c.version))
+    .where(events.c.scope_id == bindparam("sid"), events.c.stream.in_(bindparam("streams", expanding=True)))
+    .group_by(events.c.stream)
+)
 # How often an append is tried again when it lost a race that violated nothing the caller asked for: a stream expected
 # at ANY version moved, or (PostgreSQL) a deadlock between concurrent appends to the same streams in another order.
 _ATTEMPTS = 100
@@ -261,13 +270,17 @@ class EventLog:
 
     def _current_versions(self, conn: Connection, keys: list[tuple[int, str]]) -> dict[tuple[int, str], int]:
         out: dict[tuple[int, str], int] = {}
-        for chunk in _chunks(keys, 500):
-            rows = conn.execute(
-                select(events.c.scope_id, events.c.stream, func.max(events.c.version))
-                .where(tuple_(events.c.scope_id, events.c.stream).in_(chunk))
-                .group_by(events.c.scope_id, events.c.stream)
-            )
-            out.update({(sid, stream): v for sid, stream, v in rows})
+        if len(keys) == 1:
+            sid, stream = keys[0]
+            version = conn.execute(_STREAM_VERSION, {"sid": sid, "stream": stream}).scalar()
+            return {} if version is None else {(sid, stream): version}
+        by_scope: dict[int, list[str]] = {}
+        for sid, stream in keys:
+            by_scope.setdefault(sid, []).append(stream)
+        for sid, streams in by_scope.items():
+            for chunk in _chunks(streams, 500):
+                rows = conn.execute(_STREAM_VERSIONS, {"sid": sid, "streams": chunk})
+                out.update({(sid, stream): v for stream, v in rows})
         return out
 
     def _explain_conflict(self, appends: Sequence[StreamAppend]) -> ConcurrencyError | None:

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
-from sqlalchemy import Table, text
+from sqlalchemy import Table, bindparam, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
@@ -130,18 +130,29 @@ def delta_groups(conn: Connection, scope_id: int, base: Point | None, upto: int 
 # -- the snapshot schedule --------------------------------------------------------------------------------------
 
 
+_SCHEDULE_ADD: dict[tuple[str, str], Any] = {}
+
+
 def schedule_add(conn: Connection, table: Table, rows: list[dict[str, int]]) -> list[tuple[int, int, int]]:
-    """Add to each scope's events-since-snapshot counters; returns (scope_id, events, since_full) after."""
-    insert = pg_insert if conn.engine.dialect.name == "postgresql" else sqlite_insert
-    stmt = insert(table).values(rows)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["scope_id"],
-        set_={
-            "events": table.c.events + stmt.excluded.events,
-            "since_full": table.c.since_full + stmt.excluded.since_full,
-        },
-    ).returning(table.c.scope_id, table.c.events, table.c.since_full)
-    return [tuple(r) for r in conn.execute(stmt)]
+    """Add to each scope's events-since-snapshot counters; returns (scope_id, events, since_full) after.
+
+    One single-row upsert per scope, built once per engine and table so that its compiled form is reused (a
+    multi-row VALUES statement would be compiled anew on every append)."""
+    name = conn.engine.dialect.name
+    stmt = _SCHEDULE_ADD.get((name, table.name))
+    if stmt is None or stmt.table is not table:
+        insert = pg_insert if name == "postgresql" else sqlite_insert
+        stmt = insert(table).values(scope_id=bindparam("scope_id"), events=bindparam("events"),
+                                    since_full=bindparam("since_full"))
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["scope_id"],
+            set_={
+                "events": table.c.events + stmt.excluded.events,
+                "since_full": table.c.since_full + stmt.excluded.since_full,
+            },
+        ).returning(table.c.scope_id, table.c.events, table.c.since_full)
+        _SCHEDULE_ADD[(name, table.name)] = stmt
+    return [tuple(conn.execute(stmt, row).one()) for row in rows]
 
 
 # -- copying task rows ------------------------------------------------------------------------------------------

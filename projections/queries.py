@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any, Sequence
 
-from sqlalchemy import Table, select
+from sqlalchemy import Table, bindparam, select
 from sqlalchemy.engine import Connection
 
 from eventstore import EventLog, Scope, Task, TaskNotFound, ValidationError
@@ -44,6 +44,9 @@ class TaskQueries:
         self.log = log
         self.cursors = cursors
         self.view = view
+        self._by_keys = select(view).where(
+            view.c.scope_id == bindparam("sid"), view.c.key.in_(bindparam("keys", expanding=True))
+        )
         self.counts_table = counts
         self.scan_budget = scan_budget
         self.validator: Any = None  # set by the snapshot machinery for scopes above recount_limit
@@ -76,11 +79,9 @@ class TaskQueries:
             sid = self.log.scope_id(scope, conn)
             if sid is None:
                 return out
-            c = self.view.c
             for i in range(0, len(keys), 500):
-                chunk = list(keys[i : i + 500])
-                cond = c.key.in_(chunk) if len(chunk) > 1 else c.key == chunk[0]
-                for row in conn.execute(select(self.view).where(c.scope_id == sid, cond)).mappings():
+                params = {"sid": sid, "keys": list(keys[i : i + 500])}
+                for row in conn.execute(self._by_keys, params).mappings():
                     out[row["key"]] = task_of(row, scope)
         return out
 

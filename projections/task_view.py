@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from sqlalchemy import Table, and_, bindparam, insert, select, update
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.engine import Connection
 
 from eventstore import EventLog, RecordedEvent, Task
-from eventstore.task import TASK_ADDED, evolve
+from eventstore.task import EVENT_TYPES, TASK_ADDED, evolve
 
 from .counts import Deltas, apply_deltas
 from .rows import row_of, task_of
@@ -37,6 +37,9 @@ class TaskProjection:
         # ``skipped`` instead of failing (inline, it fails the append that would write it).
         self.catch_up = catch_up
         self.skipped = 0
+        self._by_keys = select(view).where(
+            view.c.scope_id == bindparam("sid"), view.c.key.in_(bindparam("keys", expanding=True))
+        )
         updatable = [c.name for c in view.c if c.name not in ("scope_id", "key")]
         self._update = (
             update(view)
@@ -45,6 +48,9 @@ class TaskProjection:
         )
 
     def apply(self, conn: Connection, events: Sequence[RecordedEvent]) -> None:
+        events = [e for e in events if e.type in EVENT_TYPES]  # other streams' events are not tasks
+        if not events:
+            return
         wanted = {(e.scope_id, e.stream) for e in events if self.catch_up or e.type != TASK_ADDED}
         known = self._load(conn, wanted)
         tasks: dict[tuple[int, str], Task] = {}
@@ -91,16 +97,14 @@ class TaskProjection:
         out: dict[tuple[int, str], Task] = {}
         if not keys:
             return out
-        v = self.view
         by_scope: dict[int, list[str]] = {}
         for sid, key in keys:
             by_scope.setdefault(sid, []).append(key)
         for sid, streams in by_scope.items():
             scope = self.log.scope_of(conn, sid)
             for i in range(0, len(streams), 500):
-                chunk = streams[i : i + 500]
-                cond = and_(v.c.scope_id == sid, v.c.key.in_(chunk) if len(chunk) > 1 else v.c.key == chunk[0])
-                for row in conn.execute(select(v).where(cond)).mappings():
+                params = {"sid": sid, "keys": streams[i : i + 500]}
+                for row in conn.execute(self._by_keys, params).mappings():
                     out[(sid, row["key"])] = task_of(row, scope)
         return out
 
