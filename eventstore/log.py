@@ -218,9 +218,7 @@ class EventLog:
                         "metadata": meta,
                     }
                 )
-        inserted = conn.execute(
-            insert(events).returning(events.c.position, events.c.txid, sort_by_parameter_order=True), rows
-        ).all()
+        inserted = self.dialect.insert_events(conn, events, rows)
         recorded: list[RecordedEvent] = []
         by_id = {v: k for k, v in scope_ids.items()}
         for row, (position, txid) in zip(rows, inserted):

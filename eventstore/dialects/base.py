@@ -21,6 +21,9 @@ class Dialect(Protocol):
     def upsert(self, table: Table, rows: list[dict[str, Any]], key: list[str], update: list[str]) -> Any:
         """An INSERT that overwrites ``update`` columns of rows whose ``key`` exists."""
 
+    def insert_events(self, conn: Connection, table: Table, rows: list[dict[str, Any]]) -> list[tuple[int, int]]:
+        """Insert event rows in one statement (or executemany) and return their (position, txid) in row order."""
+
     def lock_for_migration(self, conn: Connection) -> None:
         """Serialise concurrent schema upgrades of the same database."""
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Table, text, tuple_
+from sqlalchemy import Table, insert, text, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql import Select
@@ -40,6 +40,11 @@ class PostgreSQLDialect:
     def upsert(self, table: Table, rows: list[dict[str, Any]], key: list[str], update: list[str]) -> Any:
         stmt = pg_insert(table).values(rows)
         return stmt.on_conflict_do_update(index_elements=key, set_={c: stmt.excluded[c] for c in update})
+
+    def insert_events(self, conn: Connection, table: Table, rows: list[dict[str, Any]]) -> list[tuple[int, int]]:
+        """Insert events and return their (position, txid) in row order: one INSERT ... RETURNING per batch."""
+        stmt = insert(table).returning(table.c.position, table.c.txid, sort_by_parameter_order=True)
+        return [(p, t) for p, t in conn.execute(stmt, rows)]
 
     def lock_for_migration(self, conn: Connection) -> None:
         conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK})

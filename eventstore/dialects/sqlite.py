@@ -12,12 +12,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Table, event
+from sqlalchemy import Table, event, insert, select, text
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql import Select
 
 WRITE = "taskstore_write"
+_MAX_POSITION = text("SELECT max(position) FROM events")
 
 
 class SQLiteDialect:
@@ -47,6 +48,29 @@ class SQLiteDialect:
     def upsert(self, table: Table, rows: list[dict[str, Any]], key: list[str], update: list[str]) -> Any:
         stmt = sqlite_insert(table).values(rows)
         return stmt.on_conflict_do_update(index_elements=key, set_={c: stmt.excluded[c] for c in update})
+
+    def insert_events(self, conn: Connection, table: Table, rows: list[dict[str, Any]]) -> list[tuple[int, int]]:
+        """Insert events and return their (position, txid) in row order.
+
+        Writers hold the write lock (``BEGIN IMMEDIATE``) and positions are rowids, which SQLite assigns as one more
+        than the largest, so a batch takes the consecutive positions after the current maximum: one executemany, no
+        RETURNING (which SQLAlchemy can only keep in order here by inserting row by row). Checked, not assumed: if the
+        maximum afterwards is not where it must be, the positions are read back by (scope, stream, version).
+        """
+        before = conn.execute(_MAX_POSITION).scalar() or 0
+        conn.execute(insert(table), rows)
+        after = conn.execute(_MAX_POSITION).scalar() or 0
+        if after == before + len(rows):
+            return [(before + i, 0) for i in range(1, len(rows) + 1)]
+        found = {
+            (r.scope_id, r.stream, r.version): r.position
+            for r in conn.execute(
+                select(table.c.scope_id, table.c.stream, table.c.version, table.c.position).where(
+                    table.c.position > before
+                )
+            )
+        }
+        return [(found[(r["scope_id"], r["stream"], r["version"])], 0) for r in rows]
 
     def lock_for_migration(self, conn: Connection) -> None:
         pass  # the migration runs inside BEGIN IMMEDIATE, which already excludes other writers
