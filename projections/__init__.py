@@ -16,6 +16,7 @@ from .cursor import CursorCodec, CursorError, store_key
 from .filters import And, Cmp, Expr, FilterError, Or
 from .listing import Page
 from .queries import TaskQueries
+from .rebuild import backfill_if_needed
 from .snapshots import DEFAULT_EVERY, Snapshot, Snapshots
 from .task_view import TaskProjection
 from .validation import DEFAULT_BUDGET, RECOUNT_LIMIT, SnapshotValidator
@@ -48,6 +49,7 @@ def install(
     queries = TaskQueries(log, CursorCodec(store_key(log.engine), **kwargs))
     queries.snapshots = snapshots
     queries.validator = SnapshotValidator(log, snapshots, budget=validation_budget)
+    backfill_if_needed(log, snapshots)  # events written before this store had projections
     return queries
 
 

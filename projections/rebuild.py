@@ -391,3 +391,22 @@ def _swap(log: EventLog, projection: TaskProjection, view: Any, counts: Any, bat
         with log.writing() as conn:
             engine_sql.drop_tables(conn, retired)
     return after
+
+
+def backfill_if_needed(log: EventLog, snapshots: Snapshots | None = None) -> RebuildResult | None:
+    """Fold the log into an empty task view: a store whose events were written before it had projections (an older
+    taskstore, upgraded in place) gets its task view and count summaries when it is first opened with them.
+    Two cheap probes when there is nothing to do."""
+    from sqlalchemy import exists
+
+    with log.reading() as conn:
+        has_rows = conn.execute(select(exists().where(task_view.c.scope_id.isnot(None)))).scalar()
+        if has_rows:
+            return None
+        has_tasks = conn.execute(select(exists().where(events.c.type == TASK_ADDED))).scalar()
+    if not has_tasks:
+        return None
+    try:
+        return rebuild(log, snapshots=snapshots)
+    except RebuildInProgress:
+        return None  # another process is doing it

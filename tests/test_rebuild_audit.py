@@ -271,3 +271,26 @@ def test_audit_from_snapshots_names_a_corrupted_snapshot(store):
         (victim.task_id, "retry_count", victim.retry_count, 42, f"snapshot #{snap.id} at position {snap.position}")
     ]
     assert store.audit(JOB, from_snapshots=False).ok
+
+
+def test_a_store_written_before_it_had_projections_gets_them_when_opened(database):
+    """Events appended through a bare event log (as taskstore did before projections existed) are folded into the
+    task view the first time the store is opened with them."""
+    from eventstore import EventLog, TaskService, task_upcasters
+
+    engine = database.open_engine()
+    try:
+        tasks = TaskService(EventLog(engine, upcasters=task_upcasters()))
+        tasks.add_tasks(JOB, [{"id": f"old-{i}", "requiredSlots": 2} for i in range(5)])
+        tasks.transition(JOB, "old-1", "running")
+    finally:
+        engine.dispose()
+    store = database.open_store()
+    try:
+        assert store.queries.get_task(JOB, "old-1").state is State.RUNNING
+        summary = store.queries.counts(JOB)
+        assert (summary.total, summary.running, summary.validation_status) == (5, 1, "validated")
+        store.transition(JOB, "old-2", "running")  # commands decide from the task view
+        assert store.audit().ok
+    finally:
+        store.close()
