@@ -31,7 +31,7 @@ import logging
 import queue
 import threading
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Callable, Mapping, Sequence
 
 from sqlalchemy import delete, func, insert, select, update
@@ -58,6 +58,7 @@ log_ = logging.getLogger("taskstore.snapshots")
 
 DEFAULT_EVERY = 10_000
 DEFAULT_CHUNK = 5_000
+ABANDONED = timedelta(hours=1)  # an incomplete snapshot this old was abandoned by its taker
 FULL = "full"
 COUNTS = "counts"
 
@@ -452,8 +453,8 @@ class Snapshots:
     # -- pruning ---------------------------------------------------------------------------------------------------
 
     def prune(self, sid: int) -> int:
-        """Delete the scope's snapshots of other code versions, and all but the newest ``keep_full`` full and
-        ``keep_counts`` counts snapshots. Returns how many were deleted."""
+        """Delete the scope's snapshots of other code versions, incomplete ones abandoned by their taker, and all
+        but the newest ``keep_full`` full and ``keep_counts`` counts snapshots. Returns how many were deleted."""
         s = scope_snapshots.c
         with self.log.reading() as conn:
             rows = conn.execute(
@@ -461,6 +462,7 @@ class Snapshots:
                 .where(s.scope_id == sid)
                 .order_by(s.position.desc(), s.id.desc())
             ).all()
+        abandoned_before = (datetime.now(UTC) - ABANDONED).isoformat(timespec="microseconds").replace("+00:00", "Z")
         kept = {FULL: 0, COUNTS: 0}
         limits = {FULL: self.keep_full, COUNTS: self.keep_counts}
         doomed = []
@@ -468,7 +470,8 @@ class Snapshots:
             if r.projection_version != PROJECTION_VERSION:
                 doomed.append(r.id)
             elif not r.complete:
-                continue  # being taken, or abandoned: see prune_abandoned
+                if r.created_at < abandoned_before:
+                    doomed.append(r.id)  # its taker died (a complete snapshot is marked so in the same transaction)
             elif kept.get(r.kind, 0) >= limits.get(r.kind, 0):
                 doomed.append(r.id)
             else:

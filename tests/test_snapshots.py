@@ -180,6 +180,15 @@ def test_a_large_scope_is_copied_in_chunks_and_old_snapshots_are_pruned(store):
         n = conn.execute(text("SELECT count(*) FROM snapshot_tasks")).scalar_one()
     assert [s.id for s in store.snapshots.list(JOB)] == [s.id for s in taken[1:]]  # keep_full = 2
     assert n == 60
+    # A snapshot whose taker died half-way is pruned once it is old enough.
+    with store.engine.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO scope_snapshots (scope_id, projection_version, kind, position, tasks, counts, verified, "
+            "detail, complete, created_at) SELECT scope_id, projection_version, kind, position, tasks, counts, "
+            "false, '', false, '2000-01-01T00:00:00.000000Z' FROM scope_snapshots WHERE id = :id"), {"id": taken[-1].id})
+    store.snapshot(JOB, COUNTS)
+    with store.engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM scope_snapshots WHERE NOT complete")).scalar_one() == 0
     assert rows(from_snapshot(store, JOB, taken[-1])) == rows(full_replay(store, JOB))
 
 
