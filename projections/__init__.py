@@ -54,6 +54,8 @@ def install(
 
 
 __all__ = [
+    "PROJECTION_VERSION",
+    "RECOUNT_LIMIT",
     "And",
     "Cmp",
     "CountSummary",
@@ -62,9 +64,7 @@ __all__ = [
     "Expr",
     "FilterError",
     "Or",
-    "PROJECTION_VERSION",
     "Page",
-    "RECOUNT_LIMIT",
     "Snapshot",
     "SnapshotValidator",
     "Snapshots",

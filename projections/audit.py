@@ -15,8 +15,9 @@ Every disagreement is a :class:`Difference` (scope, task, field, live value, fol
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 from sqlalchemy import and_, exists, select, tuple_
 from sqlalchemy.engine import Connection
@@ -26,7 +27,14 @@ from eventstore.schema import events
 from eventstore.task import TASK_ADDED
 
 from .engine_sql import consistent
-from .replay import COLUMNS, ScopeFold, decode, deltas_since, last_position, scope_events
+from .replay import (
+    COLUMNS,
+    ScopeFold,
+    decode,
+    deltas_since,
+    last_position,
+    scope_events,
+)
 from .rows import row_of, task_of
 from .snapshot_tables import snapshot_tasks
 from .snapshots import FULL, Snapshot, Snapshots, counts_of_row, live_version, scope_ids

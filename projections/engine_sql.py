@@ -9,9 +9,10 @@ it lacks are found exactly later (those of the transactions it did not see), eve
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 from sqlalchemy import Table, bindparam, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -47,9 +48,8 @@ def consistent(log: EventLog) -> Iterator[Connection]:
     """A transaction in which every statement sees the same state (REPEATABLE READ on PostgreSQL; on SQLite any
     transaction is one snapshot). Writes are allowed, and on SQLite take the write lock when first made."""
     if is_postgresql(log.engine):
-        with log.engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn:
-            with conn.begin():
-                yield conn
+        with log.engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn, conn.begin():
+            yield conn
     else:
         with log.reading() as conn:
             yield conn

@@ -9,8 +9,9 @@ crashes) resumes exactly where its tables stand. Rebuilds (``rebuild.py``) fill 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.engine import Connection
@@ -34,7 +35,7 @@ class StoredCheckpoint:
     updated_at: str
 
     @classmethod
-    def of(cls, row: Mapping[str, Any]) -> "StoredCheckpoint":
+    def of(cls, row: Mapping[str, Any]) -> StoredCheckpoint:
         return cls(
             row["name"], Checkpoint(int(row["txid"]), int(row["position"])), int(row["projection_version"]),
             row["status"], row["detail"], row["updated_at"],

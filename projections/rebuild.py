@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Callable
+from typing import Any
 
 import orjson
-
-from sqlalchemy import MetaData, func, inspect, insert, select
+from sqlalchemy import MetaData, func, insert, inspect, select, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError
 
@@ -38,12 +38,23 @@ from eventstore.task import TASK_ADDED, evolve
 
 from . import engine_sql
 from .engine_sql import Point, consistent
-from .projector import CatchUpProjector, delete_checkpoint, load_checkpoint, save_checkpoint
+from .projector import (
+    CatchUpProjector,
+    delete_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
 from .replay import COLUMNS, decode, log_after
 from .rows import row_of
 from .snapshot_tables import SNAPSHOT_COLUMNS, snapshot_tasks
 from .snapshots import FULL, Snapshots, scope_ids
-from .tables import STATE_COLUMNS, counts_table, scope_counts, task_view, task_view_table
+from .tables import (
+    STATE_COLUMNS,
+    counts_table,
+    scope_counts,
+    task_view,
+    task_view_table,
+)
 from .task_view import TaskProjection
 from .version import PROJECTION_VERSION
 
@@ -96,7 +107,7 @@ def _fresh_names(conn: Connection) -> tuple[str, str]:
 
 
 def _stale(updated_at: str) -> bool:
-    moment = datetime.fromisoformat(updated_at.replace("Z", "+00:00"))
+    moment = datetime.fromisoformat(updated_at)
     return datetime.now(UTC) - moment > LEASE
 
 
@@ -159,7 +170,7 @@ def rebuild(
         with log.reading() as conn:
             plan = []
             for sid, scope in scope_ids(conn):
-                snap = snapshots.newest(conn, sid, kind=FULL, verified=True) if from_snapshots else None  # type: ignore[union-attr]
+                snap = snapshots.newest(conn, sid, kind=FULL, verified=True) if from_snapshots else None
                 plan.append((sid, scope, snap))
             if from_snapshots:
                 total = sum(engine_sql.count_since(conn, sid, snap.point if snap else None) for sid, _, snap in plan)
@@ -226,8 +237,18 @@ def _seed(log: EventLog, sid: int, snapshot_id: int, position: int, view: Any, c
 class _Event:
     """What ``evolve`` reads of a recorded event, without the cost of building a frozen ``RecordedEvent``."""
 
-    __slots__ = ("position", "scope", "stream", "version", "type", "schema_version", "data", "metadata", "txid",
-                 "scope_id")
+    __slots__ = (
+        "data",
+        "metadata",
+        "position",
+        "schema_version",
+        "scope",
+        "scope_id",
+        "stream",
+        "txid",
+        "type",
+        "version",
+    )
 
     def __init__(self, position: int, scope: Scope, stream: str, version: int, type_: str, schema_version: int,
                  data: Any, txid: int, scope_id: int) -> None:
@@ -295,8 +316,7 @@ def _bulk_fold(log: EventLog, sid: int, scope: Scope, view: Any, counts: Any, ba
             task = evolve(task, _Event(position_, scope, stream_, version_, type_, schema_version,  # type: ignore[arg-type]
                                        decoded, txid or 0, sid))
             position = position_
-            if position_ > last_position:
-                last_position = position_
+            last_position = max(last_position, position_)
         advance(len(page))
         if len(page) < page_size:
             break
@@ -317,8 +337,6 @@ def _fold_scope(log: EventLog, projection: TaskProjection, sid: int, base: Any, 
                 advance: Callable[[int], None]) -> None:
     """Fold the scope's events that ``base`` lacks into the fresh tables, a page of positions at a time."""
     cond, params = engine_sql.lacks(log.engine, "events", base)
-    from sqlalchemy import text
-
     after = 0
     while True:
         with consistent(log) as conn:

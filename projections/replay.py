@@ -7,8 +7,9 @@ Everything here goes through ``eventstore.task.evolve``, the one definition of w
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any
 
 from sqlalchemy import select, text, tuple_
 from sqlalchemy.engine import Connection, Row
@@ -122,7 +123,7 @@ class ScopeFold:
         self.positions[e.stream] = e.position
         self.events += 1
 
-    def apply_all(self, evs: Iterable[RecordedEvent]) -> "ScopeFold":
+    def apply_all(self, evs: Iterable[RecordedEvent]) -> ScopeFold:
         for e in evs:
             self.apply(e)
         return self

@@ -5,7 +5,17 @@ Migration ``0002_snapshots`` creates exactly these (from its own frozen copy).
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Boolean, Column, Index, Integer, MetaData, String, Table, Text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
 
 from .tables import Json, Time, metadata, task_view
 

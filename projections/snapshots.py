@@ -30,9 +30,10 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import Connection
@@ -92,7 +93,7 @@ class Snapshot:
         return Point(self.position, self.xmin, self.visibility)
 
     @classmethod
-    def of(cls, row: Mapping[str, Any]) -> "Snapshot":
+    def of(cls, row: Mapping[str, Any]) -> Snapshot:
         counts = row["counts"]
         return cls(
             id=int(row["id"]),
@@ -558,7 +559,7 @@ class SnapshotWorker:
                         self._queue.put((sid, attempt + 1))
                 else:
                     self.snapshots.take_claimed(sid, since_full, cancelled=self._stop.is_set)
-            except Exception as exc:  # noqa: BLE001 - a failed snapshot is retried when next due; never kill the thread
+            except Exception as exc:  # a failed snapshot is taken again when next due: never kill the thread
                 self.errors.append(exc)
                 log_.exception("snapshot of scope %s failed", sid)
             finally:

@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import projections
-from eventstore import DEFAULT_URL, EventLog, TaskService, open_engine, task_upcasters
+from eventstore import DEFAULT_URL, EventLog, Scope, TaskService, open_engine, task_upcasters
 from eventstore.log import Clock, utc_now
-from eventstore import Scope
 from projections import CursorCodec, Snapshot, Snapshots, TaskQueries
 from projections.audit import AuditReport, audit
 from projections.rebuild import RebuildResult, rebuild

@@ -17,9 +17,9 @@ import pytest
 from sqlalchemy import inspect, text
 
 import projections.rebuild as rebuild_module
-import taskstore.replay_cli as replay_cli
 from eventstore import Scope, State
 from projections.rebuild import RebuildInProgress
+from taskstore import replay_cli
 from taskstore.cli import main
 from taskstore.simulate import simulate
 

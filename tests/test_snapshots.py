@@ -15,12 +15,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
 
-import taskstore.replay_cli as replay_cli
 from eventstore import IllegalTransition, Scope, State, TaskNotFound
 from projections.engine_sql import consistent
 from projections.replay import ScopeFold, last_position, scope_events, tally
 from projections.snapshots import COUNTS, FULL, StaleProjection
 from projections.version import FINGERPRINT, PROJECTION_VERSION, code_fingerprint
+from taskstore import replay_cli
 from taskstore.cli import main
 from taskstore.simulate import simulate
 
@@ -107,7 +107,7 @@ def test_snapshot_plus_tail_equals_full_replay(store, steps):
         assert ({s: as_of.states[s] for s in State}, {s: as_of.slots[s] for s in State}) == (
             {s: states[s] for s in State}, {s: slots[s] for s in State})
     end = last_event(store, scope)
-    for key, task in full.tasks.items():
+    for task in full.tasks.values():
         assert store.queries.task_as_of(scope, task.task_id, end) == task
     store.queries.recount_limit = 0  # validate through the snapshot path
     try:
