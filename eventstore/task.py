@@ -6,7 +6,7 @@ folded state; projections (``projections/``) store the same fold per task; audit
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields
 from typing import Any, Iterable, Mapping
 
 from .events import RecordedEvent, Scope
@@ -132,14 +132,14 @@ def evolve(task: Task | None, event: RecordedEvent) -> Task:
         return added(event)
     if task is None:
         raise ValueError(f"stream {event.stream!r} does not start with {TASK_ADDED}")
+    if event.type not in EVENT_TYPES:
+        return _with(task, {"version": event.version})  # an event type this code does not know changes nothing
     d = event.data
     at = d["at"]
     if event.type == TASK_CONDITION_RECORDED:
         cond = d["condition"]
         kept = tuple(c for c in task.conditions if c.get("type") != cond.get("type"))
-        return replace(task, conditions=kept + (cond,), version=event.version, last_modified=at)
-    if event.type != TASK_TRANSITIONED:
-        return replace(task, version=event.version)  # an event type this code does not know changes nothing
+        return _with(task, {"conditions": kept + (cond,), "version": event.version, "last_modified": at})
     to = State(d["to"])
     cause = Cause(d.get("cause", Cause.TRANSITION))
     changes: dict[str, Any] = {
@@ -174,7 +174,19 @@ def evolve(task: Task | None, event: RecordedEvent) -> Task:
             result=d.get("result"),
             failure_info=d.get("failureInfo"),
         )
-    return replace(task, **changes)
+    return _with(task, changes)
+
+
+_FIELDS = tuple(f.name for f in fields(Task))
+_set = object.__setattr__
+
+
+def _with(task: Task, changes: Mapping[str, Any]) -> Task:
+    """``dataclasses.replace`` without re-running ``__init__``: a fold calls this once per event."""
+    new = object.__new__(Task)
+    for name in _FIELDS:
+        _set(new, name, changes[name] if name in changes else getattr(task, name))
+    return new
 
 
 def fold(events: Iterable[RecordedEvent], task: Task | None = None) -> Task | None:

@@ -13,7 +13,7 @@ from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.engine import Connection
 
 from eventstore import EventLog, RecordedEvent, Task
-from eventstore.task import EVENT_TYPES, TASK_ADDED, evolve
+from eventstore.task import TASK_ADDED, evolve
 
 from .counts import Deltas, apply_deltas
 from .rows import row_of, task_of
@@ -33,8 +33,8 @@ class TaskProjection:
         self.view = view
         self.counts = counts
         # Catch-up mode (rebuilds): an event the tables already reflect (its version is not above the row's) is
-        # skipped, so batches may overlap; an event of a stream that does not start with TaskAdded is counted in
-        # ``skipped`` instead of failing (inline, it fails the append that would write it).
+        # skipped, so batches may overlap. In both modes an event of a stream that does not start with TaskAdded
+        # (not a task) is counted in ``skipped``.
         self.catch_up = catch_up
         self.skipped = 0
         self._by_keys = select(view).where(
@@ -48,9 +48,6 @@ class TaskProjection:
         )
 
     def apply(self, conn: Connection, events: Sequence[RecordedEvent]) -> None:
-        events = [e for e in events if e.type in EVENT_TYPES]  # other streams' events are not tasks
-        if not events:
-            return
         wanted = {(e.scope_id, e.stream) for e in events if self.catch_up or e.type != TASK_ADDED}
         known = self._load(conn, wanted)
         tasks: dict[tuple[int, str], Task] = {}
@@ -60,17 +57,16 @@ class TaskProjection:
         for e in events:
             k = (e.scope_id, e.stream)
             before = tasks.get(k) or known.get(k)
-            if self.catch_up:
-                if before is not None and e.version <= before.version:
-                    continue
-                if before is None and e.type != TASK_ADDED:
-                    self.skipped += 1
-                    continue
+            if self.catch_up and before is not None and e.version <= before.version:
+                continue
+            if before is None and e.type != TASK_ADDED:
+                # A stream that does not start with TaskAdded is not a task (the log may hold other streams);
+                # an event of another type on a task's stream goes through evolve, as a rebuild folds it.
+                self.skipped += 1
+                continue
             if e.type == TASK_ADDED:
                 created.add(k)
                 before = None
-            elif before is None:
-                raise LookupError(f"{e.scope}/{e.stream}: event {e.type} at {e.position} for a task not in the view")
             after = evolve(before, e)
             tasks[k] = after
             positions[k] = e.position

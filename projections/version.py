@@ -17,7 +17,7 @@ import inspect
 
 PROJECTION_VERSION = 1
 
-FINGERPRINT = "3a8e4276edc0166d"  # code_fingerprint() of the code PROJECTION_VERSION 1 describes
+FINGERPRINT = "c5672fce3b6dbcbf"  # code_fingerprint() of the code PROJECTION_VERSION 1 describes
 
 
 def code_fingerprint() -> str:
