@@ -144,8 +144,15 @@ class TaskQueries:
 
     def _validate(self, conn: Connection, sid: int, summary: CountSummary) -> CountSummary:
         if summary.total <= self.recount_limit:
+            # The last verified point plus the events since is cheaper than a recount; a recount decides otherwise.
+            if self.validator is not None:
+                quick = self.validator(conn, sid, summary)
+                if quick.validation_status == "validated":
+                    return quick
             tasks, slots = recount(conn, self.view, sid)
             ok = agrees(summary, tasks, slots)
+            if ok and self.validator is not None:
+                self.validator.remember(conn, sid, tasks, slots, f"a recount at position {summary.position}")
             detail = "recounted" if ok else "a recount disagrees with the summary"
             return replace(summary, validation_status="validated" if ok else "unvalidated", validation_detail=detail)
         if self.validator is not None:

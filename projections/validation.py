@@ -59,6 +59,14 @@ class SnapshotValidator:
     def forget(self) -> None:
         self._verified.clear()
 
+    def remember(self, conn: Connection, sid: int, states: Counter[State], slots: Counter[State], source: str) -> None:
+        """Record a verified point found another way (a recount): later checks need only the events after it."""
+        from .engine_sql import point_of
+        from .replay import last_position
+
+        here = point_of(conn, last_position(conn, sid))
+        self._verified[sid] = (here, {s: states[s] for s in State}, {s: slots[s] for s in State}, source)
+
     def __call__(self, conn: Connection, sid: int, summary: CountSummary) -> CountSummary:
         from dataclasses import replace
 
