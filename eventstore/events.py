@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence
 
 from .errors import ValidationError
 
@@ -82,8 +82,9 @@ class Checkpoint:
 START = Checkpoint()
 
 
-@dataclass(frozen=True, slots=True)
-class RecordedEvent:
+class RecordedEvent(NamedTuple):
+    """An event as the log holds it. Immutable; a named tuple because replay makes millions of them."""
+
     position: int
     scope: Scope
     stream: str

@@ -473,18 +473,12 @@ class EventLog:
         return {"readable": readable, "held_back": held}
 
     def _decode(self, conn: Connection, r: Row) -> RecordedEvent:
-        schema_version, data = self.upcasters.upcast(r.type, r.schema_version, r.data)
+        position, txid, scope_id, stream, version, type_, schema_version, data, metadata = r
+        if schema_version < self.upcasters.current_version(type_):
+            schema_version, data = self.upcasters.upcast(type_, schema_version, data)
+        scope = self._scopes.get(scope_id) or self.scope_of(conn, scope_id)
         return RecordedEvent(
-            position=r.position,
-            scope=self.scope_of(conn, r.scope_id),
-            stream=r.stream,
-            version=r.version,
-            type=r.type,
-            schema_version=schema_version,
-            data=data,
-            metadata=r.metadata,
-            txid=r.txid or 0,
-            scope_id=r.scope_id,
+            position, scope, stream, version, type_, schema_version, data, metadata, txid or 0, scope_id
         )
 
 
