@@ -40,7 +40,7 @@ def iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
-_COLUMNS = (
+EVENT_COLUMNS = (  # every column of an event row, in the order decode() reads them
     events.c.position,
     events.c.txid,
     events.c.scope_id,
@@ -317,8 +317,8 @@ class EventLog:
     def _events_at(self, conn: Connection, positions: list[int]) -> list[RecordedEvent]:
         out: list[RecordedEvent] = []
         for chunk in _chunks(positions, 500):
-            rows = conn.execute(select(*_COLUMNS).where(events.c.position.in_(chunk)).order_by(events.c.position))
-            out.extend(self._decode(conn, r) for r in rows)
+            rows = conn.execute(select(*EVENT_COLUMNS).where(events.c.position.in_(chunk)).order_by(events.c.position))
+            out.extend(self.decode(conn, r) for r in rows)
         return out
 
     # -- reading -----------------------------------------------------------------------------------------------
@@ -360,12 +360,12 @@ class EventLog:
         sid = self.scope_id(scope, conn)
         if sid is None:
             return []
-        q = select(*_COLUMNS).where(
+        q = select(*EVENT_COLUMNS).where(
             events.c.scope_id == sid, events.c.stream == stream, events.c.version >= from_version
         )
         if to_version is not None:
             q = q.where(events.c.version <= to_version)
-        return [self._decode(conn, r) for r in conn.execute(q.order_by(events.c.version))]
+        return [self.decode(conn, r) for r in conn.execute(q.order_by(events.c.version))]
 
     def read_streams(
         self, scope: Scope, streams: Sequence[str], *, conn: Connection | None = None
@@ -380,12 +380,12 @@ class EventLog:
             return out
         for chunk in _chunks(list(out), 500):
             q = (
-                select(*_COLUMNS)
+                select(*EVENT_COLUMNS)
                 .where(events.c.scope_id == sid, events.c.stream.in_(chunk))
                 .order_by(events.c.stream, events.c.version)
             )
             for r in conn.execute(q):
-                out[r.stream].append(self._decode(conn, r))
+                out[r.stream].append(self.decode(conn, r))
         return out
 
     def stream_version(self, scope: Scope, stream: str) -> int | None:
@@ -406,12 +406,12 @@ class EventLog:
         if sid is None:
             return []
         q = (
-            select(*_COLUMNS)
+            select(*EVENT_COLUMNS)
             .where(events.c.scope_id == sid, events.c.position > after)
             .order_by(events.c.position)
             .limit(limit)
         )
-        return [self._decode(conn, r) for r in conn.execute(q)]
+        return [self.decode(conn, r) for r in conn.execute(q)]
 
     def iter_scope(self, scope: Scope, *, after: int = 0, batch_size: int = 1000) -> Iterator[RecordedEvent]:
         while True:
@@ -428,8 +428,8 @@ class EventLog:
         never misses an event that commits late with a lower position.
         """
         with self.reading() as conn:
-            q = self.dialect.readable_log(select(*_COLUMNS), after.as_tuple(), limit)
-            found = [self._decode(conn, r) for r in conn.execute(q)]
+            q = self.dialect.readable_log(select(*EVENT_COLUMNS), after.as_tuple(), limit)
+            found = [self.decode(conn, r) for r in conn.execute(q)]
         return Batch(found, found[-1].checkpoint if found else after)
 
     def iter_all(self, after: Checkpoint = START, *, batch_size: int = 1000) -> Iterator[RecordedEvent]:
@@ -472,7 +472,8 @@ class EventLog:
             ).scalar_one()
         return {"readable": readable, "held_back": held}
 
-    def _decode(self, conn: Connection, r: Row) -> RecordedEvent:
+    def decode(self, conn: Connection, r: Row) -> RecordedEvent:
+        """A row of ``EVENT_COLUMNS`` as readers see it: its scope, and its data upcast to the current shape."""
         position, txid, scope_id, stream, version, type_, schema_version, data, metadata = r
         if schema_version < self.upcasters.current_version(type_):
             schema_version, data = self.upcasters.upcast(type_, schema_version, data)

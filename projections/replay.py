@@ -15,40 +15,19 @@ from sqlalchemy import select, text, tuple_
 from sqlalchemy.engine import Connection, Row
 
 from eventstore import Checkpoint, EventLog, RecordedEvent, Scope, State, Task
+from eventstore.log import EVENT_COLUMNS
 from eventstore.schema import events
 from eventstore.task import TASK_ADDED, TASK_TRANSITIONED, added, evolve
 
 from .engine_sql import SQL_SHAPES, Point, count_since, delta_groups, lacks, unseen
 from .rows import row_of
 
-COLUMNS = (
-    events.c.position,
-    events.c.txid,
-    events.c.scope_id,
-    events.c.stream,
-    events.c.version,
-    events.c.type,
-    events.c.schema_version,
-    events.c.data,
-    events.c.metadata,
-)
+COLUMNS = EVENT_COLUMNS
 
 
 def decode(log: EventLog, conn: Connection, r: Row) -> RecordedEvent:
-    """An event row as the log's readers see it: its scope, and its data upcast to the current shape."""
-    schema_version, data = log.upcasters.upcast(r.type, r.schema_version, r.data)
-    return RecordedEvent(
-        position=r.position,
-        scope=log.scope_of(conn, r.scope_id),
-        stream=r.stream,
-        version=r.version,
-        type=r.type,
-        schema_version=schema_version,
-        data=data,
-        metadata=r.metadata,
-        txid=r.txid or 0,
-        scope_id=r.scope_id,
-    )
+    """An event row as the log's readers see it (``EventLog.decode``)."""
+    return log.decode(conn, r)
 
 
 def scope_events(
