@@ -1,0 +1,520 @@
+"""Question 8 (issue 4, "Speed"): list pages and task counts through the HTTP service, against the same calls in
+process.
+
+The service (``api.create_app`` over ``open_store(url, snapshot_every=None, background_snapshots=False)``, what
+``taskstore serve`` runs) is served by uvicorn in a process of its own, bound by uvicorn to a free port of 127.0.0.1,
+log level warning, no access log, with a credential for the job's workspace created beforehand through
+``api.credentials``. The load generator is bounded and local: ``httpx.Client`` with keep-alive, from 1 and from 4
+threads (a connection each), a fixed number of requests per case (300 in quick mode, 2,000 in full mode) after a
+warm-up, stopped early only by a time bound. Measured: a list page of 50 (createdAt:desc) at the first page and at
+a deep page (the middle of the job, reached by a cursor the store's codec signs) through the native ``/v1`` API and
+the Blaxel dialect; the count summary (validated) through ``/v1 …/counts`` and Azure Batch ``taskcounts``
+(SharedKey, signed per request); and, side by side in the same run, the same operations in process
+(``TaskQueries.list_tasks`` and ``TaskQueries.counts`` from 1 and 4 threads on one store). So that every side of a
+case samples the same moments of a shared machine, with one client the sides take turns request by request, with 4
+clients in turns of 25 requests (50 in full mode). ``GET /healthz`` (no authentication, no database) is the floor
+of one request through uvicorn and httpx on this machine.
+
+Each row pools every timed request of its case: *median* is the p50 latency, *min* and *max* the fastest and
+slowest request; the p99, the number of requests and the difference from the in-process p50 (and p10, which a
+shared machine moves less) are in the *per* column; the rate is the measured requests per second (with one client
+the requests over the sum of their times, with 4 over the wall time of the side's turns), and the ratio is the
+in-process p50 over this p50. The goal is judged with one
+client (the latency one request adds); with 4 clients the client threads, the server and the database share the
+machine's cores, so those rows show throughput and queueing, not the HTTP layer alone.
+"""
+
+from __future__ import annotations
+
+import base64
+import gc
+import multiprocessing
+import os
+import secrets
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from email.utils import formatdate
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from .harness import (
+    POSTGRESQL,
+    SCOPE_PARTS,
+    SQLITE,
+    Comparison,
+    Context,
+    Measurement,
+    SimulatedJob,
+)
+
+KEY = "http"
+TITLE = "HTTP: list pages and task counts through the service, against the same calls in process"
+GOAL = ("the HTTP layer adds less than 1 ms at p50 to the in-process figure (one client, keep-alive; the issue "
+        "states it at 1,000,000 tasks, it is judged here at every size)")
+UNIT = "request"
+ENGINES = (SQLITE, POSTGRESQL)
+LIMIT = 50
+SORT = "createdAt:desc"
+CLIENTS = (1, 4)
+BATCH_API_VERSION = "2024-07-01.20.0"
+GOAL_TEXT = "p50 within the in-process p50 + 1 ms (1 client)"
+ADDED = 1e-3  # the goal: what HTTP may add at p50
+
+
+@dataclass
+class Side:
+    """One contender of a case: ``make(i)`` gives thread ``i`` its call and a check of the call's answer (the check
+    runs after the timer stopped, on the first answer of every thread in every chunk; a request that does not answer
+    200 fails at once)."""
+
+    name: str
+    make: Callable[[int], tuple[Callable[[], Any], Callable[[Any], None]]]
+    baseline: str | None = None  # the in-process side it is compared with
+
+
+def requests_per_case(quick: bool) -> int:
+    return 300 if quick else 2000
+
+
+def chunk_size(quick: bool) -> int:
+    """Requests per chunk: the warm-up unit, and with several clients the turn of a side."""
+    return 25 if quick else 50
+
+
+def case_bound(quick: bool) -> float:
+    """Seconds a case (every side of one operation at one client count) may take before its chunks stop early."""
+    return 60.0 if quick else 600.0
+
+
+def label(what: str, clients: int) -> str:
+    return f"{what} ({clients} client{'s' if clients > 1 else ''})"
+
+
+def run(ctx: Context, engine: str, size: int) -> list[Measurement]:
+    import httpx
+
+    from api.credentials import CredentialStore, migrate
+    from projections.listing import _order, key_of
+    from projections.queries import TaskQueries
+    from taskstore import open_store
+
+    cfg = ctx.cfg
+    ctx.status(f"{KEY} · {engine} · {size:,}")
+    out: list[Measurement] = []
+    with ctx.dbs.fresh(engine, SimulatedJob(), size) as target:
+        store = open_store(target.url, schema=target.schema, snapshot_every=None, background_snapshots=False)
+        server: _Server | None = None
+        clients: list[Any] = []
+        try:
+            scope = target.scope()
+            workspace, job, execution = SCOPE_PARTS
+            migrate(store.engine)
+            secret = base64.b64encode(secrets.token_bytes(32)).decode()
+            cred = CredentialStore(store.engine).create(workspace, secret=secret, description="benchmarks.http")
+            # the deep page: the cursor a client holds after walking to the middle of the job
+            sid = store.log.scope_id(scope)
+            view = store.queries.view
+            from sqlalchemy import select
+
+            with store.log.reading() as conn:
+                row = conn.execute(select(view).where(view.c.scope_id == sid).order_by(*_order(view.c, SORT))
+                                   .offset(size // 2 - 1).limit(1)).mappings().first()
+            fp = TaskQueries.query_fingerprint(scope, SORT, None, None)
+            deep = store.cursors.encode({"k": key_of(row, SORT)}, fp)
+
+            ctx.status(f"{KEY} · {engine} · {size:,} · starting the server")
+            server = _Server(target.url, target.schema)
+            clients = [httpx.Client(base_url=server.url, timeout=30) for _ in range(max(CLIENTS))]
+            bearer = {"Authorization": f"Bearer {secret}"}
+            blaxel = {"X-Blaxel-Authorization": f"Bearer {secret}", "X-Blaxel-Workspace": workspace}
+            tasks = f"/v1/jobs/{job}/executions/{execution}/tasks"
+            btasks = f"/blaxel/v0/jobs/{job}/executions/{execution}/tasks"
+            counts_url = f"/v1/jobs/{job}/executions/{execution}/counts"
+            batch_url = f"/batch/jobs/{job}/taskcounts?api-version={BATCH_API_VERSION}"
+            key = cred.key_bytes
+            queries = store.queries
+
+            def in_process_page(cursor: str | None) -> Any:
+                def check(page: Any) -> None:
+                    if len(page.items) != LIMIT or page.total != size:
+                        raise AssertionError(f"a page of {len(page.items)} tasks of {page.total}")
+
+                def make(_i: int) -> Any:
+                    return (lambda: queries.list_tasks(scope, sort=SORT, limit=LIMIT, cursor=cursor)), check
+                return make
+
+            def http_page(path: str, headers: dict[str, str], items: str, cursor: str | None):
+                params = {"limit": str(LIMIT), "sort": SORT, **({"cursor": cursor} if cursor else {})}
+
+                def check(r: Any) -> None:
+                    doc = r.json()
+                    if len(doc[items]) != LIMIT:
+                        raise AssertionError(f"GET {path}: a page of {len(doc[items])} tasks")
+
+                def make(i: int) -> Any:
+                    client = clients[i]
+                    return (lambda: ok(client.get(path, params=params, headers=headers))), check
+                return make
+
+            statuses: set[str] = set()  # what the count answers said of their validation
+
+            def validated(total: int, status: str) -> None:
+                if total != size:
+                    raise AssertionError(f"counts: {total} tasks in a job of {size}")
+                statuses.add(status)
+
+            def in_process_counts(_i: int) -> Any:
+                return (lambda: queries.counts(scope)), (lambda s: validated(s.total, s.validation_status))
+
+            def v1_counts(i: int) -> Any:
+                client = clients[i]
+
+                def check(r: Any) -> None:
+                    doc = r.json()
+                    validated(doc["total"], doc["validationStatus"])
+                return (lambda: ok(client.get(counts_url, headers=bearer))), check
+
+            def batch_counts(i: int) -> Any:
+                client = clients[i]
+
+                def check(r: Any) -> None:
+                    doc = r.json()
+                    c = doc["taskCounts"]
+                    validated(c["active"] + c["running"] + c["completed"], doc["validationStatus"])
+                # signed per request, as a Batch client does (inside the timed call: about 20 µs)
+                return (lambda: ok(client.get(batch_url, headers=shared_key_headers("GET", batch_url, workspace,
+                                                                                     key)))), check
+
+            def healthz(i: int) -> Any:
+                client = clients[i]
+                return (lambda: ok(client.get("/healthz"))), (lambda _r: None)
+
+            first_in = "in process: TaskQueries.list_tasks, first page"
+            deep_in = "in process: TaskQueries.list_tasks, deep page by cursor"
+            counts_in = "in process: TaskQueries.counts (validated)"
+            cases: list[list[Side]] = [
+                [Side(first_in, in_process_page(None)),
+                 Side("GET /v1 …/tasks, first page", http_page(tasks, bearer, "tasks", None), first_in),
+                 Side("GET /blaxel/v0 …/tasks, first page", http_page(btasks, blaxel, "data", None), first_in)],
+                [Side(deep_in, in_process_page(deep)),
+                 Side("GET /v1 …/tasks, deep page by cursor", http_page(tasks, bearer, "tasks", deep), deep_in),
+                 Side("GET /blaxel/v0 …/tasks, deep page by cursor", http_page(btasks, blaxel, "data", deep),
+                      deep_in)],
+                [Side(counts_in, in_process_counts),
+                 Side("GET /v1 …/counts", v1_counts, counts_in),
+                 Side("GET /batch …/taskcounts (SharedKey)", batch_counts, counts_in)],
+                [Side("GET /healthz (no auth, no database): the floor", healthz)],
+            ]
+            total = requests_per_case(cfg.quick)
+            per_chunk = chunk_size(cfg.quick)
+            chunks = -(-total // per_chunk)
+            for sides in cases:
+                for n in CLIENTS:
+                    ctx.status(f"{KEY} · {engine} · {size:,} · {sides[0].name} · {n} client(s)")
+                    got = _interleaved(sides, n, warmup=cfg.warmup, chunks=chunks, per_chunk=per_chunk,
+                                       bound=case_bound(cfg.quick))
+                    base_p50 = {}
+                    for side in sides:
+                        lat, wall, stopped = got[side.name]
+                        if side.baseline is None and lat:
+                            base_p50[side.name] = (statistics.median(lat), percentile(lat, 10))
+                    for side in sides:
+                        lat, wall, stopped = got[side.name]
+                        out.append(_measurement(engine, size, side, n, lat, wall, stopped,
+                                                base_p50.get(side.baseline) if side.baseline else None))
+            ctx.note(KEY, f"The server is uvicorn {_uvicorn_flavour()}; the client is httpx {_version('httpx')} in "
+                     f"the benchmark's own process, so client threads, server and database share the machine's "
+                     f"{os.cpu_count()} cores.")
+            if statuses != {"validated"}:
+                ctx.note(KEY, f"{engine}, {size:,} tasks: the count answers said {', '.join(sorted(statuses))}.")
+            ctx.note(KEY, "The job is the same simulated job as questions 6 and 7 (built once per run from the "
+                     "job template, not through the API, see the notes); the server opens it with "
+                     "snapshot_every=None and background_snapshots=False, like the in-process store.")
+        finally:
+            for c in clients:
+                c.close()
+            if server is not None:
+                server.stop()
+            store.close()
+    return out
+
+
+def _measurement(engine: str, size: int, side: Side, clients: int, lat: list[float], wall: float, stopped: bool,
+                 base: tuple[float, float] | None) -> Measurement:
+    if not lat:
+        return Measurement(KEY, label(side.name, clients), engine, size, UNIT, [], 0,
+                           skipped="the time bound stopped it before any timed request")
+    p50 = statistics.median(lat)
+    p99 = percentile(lat, 99)
+    rps = len(lat) / wall if wall > 0 else 0.0
+    parts = [f"p99 {_ms(p99)}", f"{len(lat):,} requests"]
+    if base is not None:
+        # the p10 difference too: on a shared machine it moves less than the p50's
+        p10 = percentile(lat, 10) - base[1]
+        parts.insert(1, f"p50 {_signed_ms(p50 - base[0])} over in process (p10 {_signed_ms(p10)})")
+    if stopped:
+        parts.append("stopped by the time bound")
+    name = label(side.name, clients)
+    m = Measurement(
+        KEY, name, engine, size, UNIT,
+        # the latency distribution as its 101 percentiles (0: fastest, 50: p50, 100: slowest): median, min and
+        # max of these are the p50, the fastest and the slowest request
+        distribution(lat),
+        # requests per unit of median time, so that ``rate`` (events_per_unit / median) is the measured
+        # requests per second
+        rps * p50,
+        [Comparison(label(side.baseline, clients))] if side.baseline else [],
+        note="; ".join(parts),
+        rate_unit="requests",
+    )
+    if side.baseline is not None and clients == 1 and base is not None:
+        m.limit = (base[0] + ADDED, GOAL_TEXT)
+    return m
+
+
+def ok(r: Any) -> Any:
+    """An httpx response that must be a 200."""
+    if r.status_code != 200:
+        raise AssertionError(f"GET {r.request.url}: {r.status_code} {r.text[:300]}")
+    return r
+
+
+def _ms(s: float) -> str:
+    return f"{s * 1e3:.2f} ms"
+
+
+def _signed_ms(s: float) -> str:
+    return ("+" if s >= 0 else "−") + _ms(abs(s))
+
+
+def percentile(values: list[float], p: float) -> float:
+    s = sorted(values)
+    if len(s) == 1:
+        return s[0]
+    k = (len(s) - 1) * p / 100
+    lo = int(k)
+    hi = min(lo + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (k - lo)
+
+
+def distribution(values: list[float]) -> list[float]:
+    return [round(percentile(values, p), 9) for p in range(101)]
+
+
+# -- the load generator --------------------------------------------------------------------------------------------
+
+
+def _interleaved(sides: list[Side], clients: int, *, warmup: int, chunks: int, per_chunk: int,
+                 bound: float) -> dict[str, tuple[list[float], float, bool]]:
+    """Warm-up chunks, then ``chunks`` timed chunks of ``per_chunk`` requests for every side. With one client the
+    sides take turns request by request (the latency comparison: every side samples the same moments of a shared
+    machine); with several, chunk by chunk (throughput: all clients of one side at once). Returns side ->
+    (latencies, wall seconds of the timed requests, stopped by the bound)."""
+    calls = {s.name: [s.make(i) for i in range(clients)] for s in sides}
+    out: dict[str, tuple[list[float], float, bool]] = {s.name: ([], 0.0, False) for s in sides}
+    deadline = time.monotonic() + bound
+    if clients == 1:
+        return _round_robin({s.name: calls[s.name][0] for s in sides}, warmup + chunks, warmup, per_chunk, deadline)
+    for c in range(warmup + chunks):
+        timed = c >= warmup
+        count = per_chunk
+        for s in sides:
+            gc.collect()
+            lat, wall, stopped = _chunk(calls[s.name], count, deadline)
+            if timed:
+                prev = out[s.name]
+                out[s.name] = (prev[0] + lat, prev[1] + wall, prev[2] or stopped)
+    return out
+
+
+def _round_robin(calls: dict[str, tuple[Callable[[], Any], Callable[[Any], None]]], chunks: int, warmup: int,
+                 per_chunk: int, deadline: float) -> dict[str, tuple[list[float], float, bool]]:
+    """One client: one request of every side in turn, ``per_chunk`` rounds a chunk; the wall time of a side is the
+    sum of its requests' times (they run one after the other)."""
+    lats: dict[str, list[float]] = {name: [] for name in calls}
+    stopped = False
+    perf = time.perf_counter
+    for c in range(chunks):
+        gc.collect()
+        for k in range(per_chunk):
+            if time.monotonic() > deadline:
+                stopped = True
+                break
+            for name, (call, check) in calls.items():
+                t = perf()
+                answer = call()
+                dt = perf() - t
+                if c >= warmup:
+                    lats[name].append(dt)
+                if k == 0:
+                    check(answer)
+    return {name: (lat, sum(lat), stopped) for name, lat in lats.items()}
+
+
+def _chunk(calls: list[tuple[Callable[[], Any], Callable[[Any], None]]], count: int,
+           deadline: float) -> tuple[list[float], float, bool]:
+    """``count`` requests shared by ``len(calls)`` threads, each its own call (its own keep-alive connection), all
+    released together; returns the latencies, the wall time from the release to the last answer, and whether the
+    deadline stopped it early."""
+    n = len(calls)
+    shares = [count // n + (1 if i < count % n else 0) for i in range(n)]
+    lats: list[list[float]] = [[] for _ in range(n)]
+    errors: list[BaseException] = []
+    stopped = [False]
+    gate = threading.Barrier(n + 1)
+    perf = time.perf_counter
+
+    def work(i: int) -> None:
+        (call, check), mine = calls[i], lats[i]
+        try:
+            gate.wait()
+            for k in range(shares[i]):
+                if time.monotonic() > deadline:
+                    stopped[0] = True
+                    return
+                t = perf()
+                answer = call()
+                mine.append(perf() - t)
+                if k == 0:
+                    check(answer)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(n)]
+    for t in threads:
+        t.start()
+    gate.wait()
+    t0 = perf()
+    for t in threads:
+        t.join()
+    wall = perf() - t0
+    if errors:
+        raise errors[0]
+    return [x for m in lats for x in m], wall, stopped[0]
+
+
+def shared_key_headers(method: str, path_and_query: str, account: str, key: bytes) -> dict[str, str]:
+    """Azure Batch SharedKey for a request without a body, as the Batch REST documentation describes it (the
+    signature itself by ``api.auth.shared_key_signature``, which the server checks with)."""
+    from api.auth import shared_key_signature
+
+    date = formatdate(usegmt=True)
+    parts = urlsplit(path_and_query)
+    text = method + "\n" + "\n" * 10 + "\n" + f"ocp-date:{date}\n" + f"/{account}{parts.path}"
+    text += "".join(f"\n{k}:{v}" for k, v in sorted(parse_qsl(parts.query)))
+    return {"ocp-date": date, "Authorization": f"SharedKey {account}:{shared_key_signature(key, text)}"}
+
+
+# -- the server process --------------------------------------------------------------------------------------------
+
+
+def _serve(url: str, schema: str | None, conn: Any) -> None:
+    """In the server process: what ``taskstore serve`` does, on a port uvicorn picks and reports."""
+    import uvicorn
+
+    from api import create_app
+    from taskstore import open_store
+
+    store = open_store(url, schema=schema, snapshot_every=None, background_snapshots=False)
+    try:
+        app = create_app(store)
+        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", access_log=False,
+                                lifespan="off")
+        server = uvicorn.Server(config)
+
+        def report() -> None:
+            while not server.started:
+                if server.should_exit:
+                    return
+                time.sleep(0.01)
+            conn.send(server.servers[0].sockets[0].getsockname()[1])
+
+        threading.Thread(target=report, daemon=True).start()
+        server.run()
+    finally:
+        store.close()
+
+
+class _Server:
+    """uvicorn serving the store at ``url`` in a process of its own (spawned: the benchmark's threads and open
+    connections stay behind)."""
+
+    def __init__(self, url: str, schema: str | None) -> None:
+        mp = multiprocessing.get_context("spawn")
+        ours, theirs = mp.Pipe()
+        self.process = mp.Process(target=_serve, args=(url, schema, theirs), daemon=True, name="taskstore-http")
+        self.process.start()
+        deadline = time.monotonic() + 60
+        while not ours.poll(0.1):
+            if not self.process.is_alive() or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("the HTTP server did not start")
+        self.port = ours.recv()
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        if self.process.is_alive():
+            self.process.terminate()  # SIGTERM: uvicorn's graceful shutdown
+            self.process.join(15)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(5)
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "?"
+
+
+def _uvicorn_flavour() -> str:
+    """Which event loop and HTTP parser uvicorn picks here ('auto' takes uvloop and httptools when installed)."""
+    import importlib.util
+
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    parser = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    return f"{_version('uvicorn')} ({loop} event loop, {parser} HTTP parser)"
+
+
+# -- the chart -----------------------------------------------------------------------------------------------------
+
+
+def chart(ms: list[Measurement], path: Any) -> bool:
+    """p50 (dot) to p99 (bar end) of every row, one panel per engine and job size."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = [m for m in ms if m.samples and not m.skipped]
+    if not ok:
+        return False
+    panels = sorted({(m.size, m.engine) for m in ok}, key=lambda p: (p[0], p[1] != SQLITE))
+    rows = max(len([m for m in ok if (m.size, m.engine) == p]) for p in panels)
+    fig, axes = plt.subplots(len(panels), 1, figsize=(11, max(4.5, 0.3 * rows + 1.5) * len(panels)), squeeze=False)
+    for ax, (size, engine) in zip((a[0] for a in axes), panels):
+        mine = [m for m in ok if (m.size, m.engine) == (size, engine)]
+        for i, m in enumerate(mine):
+            p50 = m.samples[50] * 1e3
+            p99 = m.samples[99] * 1e3
+            color = "C0" if m.operation.startswith("in process") else ("C7" if "healthz" in m.operation else "C3")
+            ax.plot([p50, p99], [i, i], color=color, linewidth=2, alpha=0.6)
+            ax.plot([p50], [i], "o", color=color)
+            ax.plot([p99], [i], "|", color=color, markersize=10)
+        ax.set_yticks(range(len(mine)), [m.operation.replace("TaskQueries.", "") for m in mine], fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xscale("log")
+        ax.set_xlabel("ms per request: p50 (dot) to p99 (bar end), log scale; blue in process, red through HTTP")
+        ax.set_title(f"{engine}, job of {size:,} tasks", fontsize=9)
+        ax.grid(True, which="both", alpha=0.3)
+    fig.suptitle(TITLE, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
