@@ -66,7 +66,10 @@ class CursorCodec:
         except (binascii.Error, ValueError):
             raise CursorError("not a cursor of this store") from None
         expected = hmac.new(self._key, body, hashlib.sha256).digest()[:16]
-        if not hmac.compare_digest(mac, expected):
+        # Base64 text has other spellings of the same bytes (the unused low bits of the last character, '+' and '/'
+        # for '-' and '_'): only the spelling this store issued is its cursor.
+        canonical = _b64(body) == body_text and _b64(mac) == mac_text
+        if not canonical or not hmac.compare_digest(mac, expected):
             raise CursorError("the cursor was altered or was not issued by this store")
         try:
             doc = orjson.loads(body)

@@ -17,7 +17,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Sequence
 
-from sqlalchemy import ColumnElement, Table, and_, false, or_, select, true, tuple_, union_all
+from sqlalchemy import (
+    ColumnElement,
+    Table,
+    and_,
+    false,
+    func,
+    literal_column,
+    or_,
+    select,
+    true,
+    tuple_,
+    union_all,
+)
 from sqlalchemy.engine import Connection, RowMapping
 
 from eventstore import State, Task, ValidationError
@@ -238,13 +250,14 @@ def _walk_page(
     budget: int,
 ) -> tuple[list[RowMapping], bool, list[Any] | None]:
     c = view.c
-    wanted = {"key", "search", *SORTS[sort][0], *_COLUMN.values()}
+    names, desc = SORTS[sort]
+    wanted = {"key", "search", *names, *_COLUMN.values()}
     walked = (
         select(*[c[n] for n in sorted(wanted)])
         .where(c.scope_id == scope_id, _seek(c, sort, after))
         .order_by(*_order(c, sort))
         .limit(budget)
-        .subquery()
+        .cte("walked")
     )
     cond: list[ColumnElement[bool]] = []
     if where is not None:
@@ -252,21 +265,34 @@ def _walk_page(
     if q is not None:
         escaped = re.sub(r"([\\%_])", r"\\\1", q)
         cond.append(walked.c.search.like(f"%{escaped}%", escape="\\"))
-    hits = conn.execute(
-        select(walked.c.key).where(*cond).order_by(*_order(walked.c, sort)).limit(limit + 1)
-    ).scalars().all()
-    if len(hits) > limit:
-        rows = _rows(conn, view, scope_id, hits[:limit], sort)
-        return rows, True, key_of(rows[-1], sort)
-    rows = _rows(conn, view, scope_id, list(hits), sort)
-    # The page is not full: either the scope ends inside the walk, or the budget ran out first.
-    edge = conn.execute(
-        select(*[c[n] for n in SORTS[sort][0]])
-        .where(c.scope_id == scope_id, _seek(c, sort, after))
-        .order_by(*_order(c, sort))
-        .offset(budget - 1)
+    # The matches and the last row walked come from one statement, so from one snapshot: on PostgreSQL (read
+    # committed) a second statement could see a task added meanwhile, put the edge before the end of the walk, and
+    # make the next page return a match of this one again.
+    key_cols = ["key", *[n for n in names if n != "key"]]
+    hits = (
+        select(literal_column("0").label("edge"), *[walked.c[n] for n in key_cols])
+        .where(*cond)
+        .order_by(*_order(walked.c, sort))
+        .limit(limit + 1)
+        .subquery()
+    )
+    full = select(func.count()).select_from(walked).scalar_subquery() >= budget
+    last = (
+        select(literal_column("1").label("edge"), *[walked.c[n] for n in key_cols])
+        .where(full)
+        .order_by(*[walked.c[n].asc() if desc else walked.c[n].desc() for n in names])
         .limit(1)
-    ).mappings().first()
+        .subquery()
+    )
+    both = union_all(select(hits), select(last)).subquery()
+    found = conn.execute(select(both).order_by(both.c.edge, *_order(both.c, sort))).mappings().all()
+    keys = [r["key"] for r in found if r["edge"] == 0]
+    edge = next((r for r in found if r["edge"] == 1), None)
+    if len(keys) > limit:
+        rows = _rows(conn, view, scope_id, keys[:limit], sort)
+        return rows, True, key_of(rows[-1], sort)
+    rows = _rows(conn, view, scope_id, keys, sort)
+    # The page is not full: either the scope ends inside the walk, or the budget ran out first.
     if edge is None:
         return rows, False, None
     return rows, True, key_of(edge, sort)
