@@ -101,8 +101,12 @@ class EventLog:
 
     @contextmanager
     def reading(self) -> Iterator[Connection]:
-        """A read transaction: one consistent snapshot for everything read inside it."""
-        with self.engine.connect() as conn:
+        """A read transaction: one consistent snapshot for everything read inside it (REPEATABLE READ on
+        PostgreSQL, where READ COMMITTED would let each statement see newer commits; any SQLite transaction)."""
+        conn_ = self.engine.connect()
+        if self.dialect.read_isolation:
+            conn_ = conn_.execution_options(isolation_level=self.dialect.read_isolation)
+        with conn_ as conn:
             with conn.begin():
                 yield conn
 

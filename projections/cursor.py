@@ -82,8 +82,14 @@ class CursorCodec:
         if issued > now + _SKEW:
             raise CursorError("the cursor was issued in the future")
         if now - issued > self.max_age:
-            raise CursorError(f"the cursor expired (cursors are valid for {int(self.max_age // 3600)} hours)")
+            raise CursorError(f"the cursor expired (cursors are valid for {_lifetime(self.max_age)})")
         return doc["d"]
+
+
+def _lifetime(seconds: float) -> str:
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"{int(seconds // 3600)} hours"
+    return f"{int(seconds)} seconds"
 
 
 def store_key(engine: Engine) -> bytes:

@@ -25,6 +25,7 @@ _HORIZON = text("(pg_snapshot_xmin(pg_current_snapshot())::text)::bigint")
 
 class PostgreSQLDialect:
     name = "postgresql"
+    read_isolation = "REPEATABLE READ"  # the isolation level of read transactions
 
     def configure(self, engine: Engine, *, schema: str | None) -> None:
         # Session settings (search_path, idle_in_transaction_session_timeout) travel in the connect options that

@@ -23,6 +23,7 @@ _MAX_POSITION = text("SELECT max(position) FROM events")
 
 class SQLiteDialect:
     name = "sqlite"
+    read_isolation = None  # the isolation level of read transactions
 
     def configure(self, engine: Engine, *, schema: str | None) -> None:
         if schema:
