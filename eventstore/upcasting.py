@@ -48,9 +48,3 @@ class Upcasters:
             lifted = step(lifted)
             version += 1
         return version, lifted
-
-    def copy(self) -> "Upcasters":
-        other = Upcasters()
-        other._current = dict(self._current)
-        other._steps = dict(self._steps)
-        return other

@@ -19,9 +19,6 @@ class Dialect(Protocol):
     def insert_ignoring_conflicts(self, table: Table, rows: list[dict[str, Any]]) -> Any:
         """An INSERT that silently skips rows whose unique key exists (an upsert that changes nothing)."""
 
-    def upsert(self, table: Table, rows: list[dict[str, Any]], key: list[str], update: list[str]) -> Any:
-        """An INSERT that overwrites ``update`` columns of rows whose ``key`` exists."""
-
     def insert_events(self, conn: Connection, table: Table, rows: list[dict[str, Any]]) -> list[tuple[int, int]]:
         """Insert event rows in one statement (or executemany) and return their (position, txid) in row order."""
 

@@ -38,10 +38,6 @@ class PostgreSQLDialect:
     def insert_ignoring_conflicts(self, table: Table, rows: list[dict[str, Any]]) -> Any:
         return pg_insert(table).values(rows).on_conflict_do_nothing()
 
-    def upsert(self, table: Table, rows: list[dict[str, Any]], key: list[str], update: list[str]) -> Any:
-        stmt = pg_insert(table).values(rows)
-        return stmt.on_conflict_do_update(index_elements=key, set_={c: stmt.excluded[c] for c in update})
-
     def insert_events(self, conn: Connection, table: Table, rows: list[dict[str, Any]]) -> list[tuple[int, int]]:
         """Insert events and return their (position, txid) in row order: one INSERT ... RETURNING per batch."""
         stmt = insert(table).returning(table.c.position, table.c.txid, sort_by_parameter_order=True)

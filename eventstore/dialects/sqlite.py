@@ -46,10 +46,6 @@ class SQLiteDialect:
     def insert_ignoring_conflicts(self, table: Table, rows: list[dict[str, Any]]) -> Any:
         return sqlite_insert(table).values(rows).on_conflict_do_nothing()
 
-    def upsert(self, table: Table, rows: list[dict[str, Any]], key: list[str], update: list[str]) -> Any:
-        stmt = sqlite_insert(table).values(rows)
-        return stmt.on_conflict_do_update(index_elements=key, set_={c: stmt.excluded[c] for c in update})
-
     def insert_events(self, conn: Connection, table: Table, rows: list[dict[str, Any]]) -> list[tuple[int, int]]:
         """Insert events and return their (position, txid) in row order.
 
