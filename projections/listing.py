@@ -19,6 +19,7 @@ from typing import Any, Sequence
 
 from sqlalchemy import (
     ColumnElement,
+    bindparam,
     Table,
     and_,
     false,
@@ -211,6 +212,28 @@ def list_page(
     return rows, has_more, (key_of(rows[-1], sort) if has_more else None)
 
 
+_UNFILTERED: dict[tuple[str, str, bool], tuple[Table, Any]] = {}
+
+
+def _unfiltered(view: Table, sort: str, after: Sequence[Any] | None) -> tuple[Any, dict[str, Any]]:
+    """The unfiltered page's statement, built once per (table, sort, first page or not); the values are bound."""
+    key = (view.name, sort, after is None)
+    table, stmt = _UNFILTERED.get(key, (None, None))
+    names = SORTS[sort][0]
+    if table is not view:
+        c = view.c
+        seek = None if after is None else [bindparam(f"a{i}") for i in range(len(names))]
+        stmt = (
+            select(view)
+            .where(c.scope_id == bindparam("sid"), _seek(c, sort, seek))
+            .order_by(*_order(c, sort))
+            .limit(bindparam("n"))
+        )
+        _UNFILTERED[key] = (view, stmt)
+    params = {} if after is None else {f"a{i}": v for i, v in enumerate(after)}
+    return stmt, params
+
+
 def _seek_page(
     conn: Connection,
     view: Table,
@@ -222,8 +245,9 @@ def _seek_page(
 ) -> list[RowMapping]:
     c = view.c
     if states is None:
-        q = select(view).where(c.scope_id == scope_id, _seek(c, sort, after))
-        return list(conn.execute(q.order_by(*_order(c, sort)).limit(limit + 1)).mappings())
+        stmt, params = _unfiltered(view, sort, after)
+        params.update(sid=scope_id, n=limit + 1)
+        return list(conn.execute(stmt, params).mappings())
     parts = [
         select(view)
         .where(c.scope_id == scope_id, c.state == s.value, _seek(c, sort, after))

@@ -7,6 +7,9 @@ from typing import Any, Mapping
 from eventstore import Scope, State, Task
 
 
+_STATE = {s.value: s for s in State}
+
+
 def search_text(task: Task) -> str:
     """What ``q`` searches: the id, the display name, label keys and values, lower-cased."""
     parts = [task.task_id, task.display_name or ""]
@@ -55,12 +58,12 @@ def task_of(row: Mapping[str, Any], scope: Scope) -> Task:
         task_id=row["task_id"],
         number=row["number"],
         spec=row["spec"],
-        state=State(row["state"]),
+        state=_STATE[row["state"]],
         version=row["version"],
         created_at=row["created_at"],
         state_transition_time=row["state_transition_time"],
         last_modified=row["last_modified"],
-        previous_state=State(row["previous_state"]) if row["previous_state"] else None,
+        previous_state=_STATE[row["previous_state"]] if row["previous_state"] else None,
         previous_state_transition_time=row["previous_state_transition_time"],
         scheduled_at=row["scheduled_at"],
         start_time=row["start_time"],

@@ -17,7 +17,7 @@ import inspect
 
 PROJECTION_VERSION = 1
 
-FINGERPRINT = "c5672fce3b6dbcbf"  # code_fingerprint() of the code PROJECTION_VERSION 1 describes
+FINGERPRINT = "d6f1483789c7a834"  # code_fingerprint() of the code PROJECTION_VERSION 1 describes
 
 
 def code_fingerprint() -> str:
