@@ -4,10 +4,12 @@
 ``TaskStore.add_tasks`` on one shared store (its connection pool; inline projections included, so every writer also
 updates the scope's count summary row), and through the event log alone (``EventLog.append``, no projections),
 against the same number of threads writing the
-same rows with raw psycopg ``executemany``, one connection each. The figure is the aggregate rate of all writers
-(wall time from a common start to the last commit). Writers are never serialised by taskstore (readers use the
-commit horizon instead of a lock), so the rate should grow with writers until the machine's cores are busy; Python's
-GIL bounds both contenders alike.
+same rows with raw psycopg ``executemany``, one connection each; and, to show what sharing one job costs, the same
+writers each adding to a job of its own. The figure is the aggregate rate of all writers
+(wall time from a common start to the last commit). The event log never serialises writers (readers use the
+commit horizon instead of a lock), so its rate should grow with writers until the machine's cores are busy; the
+inline projections update one count-summary row (and one snapshot-schedule row) per job, which writers of the same
+job can only take in turn. Python's GIL bounds every contender alike.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ ENGINES = (POSTGRESQL,)
 RAW = "raw psycopg executemany"
 LOG = "EventLog.append, events only"
 API = "TaskStore.add_tasks"
+API_OWN = "TaskStore.add_tasks, a job per writer"
 
 
 def name(op: str, threads: int) -> str:
@@ -57,7 +60,9 @@ def run(ctx: Context, engine: str, size: int) -> list[Measurement]:
     for threads in cfg.threads:
         per_thread = (cfg.warmup + cfg.reps) * cfg.batches
         specs = [spec_batches(f"w{k}", per_thread, seed=k) for k in range(threads)]
-        makers = ((RAW, _raw), (LOG, _log), (API, _api))
+        makers: tuple[tuple[str, Any], ...] = ((RAW, _raw), (LOG, _log), (API, _api))
+        if threads > 1:
+            makers += ((API_OWN, _api_own_job),)
 
         def setup(make: Any, threads: int = threads) -> Callable[[ExitStack], Contender]:
             def open_(stack: ExitStack) -> Contender:
@@ -91,8 +96,10 @@ def run(ctx: Context, engine: str, size: int) -> list[Measurement]:
             comparisons: list[Comparison] = []
             if op != RAW:
                 comparisons.append(Comparison(name(RAW, threads)))
+            if op == API_OWN:
+                comparisons.append(Comparison(name(API, threads)))
             if threads > 1:
-                comparisons.append(Comparison(name(op, 1)))
+                comparisons.append(Comparison(name(API if op == API_OWN else op, 1)))
             out.append(Measurement(KEY, name(op, threads), engine, size, UNIT, got[name(op, threads)][0], 100,
                                    comparisons))
     return out
@@ -102,6 +109,15 @@ def _api(target: Target, threads: int) -> tuple[list[Callable[[list[dict]], Any]
     store = target.open_store()
     scope = target.scope()
     return [lambda batch: store.add_tasks(scope, batch)] * threads, store.close
+
+
+def _api_own_job(target: Target, threads: int) -> tuple[list[Callable[[list[dict]], Any]], Callable[[], None]]:
+    """Each writer adds to a job of its own (a scope of its own): what changes when writers share no summary row."""
+    from eventstore import Scope
+
+    store = target.open_store()
+    scopes = [Scope("bench", f"job-w{k}") for k in range(threads)]
+    return [lambda batch, s=s: store.add_tasks(s, batch) for s in scopes], store.close
 
 
 def _log(target: Target, threads: int) -> tuple[list[Callable[[list[dict]], Any]], Callable[[], None]]:

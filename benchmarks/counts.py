@@ -21,6 +21,7 @@ from .harness import (
     Stopwatch,
     Target,
     interleaved,
+    peak_memory,
     pg_connect,
     sqlite_connect,
 )
@@ -75,6 +76,8 @@ def run(ctx: Context, engine: str, size: int) -> list[Measurement]:
                 RAW_ROW: raw_sample(raw.summary_row, PER_SAMPLE),
                 RAW_RECOUNT: raw_sample(raw.recount, 1 if size > 200_000 else 5),
             })
+            peaks = {VALIDATED: peak_memory(lambda: store.queries.counts(scope, validate=True)),
+                     UNVALIDATED: peak_memory(lambda: store.queries.counts(scope, validate=False))}
             fold_reps = cfg.reps if size <= 10_000 else (3 if size <= 200_000 else 1)
             got.update(interleaved(cfg, {FOLD: lambda _i: _fold_count(store, scope, size)}, reps=fold_reps, warmup=0))
         finally:
@@ -86,7 +89,7 @@ def run(ctx: Context, engine: str, size: int) -> list[Measurement]:
         comps = [] if name == FOLD else [Comparison(FOLD)]
         if name in (VALIDATED, UNVALIDATED):
             comps = [Comparison(RAW_ROW), Comparison(RAW_RECOUNT)] + comps
-        m = Measurement(KEY, name, engine, size, UNIT, secs, 1, comps,
+        m = Measurement(KEY, name, engine, size, UNIT, secs, 1, comps, peaks.get(name),
                         limit=limit if name == VALIDATED else None,
                         note=status.get("status", "") if name == VALIDATED else "", rate_unit="summaries")
         if name == VALIDATED and not status.get("status", "").startswith("validated"):

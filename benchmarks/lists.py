@@ -67,6 +67,7 @@ def run(ctx: Context, engine: str, size: int) -> list[Measurement]:
             cases: list[tuple[str, str, Any, str | None]] = [(s, "", None, None) for s in SORTS]
             cases += [("createdAt:desc", " state=running", running, None), ("createdAt:desc", " q=align", None, "align")]
             samples: dict[str, Any] = {}
+            peaks: dict[str, int] = {}
             baselines: dict[str, list[Comparison]] = {}
             for sort, label, where, q in cases:
                 fp = TaskQueries.query_fingerprint(scope, sort, q, where)
@@ -86,6 +87,8 @@ def run(ctx: Context, engine: str, size: int) -> list[Measurement]:
                     cursor = store.cursors.encode({"k": after}, fp) if after is not None else None
                     name = op("taskstore", sort, label, position)
                     samples[name] = _pages(queries, scope, sort, cursor, q, where)
+                    peaks[name] = peak_memory(lambda c=cursor, s=sort, q_=q, w=where: queries.list_tasks(
+                        scope, sort=s, limit=LIMIT, cursor=c, q=q_, where=w))
                     comps = [Comparison(first_name, 1 / 1.5, "within 1.5× the first page's time (ratio ≥ 0.67)")] if position != "first" else []
                     if where is None and q is None:
                         raw_name = op("raw keyset SQL", sort, label, position)
@@ -104,8 +107,8 @@ def run(ctx: Context, engine: str, size: int) -> list[Measurement]:
             store.close()
     for name, secs in got.items():
         limit = (1e-3, "under 1 ms (SQLite, in process)") if engine == SQLITE and name.startswith("taskstore") else None
-        out.append(Measurement(KEY, name, engine, size, UNIT, secs, LIMIT, baselines.get(name, []), limit=limit,
-                               rate_unit="rows"))
+        out.append(Measurement(KEY, name, engine, size, UNIT, secs, LIMIT, baselines.get(name, []), peaks.get(name),
+                               limit=limit, rate_unit="rows"))
     out.append(Measurement(KEY, FOLD, engine, size, UNIT, fold_samples[FOLD], LIMIT, [], fold_peak,
                            note=f"{len(fold_samples[FOLD])} repetitions", rate_unit="rows"))
     return out
