@@ -9,6 +9,6 @@ To add a question: write ``benchmarks/NAME.py`` along these lines and add it to 
 
 from __future__ import annotations
 
-from . import append, concurrency, counts, http, lists, peers, replay, transitions
+from . import append, concurrency, counts, http, lists, peers, rebuild, replay, transitions
 
-QUESTIONS = [append, transitions, peers, replay, concurrency, lists, counts, http]
+QUESTIONS = [append, transitions, peers, replay, concurrency, lists, counts, rebuild, http]

@@ -1,0 +1,168 @@
+"""Question 9 (issues 3 and 5): rebuild and audit from the log, and snapshot plus tail against a full replay.
+
+On a fresh database holding the job, a full snapshot of the scope is taken (untimed) and a tail of events is then
+appended through the API (``TAIL_TASKS`` new tasks, each added and started: twice as many events), so that the
+newest verified snapshot lacks exactly that tail. Then, their repetitions interleaved on the same database:
+
+- ``TaskStore.rebuild()`` from the log: every scope folded from its first event into fresh tables, the catch-up,
+  and the swap (what ``taskstore rebuild`` does), against reading and decoding the same events with raw SQL
+  (question 4's raw reader: 1,000 rows a batch by keyset on the position, JSON decoded by orjson). Goal (issue 3):
+  at least half the raw read-and-decode rate.
+- ``TaskStore.rebuild(from_snapshots=True)``: the newest verified full snapshot copied in and only the events it
+  lacks folded on top. Goal (issue 5): it reads only the events after the snapshot (the tail), however large the
+  job; its time is that of copying the snapshot's rows plus the tail.
+- ``TaskStore.audit()`` from the log alone (``from_snapshots=False``: fold every stream again and compare every row
+  and count field by field) and with the snapshots too (the default), each expected to find no difference.
+- The scope's counts as of the log's head from the newest snapshot plus its tail (``queries.counts_as_of``), against
+  the same answer from the scope's first event (the same code without snapshots: a full replay of the scope's
+  count deltas).
+
+Rates are events of the whole log per second (for the counts rows, the events each answer covers). Peak memory is
+measured up to 200,000 tasks (tracing a rebuild of a larger job takes too long); above, the column is empty.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .harness import (
+    POSTGRESQL,
+    SQLITE,
+    Comparison,
+    Context,
+    Measurement,
+    SimulatedJob,
+    Stopwatch,
+    interleaved,
+    peak_memory,
+    spec_batches,
+)
+from .replay import _raw_reader
+
+KEY = "rebuild"
+TITLE = "Rebuild and audit from the log; snapshot plus tail against a full replay"
+GOAL = ("rebuild at least half the raw read-and-decode rate; from a snapshot, read only the events after it; "
+        "snapshot plus tail faster than a full replay")
+UNIT = "whole log"
+ENGINES = (SQLITE, POSTGRESQL)
+TAIL_TASKS = 1000  # tasks added (and started) after the snapshot: the tail is twice as many events
+MEMORY_UP_TO = 200_000
+
+RAW = "raw SQL + orjson.loads (read and decode the log)"
+REBUILD = "TaskStore.rebuild() from the log"
+REBUILD_SNAP = "TaskStore.rebuild(from_snapshots=True)"
+AUDIT_LOG = "TaskStore.audit(from_snapshots=False)"
+AUDIT_ALL = "TaskStore.audit() (log and snapshots)"
+AS_OF_SNAP = "counts_as_of(head): snapshot + tail"
+AS_OF_FULL = "counts_as_of(head): from the first event"
+
+
+def run(ctx: Context, engine: str, size: int) -> list[Measurement]:
+    from eventstore import State
+
+    cfg = ctx.cfg
+    ctx.status(f"{KEY} · {engine} · {size:,}")
+    facts: dict[str, Any] = {}
+    with ctx.dbs.fresh(engine, SimulatedJob(), size) as target:
+        store = target.open_store()
+        scope = target.scope()
+        raw_read = _raw_reader(target)
+        try:
+            snap = store.snapshot(scope, "full")
+            assert snap is not None and snap.verified, "the full snapshot the question starts from"
+            tail_ids = []
+            for batch in spec_batches("tail", TAIL_TASKS // 100):
+                tail_ids += [t.task_id for t in store.add_tasks(scope, batch)]
+            store.transition_many(scope, [(tid, State.STARTING) for tid in tail_ids])
+            tail = 2 * len(tail_ids)
+            head = store.log.head().position
+
+            def raw(_i: int = 0) -> float:
+                with Stopwatch() as sw:
+                    facts["raw events"] = raw_read(None)
+                return sw.total
+
+            def rebuild(from_snapshots: bool) -> Any:
+                def sample(_i: int = 0) -> float:
+                    with Stopwatch() as sw:
+                        result = store.rebuild(from_snapshots=from_snapshots)
+                    facts[(from_snapshots, "seeded")] = result.seeded
+                    facts[(from_snapshots, "events")] = result.events
+                    facts[(from_snapshots, "snapshot scopes")] = result.scopes_from_snapshots
+                    return sw.total
+
+                return sample
+
+            def audit(from_snapshots: bool) -> Any:
+                def sample(_i: int = 0) -> float:
+                    with Stopwatch() as sw:
+                        report = store.audit(scope, from_snapshots=from_snapshots)
+                    assert report.ok, f"the audit found differences: {report.differences[:3]}"
+                    facts[("audit", from_snapshots)] = (report.events, report.snapshots)
+                    return sw.total
+
+                return sample
+
+            def as_of(snapshots: Any) -> Any:
+                from projections.as_of import counts_as_of
+
+                def sample(_i: int = 0) -> float:
+                    with Stopwatch() as sw:
+                        summary = counts_as_of(store.log, snapshots, scope, head)
+                    assert summary.total == size + len(tail_ids)
+                    facts[("as of", snapshots is not None)] = summary.validation_detail
+                    return sw.total
+
+                return sample
+
+            reps = cfg.reps if size <= 200_000 else 1
+            warmup = 0 if cfg.quick or size > 200_000 else 1  # each unit takes seconds: a warm-up matters little
+            got = interleaved(cfg, {
+                RAW: raw,
+                REBUILD: rebuild(False),
+                REBUILD_SNAP: rebuild(True),
+                AUDIT_LOG: audit(False),
+                AUDIT_ALL: audit(True),
+            }, reps=reps, warmup=warmup)
+            got.update(interleaved(cfg, {AS_OF_SNAP: as_of(store.snapshots), AS_OF_FULL: as_of(None)}))
+            peaks: dict[str, int | None] = {}
+            if size <= MEMORY_UP_TO:
+                peaks = {REBUILD: peak_memory(rebuild(False)), REBUILD_SNAP: peak_memory(rebuild(True)),
+                         AUDIT_LOG: peak_memory(audit(False))}
+        finally:
+            getattr(raw_read, "close", lambda: None)()
+            store.close()
+    total = facts["raw events"]
+    seeded = facts[(True, "seeded")]
+    reads_tail_only = facts[(True, "snapshot scopes")] == 1 and seeded == tail
+    notes = {
+        RAW: f"{facts['raw events']:,} events",
+        REBUILD: f"read {facts[(False, 'events')]:,} events ({facts[(False, 'seeded')]:,} folding the scope)",
+        REBUILD_SNAP: (f"copied the snapshot's {size:,} rows and read {seeded:,} events of the log "
+                       f"(the tail after the snapshot: {tail:,}; the log: {total:,})"),
+        AUDIT_LOG: f"{facts[('audit', False)][0]:,} events folded; no difference",
+        AUDIT_ALL: f"{facts[('audit', True)][0]:,} events, {facts[('audit', True)][1]} snapshots; no difference",
+        AS_OF_SNAP: facts[("as of", True)],
+        AS_OF_FULL: facts[("as of", False)],
+    }
+    comps: dict[str, list[Comparison]] = {
+        REBUILD: [Comparison(RAW, 0.5, "≥ 0.5× raw read-and-decode")],
+        REBUILD_SNAP: [Comparison(REBUILD), Comparison(RAW)],
+        AUDIT_LOG: [Comparison(RAW)],
+        AUDIT_ALL: [Comparison(RAW)],
+        AS_OF_SNAP: [Comparison(AS_OF_FULL, 1.0, "faster than the full replay")],
+    }
+    out = []
+    for name, secs in got.items():
+        per_unit = total
+        unit = UNIT
+        if name in (AS_OF_SNAP, AS_OF_FULL):
+            unit = "count summary as of the head"
+        m = Measurement(KEY, name, engine, size, unit, secs, per_unit, comps.get(name, []), peaks.get(name),
+                        note=notes[name])
+        if name == REBUILD_SNAP:
+            m.limit = (float("inf") if reads_tail_only else 0.0,
+                       "reads only the events after its snapshot" + ("" if reads_tail_only else
+                                                                    f" (it read {seeded:,}, the tail is {tail:,})"))
+        out.append(m)
+    return out
