@@ -12,7 +12,7 @@ the Blaxel dialect; the count summary (validated) through ``/v1 …/counts`` and
 (SharedKey, signed per request); and, side by side in the same run, the same operations in process
 (``TaskQueries.list_tasks`` and ``TaskQueries.counts`` from 1 and 4 threads on one store). So that every side of a
 case samples the same moments of a shared machine, with one client the sides take turns request by request, with 4
-clients in turns of 25 requests (50 in full mode). ``GET /healthz`` (no authentication, no database) is the floor
+clients in turns of 25 requests (50 in full mode); with one client the order of the sides rotates from round to round. ``GET /healthz`` (no authentication, no database) is the floor
 of one request through uvicorn and httpx on this machine.
 
 Each row pools every timed request of its case: *median* is the p50 latency, *min* and *max* the fastest and
@@ -333,17 +333,21 @@ def _interleaved(sides: list[Side], clients: int, *, warmup: int, chunks: int, p
 def _round_robin(calls: dict[str, tuple[Callable[[], Any], Callable[[Any], None]]], chunks: int, warmup: int,
                  per_chunk: int, deadline: float) -> dict[str, tuple[list[float], float, bool]]:
     """One client: one request of every side in turn, ``per_chunk`` rounds a chunk; the wall time of a side is the
-    sum of its requests' times (they run one after the other)."""
+    sum of its requests' times (they run one after the other). The order of the sides rotates from round to round:
+    a request right after another side's is slower than one after its own kind (caches, the server's thread pool),
+    and rotating spreads that over every side alike."""
     lats: dict[str, list[float]] = {name: [] for name in calls}
     stopped = False
     perf = time.perf_counter
+    items = list(calls.items())
     for c in range(chunks):
         gc.collect()
         for k in range(per_chunk):
             if time.monotonic() > deadline:
                 stopped = True
                 break
-            for name, (call, check) in calls.items():
+            turn = (c * per_chunk + k) % len(items)
+            for name, (call, check) in items[turn:] + items[:turn]:
                 t = perf()
                 answer = call()
                 dt = perf() - t
