@@ -11,9 +11,9 @@ a deep page (the middle of the job, reached by a cursor the store's codec signs)
 the Blaxel dialect; the count summary (validated) through ``/v1 …/counts`` and Azure Batch ``taskcounts``
 (SharedKey, signed per request); and, side by side in the same run, the same operations in process
 (``TaskQueries.list_tasks`` and ``TaskQueries.counts`` from 1 and 4 threads on one store). So that every side of a
-case samples the same moments of a shared machine, with one client the sides take turns request by request, with 4
-clients in turns of 25 requests (50 in full mode); with one client the order of the sides rotates from round to round. ``GET /healthz`` (no authentication, no database) is the floor
-of one request through uvicorn and httpx on this machine.
+case samples the same moments of a shared machine, with one client the sides take turns request by request (their
+order rotating from round to round), with 4 clients in turns of 25 requests (50 in full mode). ``GET /healthz`` (no
+authentication, no database) is the floor of one request through uvicorn and httpx on this machine.
 
 Each row pools every timed request of its case: *median* is the p50 latency, *min* and *max* the fastest and
 slowest request; the p99, the number of requests and the difference from the in-process p50 (and p10, which a
