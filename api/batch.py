@@ -49,6 +49,7 @@ from .common import (
     BodyTooLarge,
     base_url,
     credentials_of,
+    direct_get,
     documented,
     http_date,
     nul_query_parameter,
@@ -776,7 +777,8 @@ def get_task(
 # -- Task Counts ------------------------------------------------------------------------------------------------------
 
 
-@router.get(
+@direct_get(
+    router,
     "/jobs/{job_id}/taskcounts",
     summary="Get Task Counts",
     openapi_extra=documented(path=("job_id",), query=_API_VERSION_QUERY),

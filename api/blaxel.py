@@ -20,7 +20,16 @@ from eventstore import ConcurrencyError, IdempotencyConflict, Scope, Task, TaskN
 from eventstore.lifecycle import BLAXEL
 
 from .auth import AuthFailure, authenticate_bearer, bearer_token
-from .common import BadJson, BodyTooLarge, credentials_of, documented, nul_query_parameter, offload, store_of
+from .common import (
+    BadJson,
+    BodyTooLarge,
+    credentials_of,
+    direct_get,
+    documented,
+    nul_query_parameter,
+    offload,
+    store_of,
+)
 from .cursors import CursorError
 from .errors import ApiError, Dialect, JSONResponse
 
@@ -120,7 +129,8 @@ _LIST_QUERY = (
 )
 
 
-@router.get(
+@direct_get(
+    router,
     "/jobs/{job_id}/executions/{execution_id}/tasks",
     summary="ListJobExecutionTasks",
     description="One cursor-paginated page of an execution's tasks.",

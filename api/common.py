@@ -135,14 +135,29 @@ def base_url(request: Request) -> str:
 # alone, read the same values Starlette parsed (``request.path_params``, ``request.query_params.get``,
 # ``request.headers.get``: what FastAPI itself reads for a ``str | None`` parameter), authenticate on the event loop
 # and run the store's work and the rendering in the thread pool with :func:`offload`, as a sync endpoint runs.
-# :func:`documented` keeps their parameters in the OpenAPI document.
+# :func:`documented` keeps their parameters in the OpenAPI document. Registered with :func:`direct_get`, they are
+# also answered without FastAPI's router (``api.app.DirectRoutes``).
+
+DIRECT = "taskstore_direct"  # the attribute that marks an endpoint registered with direct_get
+
+
+def direct_get(router: Any, path: str, **kwargs: Any) -> Any:
+    """``router.get(path, **kwargs)`` for an endpoint ``async def (request) -> Response`` that reads its own
+    parameters, marked so that the application answers a GET of it without FastAPI's routing (see
+    ``api.app.DirectRoutes``); the route stays registered for the OpenAPI document and for HEAD."""
+
+    def register(endpoint: Any) -> Any:
+        setattr(endpoint, DIRECT, True)
+        return router.get(path, **kwargs)(endpoint)
+
+    return register
 
 
 def _param(where: str, name: str, description: str | None, required: bool) -> dict[str, Any]:
     title = name.replace("_", " ").title()
-    schema: dict[str, Any] = (
-        {"title": title, "type": "string"} if required else {"anyOf": [{"type": "string"}, {"type": "null"}], "title": title}
-    )
+    schema: dict[str, Any] = {"title": title, "type": "string"}
+    if not required:
+        schema = {"anyOf": [{"type": "string"}, {"type": "null"}], "title": title}
     out: dict[str, Any] = {"in": where, "name": name, "required": required, "schema": schema}
     if description:
         out["description"] = description

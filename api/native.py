@@ -41,6 +41,7 @@ from .common import (
     BadJson,
     BodyTooLarge,
     credentials_of,
+    direct_get,
     documented,
     nul_query_parameter,
     offload,
@@ -321,7 +322,8 @@ _LIST_QUERY = (
 )
 
 
-@router.get(
+@direct_get(
+    router,
     "/jobs/{job}/executions/{execution}/tasks",
     summary="List tasks",
     openapi_extra=documented(path=("job", "execution"), query=_LIST_QUERY, header=_AUTH_HEADER),
@@ -378,7 +380,8 @@ def _list_tasks(
     )
 
 
-@router.get(
+@direct_get(
+    router,
     "/jobs/{job}/executions/{execution}/counts",
     summary="Task and slot counts per state",
     openapi_extra=documented(path=("job", "execution"), header=_AUTH_HEADER),
