@@ -114,7 +114,7 @@ class DirectRoutes:
     the path below the root path, with the route's converters) and the endpoint gets the same scope keys
     (``path_params``, ``endpoint``, ``route``). An exception it raises gets ``answer``, the function every exception
     handler of the application (and :class:`Guard`) calls. The mount points do not overlap and, within one, no other
-    GET route matches a direct route's paths (tests.test_api_native checks both), so the answer is the one FastAPI's
+    GET route matches a direct route's paths (tests/test_api_direct.py checks both), so the answer is the one FastAPI's
     routing would have chosen.
     """
 

@@ -144,7 +144,8 @@ DIRECT = "taskstore_direct"  # the attribute that marks an endpoint registered w
 def direct_get(router: Any, path: str, **kwargs: Any) -> Any:
     """``router.get(path, **kwargs)`` for an endpoint ``async def (request) -> Response`` that reads its own
     parameters, marked so that the application answers a GET of it without FastAPI's routing (see
-    ``api.app.DirectRoutes``); the route stays registered for the OpenAPI document and for HEAD."""
+    ``api.app.DirectRoutes``); the route stays registered with FastAPI, for the OpenAPI document and for the
+    other methods (a HEAD or a PUT gets the dialect's 405 as before)."""
 
     def register(endpoint: Any) -> Any:
         setattr(endpoint, DIRECT, True)
