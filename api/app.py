@@ -105,6 +105,9 @@ class RequestIds:
         await self.app(scope, receive, send_with_ids)
 
 
+TELEMETRY = "fastapi.telemetry"  # the scope key of FastAPI's instrumentation, when it is configured
+
+
 class DirectRoutes:
     """ASGI middleware: a GET of an endpoint registered with :func:`api.common.direct_get` (the list and count
     routes) is answered here, without FastAPI's router, exception middleware and request handler, which cost about
@@ -115,7 +118,8 @@ class DirectRoutes:
     (``path_params``, ``endpoint``, ``route``). An exception it raises gets ``answer``, the function every exception
     handler of the application (and :class:`Guard`) calls. The mount points do not overlap and, within one, no other
     GET route matches a direct route's paths (tests/test_api_direct.py checks both), so the answer is the one FastAPI's
-    routing would have chosen.
+    routing would have chosen. While FastAPI's OpenTelemetry instrumentation observes a request (its request telemetry
+    is under ``fastapi.telemetry`` in the scope), the request goes through FastAPI, which names the span's route.
     """
 
     def __init__(self, app: Any, routes: list[tuple[Any, Any]], answer: Any) -> None:
@@ -125,7 +129,7 @@ class DirectRoutes:
         self.routes = [(*compile_path(prefix + route.path)[::2], route) for prefix, route in routes]
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["method"] == "GET":
+        if scope["type"] == "http" and scope["method"] == "GET" and scope.get(TELEMETRY) is None:
             path = get_route_path(scope)
             for regex, convertors, route in self.routes:
                 m = regex.match(path)

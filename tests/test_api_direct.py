@@ -10,7 +10,7 @@ from sqlalchemy.exc import OperationalError
 from starlette.testclient import TestClient
 
 from api import batch, blaxel, native, omics
-from api.app import DirectRoutes, direct_routes
+from api.app import TELEMETRY, DirectRoutes, direct_routes
 from tests.test_api_fixtures import (  # noqa: F401
     HTTP,
     SECRET_A,
@@ -195,3 +195,28 @@ def test_other_methods_on_a_direct_route_are_routed(api_server):
     assert HTTP.get(f"{base}/tasks", params={"limit": "x"}, headers=native_headers()).status_code == 400
     r = HTTP.get(f"{base}/tasks", headers=native_headers())
     assert r.status_code == 200 and [t["id"] for t in r.json()["tasks"]] == ["a"]
+
+
+def test_with_fastapis_instrumentation_on_every_request_goes_through_fastapi(two_apps):
+    """FastAPI's OpenTelemetry instrumentation names each span's route as its router selects it: while it is on
+    (its key is in the scope), a direct route is left to FastAPI."""
+    store, job, direct, routed = two_apps
+    app = direct.app
+    scopes: list[dict] = []
+
+    def instrumented(on: bool):
+        async def outer(scope, receive, send):
+            if scope["type"] == "http":
+                if on:
+                    scope[TELEMETRY] = object()  # what FastAPI ignores unless it is its own request telemetry
+                scopes.append(scope)
+            await app(scope, receive, send)
+        return outer
+
+    url = f"/v1/jobs/{job}/executions/default/tasks"
+    answers = []
+    for on in (False, True):
+        with TestClient(instrumented(on)) as client:
+            answers.append(client.get(url, headers=native_headers()))
+    assert [a.status_code for a in answers] == [200, 200] and answers[0].json() == answers[1].json()
+    assert "fastapi" not in scopes[0] and "fastapi" in scopes[1]  # FastAPI's router keeps its state under "fastapi"
