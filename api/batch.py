@@ -49,8 +49,11 @@ from .common import (
     BodyTooLarge,
     base_url,
     credentials_of,
+    direct_get,
+    documented,
     http_date,
     nul_query_parameter,
+    offload,
     parse_json,
     printable,
     read_body,
@@ -294,9 +297,12 @@ class Context:
             return command(None)
 
 
+_API_VERSION_QUERY = (("api-version", "2024-02-01.19.0, 2025-06-01, ..."),)
+
+
 async def context(
     request: Request,
-    api_version: str | None = Query(None, alias="api-version", description="2024-02-01.19.0, 2025-06-01, ..."),
+    api_version: str | None = Query(None, alias="api-version", description=_API_VERSION_QUERY[0][1]),
 ) -> Context:
     cred = await authenticate_shared_key(request, credentials_of(request))
     if api_version is None:
@@ -771,8 +777,19 @@ def get_task(
 # -- Task Counts ------------------------------------------------------------------------------------------------------
 
 
-@router.get("/jobs/{job_id}/taskcounts", summary="Get Task Counts")
-def task_counts(job_id: str = Path(...), ctx: Context = Depends(context)) -> Response:
+@direct_get(
+    router,
+    "/jobs/{job_id}/taskcounts",
+    summary="Get Task Counts",
+    openapi_extra=documented(path=("job_id",), query=_API_VERSION_QUERY),
+)
+async def task_counts(request: Request) -> Response:
+    # reads its own parameters (see api.common.documented)
+    ctx = await context(request, request.query_params.get("api-version"))
+    return await offload(_task_counts, ctx, request.path_params["job_id"])
+
+
+def _task_counts(ctx: Context, job_id: str) -> Response:
     scope = ctx.scope(job_id)
     if not ctx.job_exists(scope):
         raise ApiError(404, "JobNotFound", "The specified job does not exist.")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Header, Path, Query
+from fastapi import APIRouter, Header
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -20,7 +20,16 @@ from eventstore import ConcurrencyError, IdempotencyConflict, Scope, Task, TaskN
 from eventstore.lifecycle import BLAXEL
 
 from .auth import AuthFailure, authenticate_bearer, bearer_token
-from .common import BadJson, BodyTooLarge, credentials_of, nul_query_parameter, store_of
+from .common import (
+    BadJson,
+    BodyTooLarge,
+    credentials_of,
+    direct_get,
+    documented,
+    nul_query_parameter,
+    offload,
+    store_of,
+)
 from .cursors import CursorError
 from .errors import ApiError, Dialect, JSONResponse
 
@@ -112,20 +121,49 @@ def task_json(task: Task) -> dict[str, Any]:
     }
 
 
-@router.get(
+_LIST_QUERY = (
+    ("cursor", "meta.nextCursor of the previous page"),
+    ("limit", "1 to 200 (default 50; larger values are clamped)"),
+    ("sort", ", ".join(SORTS)),
+    ("q", "search in name, display name and labels"),
+)
+
+
+@direct_get(
+    router,
     "/jobs/{job_id}/executions/{execution_id}/tasks",
     summary="ListJobExecutionTasks",
     description="One cursor-paginated page of an execution's tasks.",
+    openapi_extra=documented(
+        path=("job_id", "execution_id"),
+        query=_LIST_QUERY,
+        header=(("X-Blaxel-Authorization", "Bearer SECRET"), ("X-Blaxel-Workspace", None)),
+    ),
 )
-def list_job_execution_tasks(
-    job_id: str = Path(..., alias="job_id"),
-    execution_id: str = Path(..., alias="execution_id"),
-    workspace: str = Depends(workspace_of),
-    cursor: str | None = Query(None, description="meta.nextCursor of the previous page"),
-    limit: str | None = Query(None, description="1 to 200 (default 50; larger values are clamped)"),
-    sort: str | None = Query(None, description=", ".join(SORTS)),
-    q: str | None = Query(None, description="search in name, display name and labels"),
-    store=Depends(store_of),
+async def list_job_execution_tasks(request: Request) -> Response:
+    # reads its own parameters (see api.common.documented): the busiest route
+    headers = request.headers
+    workspace = await workspace_of(request, headers.get("x-blaxel-authorization"), headers.get("x-blaxel-workspace"))
+    path, query = request.path_params, request.query_params
+    return await offload(
+        _list_tasks,
+        store_of(request),
+        workspace,
+        path["job_id"],
+        path["execution_id"],
+        *(query.get(name) for name, _ in _LIST_QUERY),
+    )
+
+
+def _list_tasks(
+    store: Any,
+    workspace: str,
+    job_id: str,
+    execution_id: str,
+    cursor: str | None,
+    limit: str | None,
+    sort: str | None,
+    q: str | None,
 ) -> Response:
     n = DEFAULT_LIMIT
     if limit is not None and limit != "":

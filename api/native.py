@@ -41,7 +41,10 @@ from .common import (
     BadJson,
     BodyTooLarge,
     credentials_of,
+    direct_get,
+    documented,
     nul_query_parameter,
+    offload,
     parse_json,
     printable,
     read_body,
@@ -140,6 +143,9 @@ class Context:
                 400, "invalid", "Idempotency-Key is 1 to 120 printable characters", extra={"field": "Idempotency-Key"}
             )
         return f"v1:{key}"
+
+
+_AUTH_HEADER = (("authorization", "Bearer SECRET"),)
 
 
 async def context(
@@ -307,16 +313,39 @@ def task_events(
     return JSONResponse({"events": [_event_json(e) for e in events]})
 
 
-@router.get("/jobs/{job}/executions/{execution}/tasks", summary="List tasks")
-def list_tasks(
-    job: str = Path(...),
-    execution: str = Path(...),
-    ctx: Context = Depends(context),
-    cursor: str | None = Query(None),
-    limit: str | None = Query(None, description="1 to 200 (default 50; larger values are clamped)"),
-    sort: str | None = Query(None, description=", ".join(SORTS)),
-    q: str | None = Query(None, description="search in id, display name and labels"),
-    state: str | None = Query(None, description="comma-separated states (canonical or any dialect's)"),
+_LIST_QUERY = (
+    ("cursor", None),
+    ("limit", "1 to 200 (default 50; larger values are clamped)"),
+    ("sort", ", ".join(SORTS)),
+    ("q", "search in id, display name and labels"),
+    ("state", "comma-separated states (canonical or any dialect's)"),
+)
+
+
+@direct_get(
+    router,
+    "/jobs/{job}/executions/{execution}/tasks",
+    summary="List tasks",
+    openapi_extra=documented(path=("job", "execution"), query=_LIST_QUERY, header=_AUTH_HEADER),
+)
+async def list_tasks(request: Request) -> Response:
+    # reads its own parameters (see api.common.documented): the busiest route
+    ctx = await context(request, request.headers.get("authorization"))
+    path, query = request.path_params, request.query_params
+    return await offload(
+        _list_tasks, ctx, path["job"], path["execution"], *(query.get(name) for name, _ in _LIST_QUERY)
+    )
+
+
+def _list_tasks(
+    ctx: Context,
+    job: str,
+    execution: str,
+    cursor: str | None,
+    limit: str | None,
+    sort: str | None,
+    q: str | None,
+    state: str | None,
 ) -> Response:
     n = DEFAULT_LIMIT
     if limit is not None and limit != "":
@@ -351,12 +380,19 @@ def list_tasks(
     )
 
 
-@router.get("/jobs/{job}/executions/{execution}/counts", summary="Task and slot counts per state")
-def counts(
-    job: str = Path(...),
-    execution: str = Path(...),
-    ctx: Context = Depends(context),
-) -> Response:
+@direct_get(
+    router,
+    "/jobs/{job}/executions/{execution}/counts",
+    summary="Task and slot counts per state",
+    openapi_extra=documented(path=("job", "execution"), header=_AUTH_HEADER),
+)
+async def counts(request: Request) -> Response:
+    # reads its own parameters (see api.common.documented)
+    ctx = await context(request, request.headers.get("authorization"))
+    return await offload(_counts, ctx, request.path_params["job"], request.path_params["execution"])
+
+
+def _counts(ctx: Context, job: str, execution: str) -> Response:
     scope = ctx.existing_scope(job, execution)
     summary = ctx.store.queries.counts(scope)
     return JSONResponse(

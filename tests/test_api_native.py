@@ -182,3 +182,35 @@ def test_docs_and_openapi(api_server):
         "/v1/jobs/{job}/executions/{execution}/tasks/{task}/transitions",
     ):
         assert path in paths
+
+
+def test_openapi_documents_the_parameters_of_routes_that_read_their_own(api_server):
+    """The list and count routes read their parameters from the request (no FastAPI dependency injection): the
+    OpenAPI document still names every one of them, where it is read from and whether it is required."""
+    paths = HTTP.get(api_server.url + "/openapi.json").json()["paths"]
+
+    def params(path: str) -> dict[tuple[str, str], bool]:
+        return {(p["in"], p["name"]): p["required"] for p in paths[path]["get"]["parameters"]}
+
+    assert params("/v1/jobs/{job}/executions/{execution}/tasks") == {
+        ("path", "job"): True,
+        ("path", "execution"): True,
+        **{("query", n): False for n in ("cursor", "limit", "sort", "q", "state")},
+        ("header", "authorization"): False,
+    }
+    assert params("/v1/jobs/{job}/executions/{execution}/counts") == {
+        ("path", "job"): True,
+        ("path", "execution"): True,
+        ("header", "authorization"): False,
+    }
+    assert params("/blaxel/v0/jobs/{job_id}/executions/{execution_id}/tasks") == {
+        ("path", "job_id"): True,
+        ("path", "execution_id"): True,
+        **{("query", n): False for n in ("cursor", "limit", "sort", "q")},
+        ("header", "X-Blaxel-Authorization"): False,
+        ("header", "X-Blaxel-Workspace"): False,
+    }
+    assert params("/batch/jobs/{job_id}/taskcounts") == {("path", "job_id"): True, ("query", "api-version"): False}
+    sort = next(p for p in paths["/v1/jobs/{job}/executions/{execution}/tasks"]["get"]["parameters"]
+                if p["name"] == "sort")
+    assert "createdAt:desc" in sort["description"]
