@@ -118,11 +118,6 @@ def path_of(request: Request) -> str:
     return path
 
 
-def single_query(request: Request, name: str) -> str | None:
-    """A query parameter's value (the first when repeated)."""
-    return request.query_params.get(name)
-
-
 def base_url(request: Request) -> str:
     """The URL of the application's root as the client reached it, without a trailing slash."""
     return str(request.base_url).rstrip("/")
