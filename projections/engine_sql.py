@@ -14,13 +14,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Table, bindparam, text
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from collections.abc import Mapping
+
+import orjson
+from sqlalchemy import JSON, Table, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import StaticPool
 
 from eventstore import EventLog
+from eventstore.dialects.base import driver_execute, driver_executemany
 from eventstore.task import TASK_ADDED, TASK_TRANSITIONED
 
 # Event shapes (type, schema version) whose fields the delta aggregate reads in SQL; any other falls back to Python.
@@ -148,32 +150,177 @@ def delta_groups(conn: Connection, scope_id: int, base: Point | None, upto: int 
     return [tuple(r) for r in conn.execute(text(sql), {"sid": scope_id, **params})]
 
 
+# -- the inline projection's writes ------------------------------------------------------------------------------
+#
+# Every append runs these, so they go to the driver directly (``eventstore.dialects.base.driver_execute``) as fixed
+# text built once per engine and table, with plain tuples: SQLAlchemy's per-statement compilation lookup and
+# per-row parameter processing cost more than SQLite takes to run them. JSON columns are encoded here as the
+# engine's serializer encodes them (orjson; ``null`` for None), cast to jsonb on PostgreSQL.
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+class _RowSQL:
+    """A table's full-row INSERT and UPDATE (by its primary key) for one engine, and rows as their tuples."""
+
+    def __init__(self, table: Table, pg: bool) -> None:
+        self.table = table
+        mark = "%s" if pg else "?"
+        names = [c.name for c in table.columns]
+        keys = [c.name for c in table.primary_key.columns]
+        rest = [n for n in names if n not in keys]
+        json = {c.name for c in table.columns if isinstance(c.type, JSON)}
+
+        def m(n: str) -> str:
+            return f"CAST({mark} AS jsonb)" if pg and n in json else mark
+
+        self.insert = f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({', '.join(m(n) for n in names)})"
+        self.update = (
+            f"UPDATE {table.name} SET {', '.join(f'{n} = {m(n)}' for n in rest)} "
+            f"WHERE {' AND '.join(f'{k} = {mark}' for k in keys)}"
+        )
+        self._insert_order = [(n, n in json) for n in names]
+        self._update_order = [(n, n in json) for n in rest + keys]
+
+    def insert_tuples(self, rows: Sequence[Mapping[str, Any]]) -> list[tuple]:
+        order = self._insert_order
+        return [tuple(_dumps(r[n]) if j else r[n] for n, j in order) for r in rows]
+
+    def update_tuples(self, rows: Sequence[Mapping[str, Any]]) -> list[tuple]:
+        order = self._update_order
+        return [tuple(_dumps(r[n]) if j else r[n] for n, j in order) for r in rows]
+
+
+_ROW_SQL: dict[tuple[str, int], _RowSQL] = {}
+
+
+def _row_sql(conn: Connection, table: Table) -> _RowSQL:
+    key = (conn.dialect.name, id(table))
+    got = _ROW_SQL.get(key)
+    if got is None or got.table is not table:
+        got = _ROW_SQL[key] = _RowSQL(table, conn.dialect.name == "postgresql")
+    return got
+
+
+def insert_view_rows(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert whole rows (every column) in one executemany."""
+    sql = _row_sql(conn, table)
+    driver_executemany(conn, sql.insert, sql.insert_tuples(rows))
+
+
+def update_view_rows(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Overwrite whole rows, found by their primary key, in one executemany."""
+    sql = _row_sql(conn, table)
+    driver_executemany(conn, sql.update, sql.update_tuples(rows))
+
+
+_COUNTS_SQL: dict[tuple[str, int], tuple[Table, str]] = {}
+
+
+def add_to_counts(conn: Connection, table: Table, scope_id: int, position: int,
+                  moves: Sequence[tuple[int, int]]) -> bool:
+    """Move one scope's count summary row by ``moves`` (per state column, in ``STATE_COLUMNS`` order: tasks and
+    slots) and its position to the greatest folded in; False when the scope has no row yet."""
+    from .tables import STATE_COLUMNS
+
+    key = (conn.dialect.name, id(table))
+    got = _COUNTS_SQL.get(key)
+    if got is None or got[0] is not table:
+        mark = "%s" if conn.dialect.name == "postgresql" else "?"
+        # The greatest position folded in: on PostgreSQL appends commit out of position order, and a later
+        # commit of a lower position must not move the summary's position back.
+        sets = [f"position = CASE WHEN position > {mark} THEN position ELSE {mark} END"]
+        for state in STATE_COLUMNS:
+            sets += [f"{state} = {state} + {mark}", f"slots_{state} = slots_{state} + {mark}"]
+        got = _COUNTS_SQL[key] = (table, f"UPDATE {table.name} SET {', '.join(sets)} WHERE scope_id = {mark}")
+    params: list[int] = [position, position]
+    for tasks, slots in moves:
+        params += [tasks, slots]
+    params.append(scope_id)
+    return driver_execute(conn, got[1], params).rowcount == 1
+
+
+class _ViewRead:
+    """A table's rows by (scope_id, key): every column, JSON decoded as the engine's deserializer does."""
+
+    def __init__(self, table: Table, pg: bool) -> None:
+        self.table = table
+        self.pg = pg
+        self.names = [c.name for c in table.columns]
+        self.json = [i for i, c in enumerate(table.columns) if isinstance(c.type, JSON)]
+        cols = ", ".join(self.names)
+        if pg:  # jsonb columns arrive decoded (the engine's json_deserializer is psycopg's jsonb loader)
+            self.one = f"SELECT {cols} FROM {table.name} WHERE scope_id = %s AND key = %s"
+            self.many = f"SELECT {cols} FROM {table.name} WHERE scope_id = %s AND key = ANY(%s::text[])"
+        else:
+            self.one = f"SELECT {cols} FROM {table.name} WHERE scope_id = ? AND key = ?"
+            self.many = ""
+
+    def rows(self, conn: Connection, scope_id: int, keys: Sequence[str]) -> list[dict[str, Any]]:
+        if len(keys) == 1:
+            got = driver_execute(conn, self.one, (scope_id, keys[0])).fetchall()
+        elif self.pg:
+            got = driver_execute(conn, self.many, (scope_id, list(keys))).fetchall()
+        else:
+            got = []
+            for i in range(0, len(keys), 500):
+                chunk = keys[i : i + 500]
+                sql = f"SELECT {', '.join(self.names)} FROM {self.table.name} WHERE scope_id = ? AND key IN " \
+                      f"({', '.join('?' * len(chunk))})"
+                got += driver_execute(conn, sql, (scope_id, *chunk)).fetchall()
+        names = self.names
+        out = [dict(zip(names, r)) for r in got]
+        if not self.pg:
+            for row in out:
+                for i in self.json:
+                    value = row[names[i]]
+                    if value is not None:
+                        row[names[i]] = orjson.loads(value)
+        return out
+
+
+_VIEW_READ: dict[tuple[str, int], _ViewRead] = {}
+
+
+def view_rows(conn: Connection, table: Table, scope_id: int, keys: Sequence[str]) -> list[dict[str, Any]]:
+    """The rows of ``keys`` in one scope of the task view ``table`` (those that exist), as mappings of every
+    column, read with the driver directly (the commands' and the inline projection's one read per append)."""
+    if not keys:
+        return []
+    key = (conn.dialect.name, id(table))
+    got = _VIEW_READ.get(key)
+    if got is None or got.table is not table:
+        got = _VIEW_READ[key] = _ViewRead(table, conn.dialect.name == "postgresql")
+    return got.rows(conn, scope_id, keys)
+
+
 # -- the snapshot schedule --------------------------------------------------------------------------------------
 
 
-_SCHEDULE_ADD: dict[tuple[str, str], Any] = {}
+_SCHEDULE_ADD: dict[tuple[str, int], tuple[Table, str]] = {}
 
 
 def schedule_add(conn: Connection, table: Table, rows: list[dict[str, int]]) -> list[tuple[int, int, int]]:
     """Add to each scope's events-since-snapshot counters; returns (scope_id, events, since_full) after.
 
-    One single-row upsert per scope, built once per engine and table so that its compiled form is reused (a
-    multi-row VALUES statement would be compiled anew on every append)."""
-    name = conn.engine.dialect.name
-    stmt = _SCHEDULE_ADD.get((name, table.name))
-    if stmt is None or stmt.table is not table:
-        insert = pg_insert if name == "postgresql" else sqlite_insert
-        stmt = insert(table).values(scope_id=bindparam("scope_id"), events=bindparam("events"),
-                                    since_full=bindparam("since_full"))
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["scope_id"],
-            set_={
-                "events": table.c.events + stmt.excluded.events,
-                "since_full": table.c.since_full + stmt.excluded.since_full,
-            },
-        ).returning(table.c.scope_id, table.c.events, table.c.since_full)
-        _SCHEDULE_ADD[(name, table.name)] = stmt
-    return [tuple(conn.execute(stmt, row).one()) for row in rows]
+    One single-row upsert per scope, fixed text sent to the driver (see the inline projection's writes above)."""
+    key = (conn.dialect.name, id(table))
+    got = _SCHEDULE_ADD.get(key)
+    if got is None or got[0] is not table:
+        mark = "%s" if conn.dialect.name == "postgresql" else "?"
+        t = table.name
+        got = _SCHEDULE_ADD[key] = (table, (
+            f"INSERT INTO {t} (scope_id, events, since_full) VALUES ({mark}, {mark}, {mark}) "
+            f"ON CONFLICT (scope_id) DO UPDATE SET events = {t}.events + excluded.events, "
+            f"since_full = {t}.since_full + excluded.since_full RETURNING scope_id, events, since_full"
+        ))
+    sql = got[1]
+    out = []
+    for row in rows:
+        out.append(tuple(driver_execute(conn, sql, (row["scope_id"], row["events"], row["since_full"])).fetchall()[0]))
+    return out
 
 
 # -- copying task rows ------------------------------------------------------------------------------------------

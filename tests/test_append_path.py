@@ -1,0 +1,152 @@
+"""The fast append path on both engines: what the driver-level inserts return, reading and deciding inside the
+append's own transaction, and the inline projection starting from the states a command decided from."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+from sqlalchemy import text
+
+from eventstore import ConcurrencyError, EventLog, Expect, NewEvent, Scope, StreamAppend, TaskNotFound
+from eventstore.task import TASK_TRANSITIONED
+
+SCOPE = Scope("ws", "job")
+
+
+@pytest.fixture
+def engine(database):
+    eng = database.open_engine()
+    try:
+        yield eng
+    finally:
+        eng.dispose()
+
+
+def stored(engine) -> dict[tuple[str, int], tuple[int, int]]:
+    """(stream, version) -> (position, txid) of every event, as the database holds them."""
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT stream, version, position, txid FROM events")).all()
+    return {(r[0], r[1]): (r[2], r[3] or 0) for r in rows}
+
+
+def test_an_append_returns_the_position_and_txid_each_row_was_stored_with(engine):
+    log = EventLog(engine)
+    earlier = log.append([StreamAppend(SCOPE, f"s{i}", [NewEvent("E", {"i": i})]) for i in range(5)])
+    # Several streams, several events each, in an order unlike the streams' names: positions follow the appends.
+    appends = [
+        StreamAppend(SCOPE, f"s{i}", [NewEvent("E", {"i": i, "j": j}) for j in range(i % 3 + 1)], 1)
+        for i in (3, 0, 4, 1, 2)
+    ] + [StreamAppend(SCOPE, "new", [NewEvent("E", {"j": j}) for j in range(3)], Expect.NO_STREAM)]
+    result = log.append(appends)
+    db = stored(engine)
+    assert [(e.stream, e.version) for e in result.events] == [
+        (a.stream, (0 if a.stream == "new" else 1) + n) for a in appends for n in range(1, len(a.events) + 1)
+    ]
+    for e in result.events:
+        assert db[(e.stream, e.version)] == (e.position, e.txid)
+    positions = [e.position for e in result.events]
+    assert positions == sorted(positions) and len(set(positions)) == len(positions)
+    assert min(positions) > earlier.last_position
+
+
+def test_decide_and_append_writes_nothing_when_decide_raises(engine):
+    log = EventLog(engine)
+    log.append([StreamAppend(SCOPE, "s", [NewEvent("E", {})])])
+    before = stored(engine)
+
+    def decide(conn):
+        assert log.read_stream(SCOPE, "s", conn=conn)[-1].version == 1  # reads through the write transaction
+        raise TaskNotFound(SCOPE, "other")
+
+    with pytest.raises(TaskNotFound):
+        log.decide_and_append(decide)
+    assert stored(engine) == before
+
+
+def test_decide_and_append_checks_the_expected_versions_it_decided(engine):
+    log = EventLog(engine)
+    log.append([StreamAppend(SCOPE, "s", [NewEvent("E", {}), NewEvent("E", {})])])
+    before = stored(engine)
+    with pytest.raises(ConcurrencyError) as info:
+        log.decide_and_append(lambda conn: ([StreamAppend(SCOPE, "s", [NewEvent("E", {})], 1)], None))
+    assert (info.value.expected, info.value.actual) == (1, 2)
+    assert stored(engine) == before
+    done = log.decide_and_append(lambda conn: ([StreamAppend(SCOPE, "s", [NewEvent("E", {})], 2)], None))
+    assert [e.version for e in done.events] == [3]
+
+
+def test_decide_and_append_with_a_request_id_needs_a_fingerprint_and_is_idempotent(engine):
+    log = EventLog(engine)
+    calls = []
+
+    def decide(conn):
+        calls.append(1)
+        return [StreamAppend(SCOPE, "s", [NewEvent("E", {"n": 1})])], None
+
+    with pytest.raises(ValueError):
+        log.decide_and_append(decide, request_id="r1")
+    first = log.decide_and_append(decide, request_id="r1", fingerprint="f")
+    again = log.decide_and_append(decide, request_id="r1", fingerprint="f")
+    assert again.deduplicated and [e.position for e in again.events] == [e.position for e in first.events]
+    assert len(calls) == 1  # the retry is answered from the recorded request, without deciding again
+    assert len(stored(engine)) == 1
+
+
+def _view_row(store, key: str) -> dict:
+    with store.engine.connect() as conn:
+        return dict(conn.execute(text("SELECT * FROM task_view WHERE key = :k"), {"k": key}).mappings().one())
+
+
+def _start_event(task) -> NewEvent:
+    data = {"from": "pending", "to": "starting", "at": "2026-01-01T00:00:00.000000Z", "cause": "transition",
+            "retryCount": task.retry_count, "requeueCount": task.requeue_count}
+    return NewEvent(TASK_TRANSITIONED, data)
+
+
+def test_the_task_projection_starts_from_a_decided_state_at_the_version_before(store):
+    store.add_tasks(SCOPE, [{"id": "a"}])
+    task = store.queries.get_task(SCOPE, "a")
+    # A decided state the row does not hold shows whether the projection read the row or took the decided one.
+    marked = replace(task, status_message="from the decided state")
+    store.log.append([StreamAppend(SCOPE, "a", [_start_event(task)], task.version)], decided={(SCOPE, "a"): marked})
+    row = _view_row(store, "a")
+    assert (row["state"], row["version"], row["status_message"]) == ("starting", 2, "from the decided state")
+
+
+def test_the_task_projection_reads_the_row_when_a_decided_state_is_not_the_version_before(store):
+    store.add_tasks(SCOPE, [{"id": "a"}, {"id": "b"}])
+    task = store.queries.get_task(SCOPE, "a")
+    wrong_version = replace(task, status_message="stale", version=task.version + 1)
+    other_scope = replace(task, status_message="elsewhere", scope=Scope("ws", "other"))
+    b = store.queries.get_task(SCOPE, "b")
+    store.log.append(
+        [
+            StreamAppend(SCOPE, "a", [_start_event(task)], task.version),
+            StreamAppend(SCOPE, "b", [_start_event(b)], b.version),
+        ],
+        decided={(SCOPE, "a"): wrong_version, (SCOPE, "b"): other_scope},
+    )
+    for key in ("a", "b"):
+        row = _view_row(store, key)
+        assert (row["state"], row["version"], row["status_message"]) == ("starting", 2, None)
+    assert store.audit(SCOPE).ok
+
+
+def test_a_command_reads_decides_and_appends_in_one_transaction(store):
+    store.add_tasks(SCOPE, [{"id": "a"}])
+    begins = []
+
+    from sqlalchemy import event
+
+    def on_begin(conn):
+        begins.append(1)
+
+    event.listen(store.engine, "begin", on_begin)
+    try:
+        moved = store.transition(SCOPE, "a", "running")
+    finally:
+        event.remove(store.engine, "begin", on_begin)
+    assert len(begins) == 1
+    assert moved == store.queries.get_task(SCOPE, "a") == store.get_task(SCOPE, "a")
+    assert moved.version == 2 and moved.state.value == "running"
