@@ -116,7 +116,10 @@ class TaskService:
                 )
             first_index[key] = i
         datas = [spec.to_data() for spec in parsed]
-        fingerprint = _fingerprint("add", scope, [[p.id, d] for p, d in zip(parsed, datas)])
+        # The fingerprint identifies a request's content: needed only with a request id.
+        fingerprint = (
+            None if request_id is None else _fingerprint("add", scope, [[p.id, d] for p, d in zip(parsed, datas)])
+        )
         at = iso(self.log.clock())
         appends = [
             StreamAppend(
@@ -196,7 +199,10 @@ class TaskService:
                 raise ValidationError(f"changes[{i}].to", f"{to!r} is not a state") from None
             raw = change[2] if len(change) > 2 else {}  # type: ignore[misc]
             targets[key] = (task_id, target, transition_details(raw, f"changes[{i}]"))
-        fingerprint = _fingerprint("many", scope, [[k, t.value, d] for k, (_, t, d) in targets.items()])
+        fingerprint = (
+            None if request_id is None
+            else _fingerprint("many", scope, [[k, t.value, d] for k, (_, t, d) in targets.items()])
+        )
         if request_id is not None:
             found = self.log.find_request(scope.workspace, request_id, fingerprint)
             if found is not None:
@@ -285,7 +291,7 @@ class TaskService:
         request_id: str | None,
     ) -> Task:
         key = self._key(task_id)
-        fingerprint = _fingerprint(op, scope, [key, payload])
+        fingerprint = None if request_id is None else _fingerprint(op, scope, [key, payload])
         if request_id is not None:
             found = self.log.find_request(scope.workspace, request_id, fingerprint)
             if found is not None:

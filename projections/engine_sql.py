@@ -163,34 +163,37 @@ def _dumps(value: Any) -> str:
 
 
 class _RowSQL:
-    """A table's full-row INSERT and UPDATE (by its primary key) for one engine, and rows as their tuples."""
+    """A table's full-row INSERT and UPDATEs (by its primary key) for one engine, and rows as their tuples."""
 
     def __init__(self, table: Table, pg: bool) -> None:
         self.table = table
-        mark = "%s" if pg else "?"
-        names = [c.name for c in table.columns]
-        keys = [c.name for c in table.primary_key.columns]
-        rest = [n for n in names if n not in keys]
-        json = {c.name for c in table.columns if isinstance(c.type, JSON)}
-
-        def m(n: str) -> str:
-            return f"CAST({mark} AS jsonb)" if pg and n in json else mark
-
-        self.insert = f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({', '.join(m(n) for n in names)})"
-        self.update = (
-            f"UPDATE {table.name} SET {', '.join(f'{n} = {m(n)}' for n in rest)} "
-            f"WHERE {' AND '.join(f'{k} = {mark}' for k in keys)}"
+        self.pg = pg
+        self.names = [c.name for c in table.columns]
+        self.keys = [c.name for c in table.primary_key.columns]
+        self.json = {c.name for c in table.columns if isinstance(c.type, JSON)}
+        mark = self.mark = "%s" if pg else "?"
+        self.insert = (
+            f"INSERT INTO {table.name} ({', '.join(self.names)}) VALUES ({', '.join(self._m(n) for n in self.names)})"
         )
-        self._insert_order = [(n, n in json) for n in names]
-        self._update_order = [(n, n in json) for n in rest + keys]
+        self._insert_order = [(n, n in self.json) for n in self.names]
+        self._where = " AND ".join(f"{k} = {mark}" for k in self.keys)
+        self._updates: dict[tuple[str, ...], tuple[str, list[tuple[str, bool]]]] = {}
+
+    def _m(self, name: str) -> str:
+        return f"CAST({self.mark} AS jsonb)" if self.pg and name in self.json else self.mark
 
     def insert_tuples(self, rows: Sequence[Mapping[str, Any]]) -> list[tuple]:
         order = self._insert_order
         return [tuple(_dumps(r[n]) if j else r[n] for n, j in order) for r in rows]
 
-    def update_tuples(self, rows: Sequence[Mapping[str, Any]]) -> list[tuple]:
-        order = self._update_order
-        return [tuple(_dumps(r[n]) if j else r[n] for n, j in order) for r in rows]
+    def update(self, columns: tuple[str, ...] | None) -> tuple[str, list[tuple[str, bool]]]:
+        """The UPDATE of ``columns`` (None: every column but the key) and the order of its parameters."""
+        got = self._updates.get(columns)  # type: ignore[arg-type]
+        if got is None:
+            rest = [n for n in self.names if n not in self.keys and (columns is None or n in columns)]
+            sql = f"UPDATE {self.table.name} SET {', '.join(f'{n} = {self._m(n)}' for n in rest)} WHERE {self._where}"
+            got = self._updates[columns] = (sql, [(n, n in self.json) for n in rest + self.keys])  # type: ignore[index]
+        return got
 
 
 _ROW_SQL: dict[tuple[str, int], _RowSQL] = {}
@@ -207,13 +210,24 @@ def _row_sql(conn: Connection, table: Table) -> _RowSQL:
 def insert_view_rows(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
     """Insert whole rows (every column) in one executemany."""
     sql = _row_sql(conn, table)
-    driver_executemany(conn, sql.insert, sql.insert_tuples(rows))
+    _execute_rows(conn, sql.insert, sql.insert_tuples(rows))
 
 
-def update_view_rows(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Overwrite whole rows, found by their primary key, in one executemany."""
-    sql = _row_sql(conn, table)
-    driver_executemany(conn, sql.update, sql.update_tuples(rows))
+def update_view_rows(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]],
+                     columns: tuple[str, ...] | None = None) -> None:
+    """Set ``columns`` (None: every column) of rows found by their primary key, in one executemany; each row
+    holds the key columns and those columns."""
+    sql, order = _row_sql(conn, table).update(columns)
+    _execute_rows(conn, sql, [tuple(_dumps(r[n]) if j else r[n] for n, j in order) for r in rows])
+
+
+def _execute_rows(conn: Connection, sql: str, rows: list[tuple]) -> None:
+    # One row (a transition) is one plain execution: psycopg runs an executemany as a pipeline, which costs more
+    # round trips than it saves for a single row.
+    if len(rows) == 1:
+        driver_execute(conn, sql, rows[0])
+    else:
+        driver_executemany(conn, sql, rows)
 
 
 _COUNTS_SQL: dict[tuple[str, int], tuple[Table, str]] = {}

@@ -12,6 +12,7 @@ from eventstore import ConcurrencyError, EventLog, Expect, NewEvent, Scope, Stre
 from eventstore.task import TASK_TRANSITIONED
 
 SCOPE = Scope("ws", "job")
+MARK = "2000-01-01T00:00:00.000000Z"
 
 
 @pytest.fixture
@@ -107,19 +108,20 @@ def _start_event(task) -> NewEvent:
 def test_the_task_projection_starts_from_a_decided_state_at_the_version_before(store):
     store.add_tasks(SCOPE, [{"id": "a"}])
     task = store.queries.get_task(SCOPE, "a")
-    # A decided state the row does not hold shows whether the projection read the row or took the decided one.
-    marked = replace(task, status_message="from the decided state")
+    # A decided state the row does not hold shows whether the projection read the row or took the decided one:
+    # the transition makes the state's transition time the previous one.
+    marked = replace(task, state_transition_time=MARK)
     store.log.append([StreamAppend(SCOPE, "a", [_start_event(task)], task.version)], decided={(SCOPE, "a"): marked})
     row = _view_row(store, "a")
-    assert (row["state"], row["version"], row["status_message"]) == ("starting", 2, "from the decided state")
+    assert (row["state"], row["version"], row["previous_state_transition_time"]) == ("starting", 2, MARK)
 
 
 def test_the_task_projection_reads_the_row_when_a_decided_state_is_not_the_version_before(store):
     store.add_tasks(SCOPE, [{"id": "a"}, {"id": "b"}])
     task = store.queries.get_task(SCOPE, "a")
-    wrong_version = replace(task, status_message="stale", version=task.version + 1)
-    other_scope = replace(task, status_message="elsewhere", scope=Scope("ws", "other"))
     b = store.queries.get_task(SCOPE, "b")
+    wrong_version = replace(task, state_transition_time=MARK, version=task.version + 1)
+    other_scope = replace(b, state_transition_time=MARK, scope=Scope("ws", "other"))
     store.log.append(
         [
             StreamAppend(SCOPE, "a", [_start_event(task)], task.version),
@@ -127,9 +129,10 @@ def test_the_task_projection_reads_the_row_when_a_decided_state_is_not_the_versi
         ],
         decided={(SCOPE, "a"): wrong_version, (SCOPE, "b"): other_scope},
     )
-    for key in ("a", "b"):
+    for key, added in (("a", task), ("b", b)):
         row = _view_row(store, key)
-        assert (row["state"], row["version"], row["status_message"]) == ("starting", 2, None)
+        assert (row["state"], row["version"]) == ("starting", 2)
+        assert row["previous_state_transition_time"] == added.state_transition_time != MARK
     assert store.audit(SCOPE).ok
 
 
@@ -150,3 +153,27 @@ def test_a_command_reads_decides_and_appends_in_one_transaction(store):
     assert len(begins) == 1
     assert moved == store.queries.get_task(SCOPE, "a") == store.get_task(SCOPE, "a")
     assert moved.version == 2 and moved.state.value == "running"
+
+
+def test_rows_written_column_by_column_equal_the_fold_after_every_kind_of_change(store):
+    store.add_tasks(SCOPE, [
+        {"id": "a", "maxRetries": 1, "labels": {"stage": "x"}}, {"id": "b", "displayName": "B"}, {"id": "c"},
+    ])
+    store.transition(SCOPE, "a", "starting", node_info={"nodeId": "n1"})
+    store.transition(SCOPE, "a", "pending")  # a requeue
+    store.transition(SCOPE, "a", "running", message="going")
+    store.transition(SCOPE, "a", "failed", exit_code=3, failure_info={"category": "usererror", "code": "E"})  # retry
+    store.transition_many(SCOPE, [("a", "running"), ("b", "running"), ("c", "starting")])
+    store.record_condition(SCOPE, "b", {"type": "Ready", "state": "true"})
+    store.record_condition(SCOPE, "b", {"type": "Ready", "state": "false"})
+    store.transition(SCOPE, "a", "failed", exit_code=4, failure_info={"category": "servererror"})
+    store.reactivate(SCOPE, "a")  # clears the end time, exit code, result and failure info
+    store.terminate(SCOPE, "c")
+    store.transition_many(SCOPE, [("a", "running"), ("b", "succeeded", {"exitCode": 0})])
+    report = store.audit(SCOPE)
+    assert report.ok, report.differences
+    assert report.tasks == 3
+    a = _view_row(store, "a")
+    assert (a["state"], a["retry_count"], a["requeue_count"], a["exit_code"], a["end_time"]) == (
+        "running", 0, 1, None, None
+    )
