@@ -13,7 +13,6 @@ from sqlalchemy import Table
 from sqlalchemy.engine import Connection
 
 from eventstore import Scope, State
-from eventstore.dialects import Dialect
 
 from . import engine_sql
 from .tables import STATE_COLUMNS
@@ -107,15 +106,10 @@ class Deltas:
         self.slots[after.value] += slots
 
 
-def apply_deltas(conn: Connection, dialect: Dialect, table: Table, scope_id: int, d: Deltas) -> None:
+def apply_deltas(conn: Connection, table: Table, scope_id: int, d: Deltas) -> None:
+    """Fold one batch's changes into the scope's count summary (made when it has none yet)."""
     moves = [(d.tasks.get(state, 0), d.slots.get(state, 0)) for state in STATE_COLUMNS]
-    if engine_sql.add_to_counts(conn, table, scope_id, d.position, moves):
-        return
-    # The scope's first tasks: make its row (a concurrent first append may make it first), then move it.
-    zero = {c: 0 for c in STATE_COLUMNS} | {f"slots_{c}": 0 for c in STATE_COLUMNS}
-    conn.execute(dialect.insert_ignoring_conflicts(table, [{"scope_id": scope_id, **zero, "position": 0}]))
-    if not engine_sql.add_to_counts(conn, table, scope_id, d.position, moves):
-        raise RuntimeError(f"the count summary of scope {scope_id} could not be made")
+    engine_sql.add_to_counts(conn, table, scope_id, d.position, moves)
 
 
 def summary_of(row: Mapping[str, Any] | None, scope: Scope) -> CountSummary:

@@ -162,6 +162,23 @@ def _dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
+@contextmanager
+def batched(conn: Connection) -> Iterator[None]:
+    """Statements whose results nobody reads, sent together: on PostgreSQL in one psycopg pipeline (one round trip
+    for all of them when the block ends, where any error is raised), on SQLite (in process) one by one."""
+    if conn.dialect.name != "postgresql":
+        yield
+        return
+    driver = conn.connection.driver_connection
+    try:
+        with driver.pipeline():  # type: ignore[union-attr]
+            yield
+    except conn.dialect.loaded_dbapi.Error as exc:
+        from sqlalchemy.exc import DBAPIError
+
+        raise DBAPIError.instance(None, None, exc, conn.dialect.loaded_dbapi.Error, dialect=conn.dialect) from exc
+
+
 class _RowSQL:
     """A table's full-row INSERT and UPDATEs (by its primary key) for one engine, and rows as their tuples."""
 
@@ -178,6 +195,39 @@ class _RowSQL:
         self._insert_order = [(n, n in self.json) for n in self.names]
         self._where = " AND ".join(f"{k} = {mark}" for k in self.keys)
         self._updates: dict[tuple[str, ...], tuple[str, list[tuple[str, bool]]]] = {}
+        self._many_updates: dict[tuple[str, ...], tuple[str, list[tuple[str, bool]]]] = {}
+        if pg:
+            from sqlalchemy.dialects import postgresql
+
+            d = postgresql.dialect()
+            # Each column as an array parameter (JSON as text, cast per element), for unnest().
+            self._array = {
+                c.name: "text[]" if c.name in self.json else f"{c.type.compile(dialect=d)}[]" for c in table.columns
+            }
+            self.insert_many = self._unnest_insert()
+
+    def _unnest(self, names: Sequence[str]) -> str:
+        arrays = ", ".join(f"%b::{self._array[n]}" for n in names)
+        return f"unnest({arrays}) AS u({', '.join(f'c{i}' for i in range(len(names)))})"
+
+    def _value(self, i: int, name: str) -> str:
+        return f"u.c{i}::jsonb" if name in self.json else f"u.c{i}"
+
+    def _unnest_insert(self) -> str:
+        values = ", ".join(self._value(i, n) for i, n in enumerate(self.names))
+        return f"INSERT INTO {self.table.name} ({', '.join(self.names)}) SELECT {values} FROM {self._unnest(self.names)}"
+
+    def update_many(self, columns: tuple[str, ...] | None) -> tuple[str, list[tuple[str, bool]]]:
+        """PostgreSQL: the UPDATE of many rows from one unnest() of array parameters, and their order."""
+        got = self._many_updates.get(columns)  # type: ignore[arg-type]
+        if got is None:
+            rest = [n for n in self.names if n not in self.keys and (columns is None or n in columns)]
+            order = rest + self.keys
+            sets = ", ".join(f"{n} = {self._value(i, n)}" for i, n in enumerate(rest))
+            where = " AND ".join(f"t.{k} = u.c{len(rest) + i}" for i, k in enumerate(self.keys))
+            sql = f"UPDATE {self.table.name} AS t SET {sets} FROM {self._unnest(order)} WHERE {where}"
+            got = self._many_updates[columns] = (sql, [(n, n in self.json) for n in order])  # type: ignore[index]
+        return got
 
     def _m(self, name: str) -> str:
         return f"CAST({self.mark} AS jsonb)" if self.pg and name in self.json else self.mark
@@ -207,18 +257,31 @@ def _row_sql(conn: Connection, table: Table) -> _RowSQL:
     return got
 
 
+def _columns(rows: Sequence[Mapping[str, Any]], order: list[tuple[str, bool]]) -> tuple[list[Any], ...]:
+    return tuple([_dumps(r[n]) for r in rows] if j else [r[n] for r in rows] for n, j in order)
+
+
 def insert_view_rows(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Insert whole rows (every column) in one executemany."""
+    """Insert whole rows (every column): one statement of array parameters on PostgreSQL (one round trip, one
+    statement text whatever the number of rows, arrays in binary), one executemany on SQLite."""
     sql = _row_sql(conn, table)
+    if sql.pg and len(rows) > 1:
+        driver_execute(conn, sql.insert_many, _columns(rows, sql._insert_order))
+        return
     _execute_rows(conn, sql.insert, sql.insert_tuples(rows))
 
 
 def update_view_rows(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]],
                      columns: tuple[str, ...] | None = None) -> None:
-    """Set ``columns`` (None: every column) of rows found by their primary key, in one executemany; each row
-    holds the key columns and those columns."""
-    sql, order = _row_sql(conn, table).update(columns)
-    _execute_rows(conn, sql, [tuple(_dumps(r[n]) if j else r[n] for n, j in order) for r in rows])
+    """Set ``columns`` (None: every column) of rows found by their primary key; each row holds the key columns
+    and those columns. As ``insert_view_rows``: one statement of arrays on PostgreSQL, one executemany on SQLite."""
+    sql = _row_sql(conn, table)
+    if sql.pg and len(rows) > 1:
+        text_, order = sql.update_many(columns)
+        driver_execute(conn, text_, _columns(rows, order))
+        return
+    text_, order = sql.update(columns)
+    _execute_rows(conn, text_, [tuple(_dumps(r[n]) if j else r[n] for n, j in order) for r in rows])
 
 
 def _execute_rows(conn: Connection, sql: str, rows: list[tuple]) -> None:
@@ -234,26 +297,33 @@ _COUNTS_SQL: dict[tuple[str, int], tuple[Table, str]] = {}
 
 
 def add_to_counts(conn: Connection, table: Table, scope_id: int, position: int,
-                  moves: Sequence[tuple[int, int]]) -> bool:
+                  moves: Sequence[tuple[int, int]]) -> None:
     """Move one scope's count summary row by ``moves`` (per state column, in ``STATE_COLUMNS`` order: tasks and
-    slots) and its position to the greatest folded in; False when the scope has no row yet."""
+    slots) and its position to the greatest folded in; a scope without a row yet gets one holding the moves.
+
+    One upsert (no result to wait for): a concurrent first append of the same scope makes one row either way."""
     from .tables import STATE_COLUMNS
 
     key = (conn.dialect.name, id(table))
     got = _COUNTS_SQL.get(key)
     if got is None or got[0] is not table:
         mark = "%s" if conn.dialect.name == "postgresql" else "?"
+        t = table.name
+        names = ["scope_id", "position"]
+        for state in STATE_COLUMNS:
+            names += [state, f"slots_{state}"]
         # The greatest position folded in: on PostgreSQL appends commit out of position order, and a later
         # commit of a lower position must not move the summary's position back.
-        sets = [f"position = CASE WHEN position > {mark} THEN position ELSE {mark} END"]
-        for state in STATE_COLUMNS:
-            sets += [f"{state} = {state} + {mark}", f"slots_{state} = slots_{state} + {mark}"]
-        got = _COUNTS_SQL[key] = (table, f"UPDATE {table.name} SET {', '.join(sets)} WHERE scope_id = {mark}")
-    params: list[int] = [position, position]
+        sets = [f"position = CASE WHEN {t}.position > excluded.position THEN {t}.position ELSE excluded.position END"]
+        sets += [f"{n} = {t}.{n} + excluded.{n}" for n in names[2:]]
+        got = _COUNTS_SQL[key] = (table, (
+            f"INSERT INTO {t} ({', '.join(names)}) VALUES ({', '.join(mark for _ in names)}) "
+            f"ON CONFLICT (scope_id) DO UPDATE SET {', '.join(sets)}"
+        ))
+    params: list[int] = [scope_id, position]
     for tasks, slots in moves:
         params += [tasks, slots]
-    params.append(scope_id)
-    return driver_execute(conn, got[1], params).rowcount == 1
+    driver_execute(conn, got[1], params)
 
 
 class _ViewRead:

@@ -96,8 +96,6 @@ class TaskProjection:
             elif before.state is not after.state:
                 d.move(before.state, after.state, after.required_slots)
         new_rows = [row_of(tasks[k], k[0], positions[k]) for k in tasks if k in created]
-        if new_rows:
-            engine_sql.insert_view_rows(conn, self.view, new_rows)
         # A changed row is written column by column where it differs from the row it had (the row of the task
         # before this batch, which is what the table holds: read from it, or decided from it), so that indexes on
         # columns that did not change are not rewritten. Rows that changed alike share one executemany.
@@ -109,10 +107,13 @@ class TaskProjection:
             old = row_of(known[k], k[0], 0)
             columns = tuple(n for n, v in row.items() if n not in _KEY and (n == "position" or v != old[n]))
             by_columns.setdefault(columns, []).append(row)
-        for columns, rows in by_columns.items():
-            engine_sql.update_view_rows(conn, self.view, rows, columns)
-        for scope_id, d in deltas.items():
-            apply_deltas(conn, self.log.dialect, self.counts, scope_id, d)
+        with engine_sql.batched(conn):  # none of these statements has a result to wait for
+            if new_rows:
+                engine_sql.insert_view_rows(conn, self.view, new_rows)
+            for columns, rows in by_columns.items():
+                engine_sql.update_view_rows(conn, self.view, rows, columns)
+            for scope_id, d in deltas.items():
+                apply_deltas(conn, self.counts, scope_id, d)
 
     def _load(self, conn: Connection, keys: set[tuple[int, str]]) -> dict[tuple[int, str], Task]:
         out: dict[tuple[int, str], Task] = {}

@@ -170,10 +170,37 @@ def test_rows_written_column_by_column_equal_the_fold_after_every_kind_of_change
     store.reactivate(SCOPE, "a")  # clears the end time, exit code, result and failure info
     store.terminate(SCOPE, "c")
     store.transition_many(SCOPE, [("a", "running"), ("b", "succeeded", {"exitCode": 0})])
+    # Many rows that change alike: one statement for all of them (arrays on PostgreSQL, executemany on SQLite).
+    many = [f"m{i}" for i in range(20)]
+    store.add_tasks(SCOPE, [{"id": m, "requiredSlots": 1 + i % 3} for i, m in enumerate(many)])
+    for to in ("starting", "running", "succeeded"):
+        store.transition_many(SCOPE, [(m, to) for m in many])
     report = store.audit(SCOPE)
     assert report.ok, report.differences
-    assert report.tasks == 3
+    assert report.tasks == 23
+    assert store.queries.counts(SCOPE).succeeded == 21
     a = _view_row(store, "a")
     assert (a["state"], a["retry_count"], a["requeue_count"], a["exit_code"], a["end_time"]) == (
         "running", 0, 1, None, None
     )
+
+
+def test_an_error_in_a_batch_of_statements_is_raised_as_sqlalchemys_and_undoes_the_append(store):
+    from sqlalchemy.exc import IntegrityError
+
+    from projections import engine_sql
+    from projections.tables import scope_counts
+
+    store.add_tasks(SCOPE, [{"id": "a"}])
+    before = store.queries.counts(SCOPE, validate=False)
+    sid = store.log.scope_id(SCOPE)
+    mark = "%s" if store.engine.dialect.name == "postgresql" else "?"
+    insert = f"INSERT INTO scope_counts (scope_id) VALUES ({mark})"
+    with pytest.raises(IntegrityError):
+        with store.log.writing() as conn:
+            with engine_sql.batched(conn):
+                engine_sql.add_to_counts(conn, scope_counts, sid, 10**9, [(5, 5)] * 7)
+                from eventstore.dialects.base import driver_execute
+
+                driver_execute(conn, insert, (sid,))  # the scope's row exists: refused
+    assert store.queries.counts(SCOPE, validate=False) == before
