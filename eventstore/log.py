@@ -242,20 +242,21 @@ class EventLog:
         self, conn: Connection, appends: Sequence[StreamAppend], meta: dict[str, Any]
     ) -> tuple[list[RecordedEvent], dict[Scope, int]]:
         scope_ids = self._ensure_scopes(conn, {a.scope for a in appends})
-        checked = [(scope_ids[a.scope], a.stream) for a in appends if a.expected is not Expect.NO_STREAM]
-        current = self._current_versions(conn, checked) if checked else {}
+        # Only streams expected at ANY version are read first (to number their events). An exact expectation is
+        # checked by the insert itself: its rows go in only if the stream holds version ``expected`` (the insert's
+        # ``after``), and the unique (scope, stream, version) key refuses them if it holds a later one; versions
+        # have no gaps, so between the two the stream is exactly at ``expected``. NO_STREAM: the key alone.
+        loose = [(scope_ids[a.scope], a.stream) for a in appends if a.expected is Expect.ANY]
+        current = self._current_versions(conn, loose) if loose else {}
         rows: list[dict[str, Any]] = []
         for a in appends:
             sid = scope_ids[a.scope]
-            actual = current.get((sid, a.stream))
             if a.expected is Expect.NO_STREAM:
-                start = 0  # the unique (scope, stream, version) key refuses a second version 1
+                start = after = 0  # the unique (scope, stream, version) key refuses a second version 1
             elif a.expected is Expect.ANY:
-                start = actual or 0
-            elif (actual or 0) != a.expected:
-                raise _conflict(a, actual)
+                start, after = current.get((sid, a.stream)) or 0, 0
             else:
-                start = a.expected
+                start = after = a.expected
             for offset, ev in enumerate(a.events, 1):
                 rows.append(
                     {
@@ -266,9 +267,13 @@ class EventLog:
                         "schema_version": ev.schema_version,
                         "data": ev.data,
                         "metadata": meta,
+                        "after": after,
                     }
                 )
         inserted = self.dialect.insert_events(conn, events, rows)
+        if inserted is None or None in inserted:
+            # A stream was behind the version its append expected: nothing of this transaction will commit.
+            raise self._behind(conn, appends, scope_ids, rows, inserted)
         recorded: list[RecordedEvent] = []
         by_id = {v: k for k, v in scope_ids.items()}
         for row, (position, txid) in zip(rows, inserted):
@@ -287,6 +292,30 @@ class EventLog:
                 )
             )
         return recorded, scope_ids
+
+    def _behind(
+        self,
+        conn: Connection,
+        appends: Sequence[StreamAppend],
+        scope_ids: dict[Scope, int],
+        rows: list[dict[str, Any]],
+        inserted: list[tuple[int, int] | None] | None,
+    ) -> ConcurrencyError:
+        """The ConcurrencyError of an append whose guarded insert left rows out (with the streams' versions now)."""
+        exact = [a for a in appends if isinstance(a.expected, int) and a.expected > 0]
+        if inserted is not None:  # the dialect says which rows it left out
+            left_out = {(r["scope_id"], r["stream"]) for r, got in zip(rows, inserted) if got is None}
+            exact = [a for a in exact if (scope_ids[a.scope], a.stream) in left_out]
+        # Read in this transaction, where the streams whose rows went in are already past their expectation: a
+        # stream left out is one still below it (it did not hold version ``expected``).
+        current = self._current_versions(conn, [(scope_ids[a.scope], a.stream) for a in exact])
+        for a in exact:
+            actual = current.get((scope_ids[a.scope], a.stream))
+            if (actual or 0) < a.expected:  # type: ignore[operator]
+                return _conflict(a, actual)
+        # The stream caught up after the insert looked (a concurrent writer committed meanwhile): still a conflict.
+        a = exact[0]
+        return _conflict(a, current.get((scope_ids[a.scope], a.stream)))
 
     def _ensure_scopes(self, conn: Connection, wanted: set[Scope]) -> dict[Scope, int]:
         found = {s: self._scope_ids[s] for s in wanted if s in self._scope_ids}

@@ -204,3 +204,25 @@ def test_an_error_in_a_batch_of_statements_is_raised_as_sqlalchemys_and_undoes_t
 
                 driver_execute(conn, insert, (sid,))  # the scope's row exists: refused
     assert store.queries.counts(SCOPE, validate=False) == before
+
+
+@pytest.mark.parametrize("behind", [0, 2])
+def test_a_stream_behind_its_expected_version_among_others_is_named_and_nothing_is_written(engine, behind):
+    """Exact expectations are checked by the insert itself (the stream must hold the expected version, the
+    unique key refuses a later one): the stream that was behind is named, whatever the others did."""
+    log = EventLog(engine)
+    log.append([StreamAppend(SCOPE, f"s{i}", [NewEvent("E", {})]) for i in range(3)])
+    before = stored(engine)
+    appends = [StreamAppend(SCOPE, f"s{i}", [NewEvent("E", {"j": j}) for j in range(3)], 1) for i in range(3)]
+    appends[behind] = StreamAppend(SCOPE, f"s{behind}", [NewEvent("E", {"j": j}) for j in range(2)], 4)
+    with pytest.raises(ConcurrencyError) as info:
+        log.append(appends)
+    assert (info.value.key, info.value.expected, info.value.actual) == (f"s{behind}", 4, 1)
+    assert stored(engine) == before
+    ahead = StreamAppend(SCOPE, "s1", [NewEvent("E", {})], 0)  # 0: no stream yet, but it has one
+    with pytest.raises(ConcurrencyError) as info:
+        log.append([StreamAppend(SCOPE, "s0", [NewEvent("E", {})], 1), ahead])
+    assert (info.value.key, info.value.expected, info.value.actual) == ("s1", 0, 1)
+    assert stored(engine) == before
+    done = log.append([StreamAppend(SCOPE, f"s{i}", [NewEvent("E", {}), NewEvent("E", {})], 1) for i in range(3)])
+    assert [(e.stream, e.version) for e in done.events] == [(f"s{i}", v) for i in range(3) for v in (2, 3)]

@@ -19,8 +19,13 @@ class Dialect(Protocol):
     def insert_ignoring_conflicts(self, table: Table, rows: list[dict[str, Any]]) -> Any:
         """An INSERT that silently skips rows whose unique key exists (an upsert that changes nothing)."""
 
-    def insert_events(self, conn: Connection, table: Table, rows: list[dict[str, Any]]) -> list[tuple[int, int]]:
-        """Insert event rows in one statement (or executemany) and return their (position, txid) in row order."""
+    def insert_events(
+        self, conn: Connection, table: Table, rows: list[dict[str, Any]]
+    ) -> list[tuple[int, int] | None] | None:
+        """Insert event rows in one statement (or executemany) and return their (position, txid) in row order.
+
+        A row whose ``after`` is not 0 is inserted only if its stream holds version ``after``; a row left out is
+        None in the result, or the whole result is None when the engine cannot tell which."""
 
     def stream_versions(self, conn: Connection, table: Table, scope_id: int, streams: list[str]) -> dict[str, int]:
         """The current version of each of the scope's streams that has events (absent ones are left out)."""

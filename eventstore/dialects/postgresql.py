@@ -35,8 +35,11 @@ def _insert_events(table: str) -> str:
     return (
         f"INSERT INTO {table} (scope_id, stream, version, type, schema_version, data, metadata) "
         "SELECT s, st, v, t, sv, d::jsonb, m::jsonb FROM unnest("
-        "%b::bigint[], %b::text[], %b::int[], %b::text[], %b::smallint[], %b::text[], %b::text[]"
-        ") AS u(s, st, v, t, sv, d, m) RETURNING position, txid, scope_id, stream, version"
+        "%b::bigint[], %b::text[], %b::int[], %b::text[], %b::smallint[], %b::text[], %b::text[], %b::int[]"
+        ") AS u(s, st, v, t, sv, d, m, a) "
+        f"WHERE u.a = 0 OR EXISTS (SELECT 1 FROM {table} e WHERE e.scope_id = u.s AND e.stream = u.st "
+        "AND e.version = u.a) "
+        "RETURNING position, txid, scope_id, stream, version"
     )
 
 
@@ -66,6 +69,10 @@ class PostgreSQLDialect:
         changes with the batch size). The arrays travel in binary (``%b``): in text, psycopg would quote and escape
         every JSON document into an array literal, which costs more than the insert. RETURNING gives each row's (scope, stream, version) with its position and
         txid, so the rows are matched by key, not by the order the server happened to return them in.
+
+        A row whose ``after`` is not 0 goes in only if its stream holds version ``after`` (an exact expected version,
+        checked by the insert, in the statement's snapshot: a version committed by another writer since is refused
+        by the unique key instead); a row left out is None in the result (the append is then refused).
         """
         encoded: dict[int, str] = {}  # one append's rows share their metadata: encode each object once
 
@@ -83,12 +90,13 @@ class PostgreSQLDialect:
             [r["schema_version"] for r in rows],
             [_dumps(r["data"]) for r in rows],
             [meta(r["metadata"]) for r in rows],
+            [r["after"] for r in rows],
         )
         got = {
             (sid, stream, version): (position, txid)
             for position, txid, sid, stream, version in driver_execute(conn, _insert_events(table.name), params)
         }
-        return [got[(r["scope_id"], r["stream"], r["version"])] for r in rows]
+        return [got.get((r["scope_id"], r["stream"], r["version"])) for r in rows]
 
     def stream_versions(self, conn: Connection, table: Table, scope_id: int, streams: list[str]) -> dict[str, int]:
         if len(streams) == 1:

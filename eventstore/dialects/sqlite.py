@@ -37,7 +37,8 @@ def _max_position(table: str) -> str:
 def _insert_events(table: str) -> str:
     return (
         f"INSERT INTO {table} (position, scope_id, stream, version, type, schema_version, data, metadata) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+        f"SELECT ?, ?, ?, ?, ?, ?, ?, ? WHERE ? = 0 OR EXISTS "
+        f"(SELECT 1 FROM {table} WHERE scope_id = ? AND stream = ? AND version = ?)"
     )
 
 
@@ -74,6 +75,9 @@ class SQLiteDialect:
         position and inserting: a batch is given the consecutive positions after it, explicitly, in one executemany
         of plain tuples (positions are rowids; a position already taken would be refused by the primary key, never
         reused). Positions only grow and commit in order, as before.
+
+        A row whose ``after`` is not 0 goes in only if its stream holds version ``after`` (an exact expected version,
+        checked by the insert); when any was left out, None (the append is then refused and rolled back).
         """
         name = table.name
         before = driver_execute(conn, _max_position(name)).fetchone()[0] or 0
@@ -85,15 +89,17 @@ class SQLiteDialect:
                 text_ = encoded[id(value)] = _dumps(value)
             return text_
 
-        driver_executemany(
+        cur = driver_executemany(
             conn,
             _insert_events(name),
             [
                 (before + i, r["scope_id"], r["stream"], r["version"], r["type"], r["schema_version"],
-                 _dumps(r["data"]), meta(r["metadata"]))
+                 _dumps(r["data"]), meta(r["metadata"]), r["after"], r["scope_id"], r["stream"], r["after"])
                 for i, r in enumerate(rows, 1)
             ],
         )
+        if cur.rowcount != len(rows):
+            return None  # a row's stream did not hold its ``after`` version (the caller finds which)
         return [(before + i, 0) for i in range(1, len(rows) + 1)]
 
     def stream_versions(self, conn: Connection, table: Table, scope_id: int, streams: list[str]) -> dict[str, int]:
