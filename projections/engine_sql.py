@@ -1,5 +1,6 @@
 """The read side's engine-specific SQL, all in one place: consistent reads, which events a snapshot lacks, the
-delta aggregate that validates counts, copying task rows into snapshots, and swapping rebuilt tables in.
+delta aggregate that validates counts, the inline projection's reads and writes on every append (sent to the driver
+as fixed text), the snapshot schedule, copying task rows into snapshots, and swapping rebuilt tables in.
 
 SQLite serialises writers, so a log position alone says which events a state reflects. PostgreSQL commits
 concurrent transactions out of position order; a state read there reflects exactly the events visible in the
@@ -160,23 +161,6 @@ def delta_groups(conn: Connection, scope_id: int, base: Point | None, upto: int 
 
 def _dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
-
-
-@contextmanager
-def batched(conn: Connection) -> Iterator[None]:
-    """Statements whose results nobody reads, sent together: on PostgreSQL in one psycopg pipeline (one round trip
-    for all of them when the block ends, where any error is raised), on SQLite (in process) one by one."""
-    if conn.dialect.name != "postgresql":
-        yield
-        return
-    driver = conn.connection.driver_connection
-    try:
-        with driver.pipeline():  # type: ignore[union-attr]
-            yield
-    except conn.dialect.loaded_dbapi.Error as exc:
-        from sqlalchemy.exc import DBAPIError
-
-        raise DBAPIError.instance(None, None, exc, conn.dialect.loaded_dbapi.Error, dialect=conn.dialect) from exc
 
 
 class _RowSQL:
