@@ -224,3 +224,24 @@ def test_a_stream_behind_its_expected_version_among_others_is_named_and_nothing_
     assert stored(engine) == before
     done = log.append([StreamAppend(SCOPE, f"s{i}", [NewEvent("E", {}), NewEvent("E", {})], 1) for i in range(3)])
     assert [(e.stream, e.version) for e in done.events] == [(f"s{i}", v) for i in range(3) for v in (2, 3)]
+
+
+def test_concurrent_first_appends_of_a_scope_make_one_count_summary_holding_all_of_them(database):
+    """The count summary is an upsert: writers that create a scope's row at the same time each add to it."""
+    from tests.test_concurrency import run_threads
+
+    store = database.open_store()
+    try:
+        new = Scope("ws", "fresh")
+
+        def add(t: int) -> None:
+            store.add_tasks(new, [{"id": f"t{t}-{k}", "requiredSlots": 1 + k} for k in range(3)])
+            store.transition(new, f"t{t}-0", "running")
+
+        assert run_threads(6, add) == []
+        summary = store.queries.counts(new)
+        assert (summary.total, summary.running, summary.active) == (18, 6, 12)
+        assert summary.slot_counts()["running"] == 6 and summary.slot_counts()["active"] == 6 * (2 + 3)
+        assert summary.validation_status == "validated"
+    finally:
+        store.close()
