@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import orjson
-from sqlalchemy import bindparam, func, insert, select, tuple_
+from sqlalchemy import func, insert, select, tuple_
 from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.exc import IntegrityError, OperationalError
 
@@ -27,6 +27,7 @@ from .events import (
 )
 from .projection import InlineProjection
 from .schema import events, requests, scopes
+from .task import Task
 from .upcasting import Upcasters
 
 Clock = Callable[[], datetime]
@@ -52,15 +53,6 @@ EVENT_COLUMNS = (  # every column of an event row, in the order decode() reads t
     events.c.metadata,
 )
 _STREAM_MAX = 64
-# Statements on the append path, built once (SQLAlchemy then reuses their compiled form).
-_STREAM_VERSION = select(func.max(events.c.version)).where(
-    events.c.scope_id == bindparam("sid"), events.c.stream == bindparam("stream")
-)
-_STREAM_VERSIONS = (
-    select(events.c.stream, func.max(events.c.version))
-    .where(events.c.scope_id == bindparam("sid"), events.c.stream.in_(bindparam("streams", expanding=True)))
-    .group_by(events.c.stream)
-)
 # How often an append is tried again when it lost a race that violated nothing the caller asked for: a stream expected
 # at ANY version moved, or (PostgreSQL) a deadlock between concurrent appends to the same streams in another order.
 _ATTEMPTS = 100
@@ -120,16 +112,63 @@ class EventLog:
         namespace: str = "",
         fingerprint: str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        decided: Mapping[tuple[Scope, str], Task] | None = None,
     ) -> AppendResult:
         """Append events to one or more streams in one transaction.
 
         With ``request_id``, a second append with the same (namespace, request id) writes nothing and returns the
         first append's events (``deduplicated=True``); reusing the id for different content raises
         :class:`IdempotencyConflict`. ``fingerprint`` identifies the content; by default it is a hash of the events.
+
+        ``decided``: the tasks the events were decided from, by (scope, stream), handed to the inline projections
+        that can use them (``eventstore.projection.DecidedStates``) instead of reading them again. A projection uses
+        one only when it is exactly the stream's state before the events (its version is the one before theirs,
+        which the append's expected version makes the stream's version in this transaction).
         """
         self._validate(appends, request_id, namespace)
         if request_id is not None:
             fingerprint = fingerprint or _fingerprint(appends)
+        return self._append(lambda _conn: (appends, decided), request_id, namespace, fingerprint, metadata)
+
+    def decide_and_append(
+        self,
+        decide: Callable[[Connection], tuple[Sequence[StreamAppend], Mapping[tuple[Scope, str], Task] | None]],
+        *,
+        request_id: str | None = None,
+        namespace: str = "",
+        fingerprint: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> AppendResult:
+        """Read, decide and append in one write transaction: ``decide(conn)`` reads the state it decides from
+        through ``conn`` and returns the appends (with their expected versions) and the tasks it decided them from
+        (as ``append``'s ``decided``). Anything it raises rolls the transaction back, writing nothing.
+
+        One transaction instead of a read transaction and a write transaction. On SQLite the write lock is held from
+        the read on, so what was read cannot move before the append; on PostgreSQL the expected versions still
+        decide (a concurrent writer makes the append fail with :class:`ConcurrencyError`, and ``decide`` may be
+        called again when only ``Expect.ANY`` streams moved). With ``request_id``, ``fingerprint`` is required (the
+        content is not known before ``decide`` runs).
+        """
+        _check_request(namespace, request_id)
+        if request_id is not None and fingerprint is None:
+            raise ValueError("decide_and_append with a request id needs the fingerprint of its content")
+
+        def decided_in(conn: Connection) -> tuple[Sequence[StreamAppend], Mapping[tuple[Scope, str], Task] | None]:
+            appends, decided = decide(conn)
+            self._validate(appends, request_id, namespace)
+            return appends, decided
+
+        return self._append(decided_in, request_id, namespace, fingerprint, metadata)
+
+    def _append(
+        self,
+        decide: Callable[[Connection], tuple[Sequence[StreamAppend], Mapping[tuple[Scope, str], Task] | None]],
+        request_id: str | None,
+        namespace: str,
+        fingerprint: str | None,
+        metadata: Mapping[str, Any] | None,
+    ) -> AppendResult:
+        if request_id is not None:
             found = self.find_request(namespace, request_id, fingerprint)
             if found is not None:
                 return found
@@ -138,9 +177,11 @@ class EventLog:
             meta["requestId"] = request_id
         if metadata:
             meta.update(metadata)
+        appends: Sequence[StreamAppend] = ()
         for attempt in range(1, _ATTEMPTS + 1):
             try:
                 with self.writing() as conn:
+                    appends, decided = decide(conn)
                     recorded, scope_ids = self._append_in(conn, appends, meta)
                     if request_id is not None:
                         conn.execute(
@@ -153,7 +194,12 @@ class EventLog:
                             )
                         )
                     for projection in self.projections:
-                        projection.apply(conn, recorded)
+                        # A DecidedStates projection takes the decided states; any other reads what it needs.
+                        take_decided = getattr(projection, "apply_decided", None) if decided else None
+                        if take_decided is not None:
+                            take_decided(conn, recorded, decided)
+                        else:
+                            projection.apply(conn, recorded)
                 break
             except IntegrityError:
                 # Another writer committed first: the same request id (a concurrent retry), or a version of a stream.
@@ -196,20 +242,21 @@ class EventLog:
         self, conn: Connection, appends: Sequence[StreamAppend], meta: dict[str, Any]
     ) -> tuple[list[RecordedEvent], dict[Scope, int]]:
         scope_ids = self._ensure_scopes(conn, {a.scope for a in appends})
-        checked = [(scope_ids[a.scope], a.stream) for a in appends if a.expected is not Expect.NO_STREAM]
-        current = self._current_versions(conn, checked) if checked else {}
+        # Only streams expected at ANY version are read first (to number their events). An exact expectation is
+        # checked by the insert itself: its rows go in only if the stream holds version ``expected`` (the insert's
+        # ``after``), and the unique (scope, stream, version) key refuses them if it holds a later one; versions
+        # have no gaps, so between the two the stream is exactly at ``expected``. NO_STREAM: the key alone.
+        loose = [(scope_ids[a.scope], a.stream) for a in appends if a.expected is Expect.ANY]
+        current = self._current_versions(conn, loose) if loose else {}
         rows: list[dict[str, Any]] = []
         for a in appends:
             sid = scope_ids[a.scope]
-            actual = current.get((sid, a.stream))
             if a.expected is Expect.NO_STREAM:
-                start = 0  # the unique (scope, stream, version) key refuses a second version 1
+                start = after = 0  # the unique (scope, stream, version) key refuses a second version 1
             elif a.expected is Expect.ANY:
-                start = actual or 0
-            elif (actual or 0) != a.expected:
-                raise _conflict(a, actual)
+                start, after = current.get((sid, a.stream)) or 0, 0
             else:
-                start = a.expected
+                start = after = a.expected
             for offset, ev in enumerate(a.events, 1):
                 rows.append(
                     {
@@ -220,9 +267,13 @@ class EventLog:
                         "schema_version": ev.schema_version,
                         "data": ev.data,
                         "metadata": meta,
+                        "after": after,
                     }
                 )
         inserted = self.dialect.insert_events(conn, events, rows)
+        if inserted is None or None in inserted:
+            # A stream was behind the version its append expected: nothing of this transaction will commit.
+            raise self._behind(conn, appends, scope_ids, rows, inserted)
         recorded: list[RecordedEvent] = []
         by_id = {v: k for k, v in scope_ids.items()}
         for row, (position, txid) in zip(rows, inserted):
@@ -241,6 +292,30 @@ class EventLog:
                 )
             )
         return recorded, scope_ids
+
+    def _behind(
+        self,
+        conn: Connection,
+        appends: Sequence[StreamAppend],
+        scope_ids: dict[Scope, int],
+        rows: list[dict[str, Any]],
+        inserted: list[tuple[int, int] | None] | None,
+    ) -> ConcurrencyError:
+        """The ConcurrencyError of an append whose guarded insert left rows out (with the streams' versions now)."""
+        exact = [a for a in appends if isinstance(a.expected, int) and a.expected > 0]
+        if inserted is not None:  # the dialect says which rows it left out
+            left_out = {(r["scope_id"], r["stream"]) for r, got in zip(rows, inserted) if got is None}
+            exact = [a for a in exact if (scope_ids[a.scope], a.stream) in left_out]
+        # Read in this transaction, where the streams whose rows went in are already past their expectation: a
+        # stream left out is one still below it (it did not hold version ``expected``).
+        current = self._current_versions(conn, [(scope_ids[a.scope], a.stream) for a in exact])
+        for a in exact:
+            actual = current.get((scope_ids[a.scope], a.stream))
+            if (actual or 0) < a.expected:  # type: ignore[operator]
+                return _conflict(a, actual)
+        # The stream caught up after the insert looked (a concurrent writer committed meanwhile): still a conflict.
+        a = exact[0]
+        return _conflict(a, current.get((scope_ids[a.scope], a.stream)))
 
     def _ensure_scopes(self, conn: Connection, wanted: set[Scope]) -> dict[Scope, int]:
         found = {s: self._scope_ids[s] for s in wanted if s in self._scope_ids}
@@ -271,18 +346,13 @@ class EventLog:
         self._scopes[sid] = scope
 
     def _current_versions(self, conn: Connection, keys: list[tuple[int, str]]) -> dict[tuple[int, str], int]:
-        out: dict[tuple[int, str], int] = {}
-        if len(keys) == 1:
-            sid, stream = keys[0]
-            version = conn.execute(_STREAM_VERSION, {"sid": sid, "stream": stream}).scalar()
-            return {} if version is None else {(sid, stream): version}
         by_scope: dict[int, list[str]] = {}
         for sid, stream in keys:
             by_scope.setdefault(sid, []).append(stream)
+        out: dict[tuple[int, str], int] = {}
         for sid, streams in by_scope.items():
-            for chunk in _chunks(streams, 500):
-                rows = conn.execute(_STREAM_VERSIONS, {"sid": sid, "streams": chunk})
-                out.update({(sid, stream): v for stream, v in rows})
+            for stream, version in self.dialect.stream_versions(conn, events, sid, streams).items():
+                out[(sid, stream)] = version
         return out
 
     def _explain_conflict(self, appends: Sequence[StreamAppend]) -> ConcurrencyError | None:

@@ -6,7 +6,7 @@ root (``taskstore.open_store``) plugs the implementations into an :class:`~event
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Mapping, Protocol, Sequence, runtime_checkable
 
 from sqlalchemy.engine import Connection
 
@@ -28,6 +28,25 @@ class InlineProjection(Protocol):
 
 
 @runtime_checkable
+class DecidedStates(Protocol):
+    """An inline projection that can take the states a command decided its events from instead of reading them.
+
+    ``decided`` maps (scope, stream) to the task the stream's events were decided from. An entry is the stream's
+    state before the events only when its version is the one before the stream's first event in ``events``
+    (the append's expected version made it so, in this transaction); the projection checks that, and reads any
+    other stream as ``apply`` does. The result must be what ``apply`` would write.
+    """
+
+    name: str
+
+    def apply(self, conn: Connection, events: Sequence[RecordedEvent]) -> None: ...
+
+    def apply_decided(
+        self, conn: Connection, events: Sequence[RecordedEvent], decided: Mapping[tuple[Scope, str], Task]
+    ) -> None: ...
+
+
+@runtime_checkable
 class TaskStateSource(Protocol):
     """Where commands read a task's current state from, instead of folding its whole stream.
 
@@ -37,4 +56,7 @@ class TaskStateSource(Protocol):
     a wrong event.
     """
 
-    def load_tasks(self, scope: Scope, keys: Sequence[str]) -> dict[str, Task]: ...
+    def load_tasks(self, scope: Scope, keys: Sequence[str], conn: Connection | None = None) -> dict[str, Task]:
+        """The tasks of ``keys`` (stream keys) that exist; read through ``conn`` when given (a command that reads
+        and appends in one transaction), else in a read transaction of its own."""
+        ...

@@ -14,6 +14,7 @@ from typing import Any, Callable, Literal, Mapping, Sequence
 import orjson
 import pydantic
 from pydantic import BaseModel, ConfigDict
+from sqlalchemy.engine import Connection
 
 from .errors import ConcurrencyError, IllegalTransition, TaskExists, TaskNotFound, ValidationError, VersionMismatch
 from .events import Expect, NewEvent, RecordedEvent, Scope, StreamAppend
@@ -115,7 +116,10 @@ class TaskService:
                 )
             first_index[key] = i
         datas = [spec.to_data() for spec in parsed]
-        fingerprint = _fingerprint("add", scope, [[p.id, d] for p, d in zip(parsed, datas)])
+        # The fingerprint identifies a request's content: needed only with a request id.
+        fingerprint = (
+            None if request_id is None else _fingerprint("add", scope, [[p.id, d] for p, d in zip(parsed, datas)])
+        )
         at = iso(self.log.clock())
         appends = [
             StreamAppend(
@@ -195,25 +199,36 @@ class TaskService:
                 raise ValidationError(f"changes[{i}].to", f"{to!r} is not a state") from None
             raw = change[2] if len(change) > 2 else {}  # type: ignore[misc]
             targets[key] = (task_id, target, transition_details(raw, f"changes[{i}]"))
-        fingerprint = _fingerprint("many", scope, [[k, t.value, d] for k, (_, t, d) in targets.items()])
+        fingerprint = (
+            None if request_id is None
+            else _fingerprint("many", scope, [[k, t.value, d] for k, (_, t, d) in targets.items()])
+        )
         if request_id is not None:
             found = self.log.find_request(scope.workspace, request_id, fingerprint)
             if found is not None:
                 return [self._task_at(scope, e.stream, e.version) for e in found.events]
+        keys = list(targets)
         for _ in range(self.max_attempts):
-            current = self._current(scope, list(targets))
-            at = iso(self.log.clock())
             tasks: list[Task] = []
-            appends: list[StreamAppend] = []
-            for key, (task_id, target, details) in targets.items():
-                task = current.get(key)
-                if task is None:
-                    raise TaskNotFound(scope, task_id)
-                tasks.append(task)
-                appends.append(StreamAppend(scope, key, [_transition_event(task, target, details, at)], task.version))
+
+            def decide_all(conn: Connection) -> tuple[list[StreamAppend], dict[tuple[Scope, str], Task]]:
+                current = self._current(scope, keys, conn)
+                at = iso(self.log.clock())
+                tasks.clear()
+                appends: list[StreamAppend] = []
+                for key, (task_id, target, details) in targets.items():
+                    task = current.get(key)
+                    if task is None:
+                        raise TaskNotFound(scope, task_id)
+                    tasks.append(task)
+                    appends.append(
+                        StreamAppend(scope, key, [_transition_event(task, target, details, at)], task.version)
+                    )
+                return appends, {(scope, t.key): t for t in tasks}
+
             try:
-                result = self.log.append(
-                    appends, request_id=request_id, namespace=scope.workspace, fingerprint=fingerprint
+                result = self.log.decide_and_append(
+                    decide_all, request_id=request_id, namespace=scope.workspace, fingerprint=fingerprint
                 )
             except ConcurrencyError:
                 continue
@@ -276,32 +291,37 @@ class TaskService:
         request_id: str | None,
     ) -> Task:
         key = self._key(task_id)
-        fingerprint = _fingerprint(op, scope, [key, payload])
+        fingerprint = None if request_id is None else _fingerprint(op, scope, [key, payload])
         if request_id is not None:
             found = self.log.find_request(scope.workspace, request_id, fingerprint)
             if found is not None:
                 return self._task_at(scope, task_id, found.events[-1].version)
         for _ in range(self.max_attempts):
-            task = self._current(scope, [key]).get(key)
-            if task is None:
-                raise TaskNotFound(scope, task_id)
-            if expected_version is not None and task.version != expected_version:
-                raise VersionMismatch(task.task_id, expected_version, task.version)
-            new_events = decide(task, iso(self.log.clock()))
+            decided: list[Task] = []
+
+            def decide_one(conn: Connection) -> tuple[list[StreamAppend], dict[tuple[Scope, str], Task]]:
+                # Read in the append's own transaction: one transaction per command, and on SQLite (whose writers
+                # hold the write lock from their first statement) the task cannot move between read and append.
+                task = self._current(scope, [key], conn).get(key)
+                if task is None:
+                    raise TaskNotFound(scope, task_id)
+                if expected_version is not None and task.version != expected_version:
+                    raise VersionMismatch(task.task_id, expected_version, task.version)
+                new_events = decide(task, iso(self.log.clock()))
+                decided[:] = [task]
+                return [StreamAppend(scope, key, new_events, task.version)], {(scope, key): task}
+
             try:
-                result = self.log.append(
-                    [StreamAppend(scope, key, new_events, task.version)],
-                    request_id=request_id,
-                    namespace=scope.workspace,
-                    fingerprint=fingerprint,
+                result = self.log.decide_and_append(
+                    decide_one, request_id=request_id, namespace=scope.workspace, fingerprint=fingerprint
                 )
             except ConcurrencyError as exc:
                 if expected_version is not None:
-                    raise VersionMismatch(task.task_id, expected_version, exc.actual or 0) from None
+                    raise VersionMismatch(decided[0].task_id, expected_version, exc.actual or 0) from None
                 continue
             if result.deduplicated:
                 return self._task_at(scope, task_id, result.events[-1].version)
-            return fold(result.events, task)  # type: ignore[return-value]
+            return fold(result.events, decided[0])  # type: ignore[return-value]
         raise ConcurrencyError(f"{scope}/{key}", "a quiet moment", None, scope=scope, key=key)
 
     # -- queries -----------------------------------------------------------------------------------------------
@@ -315,11 +335,12 @@ class TaskService:
             raise TaskNotFound(scope, task_id)
         return found
 
-    def _current(self, scope: Scope, keys: list[str]) -> dict[str, Task]:
-        """The tasks' current states: from the state source when there is one, else by folding their streams."""
+    def _current(self, scope: Scope, keys: list[str], conn: Connection | None = None) -> dict[str, Task]:
+        """The tasks' current states: from the state source when there is one, else by folding their streams
+        (through ``conn`` when given)."""
         if self.state_source is not None:
-            return self.state_source.load_tasks(scope, keys)
-        streams = self.log.read_streams(scope, keys)
+            return self.state_source.load_tasks(scope, keys, conn)
+        streams = self.log.read_streams(scope, keys, conn=conn)
         return {key: task for key, events in streams.items() if (task := fold(events)) is not None}
 
     def _load(self, scope: Scope, task_id: str, key: str) -> Task:

@@ -9,12 +9,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from sqlalchemy import Table, bindparam, case, update
+from sqlalchemy import Table
 from sqlalchemy.engine import Connection
 
 from eventstore import Scope, State
-from eventstore.dialects import Dialect
 
+from . import engine_sql
 from .tables import STATE_COLUMNS
 
 
@@ -106,39 +106,10 @@ class Deltas:
         self.slots[after.value] += slots
 
 
-_UPDATES: dict[str, Any] = {}
-
-
-def _update_statement(table: Table) -> Any:
-    """One statement for every delta, built once per table: every column moves by a bound amount (often 0)."""
-    stmt = _UPDATES.get(table.name)
-    if stmt is None or stmt.table is not table:
-        c = table.c
-        values: dict[str, Any] = {
-            # The greatest position folded in: on PostgreSQL appends commit out of position order, and a later
-            # commit of a lower position must not move the summary's position back.
-            "position": case((c.position > bindparam("d_position"), c.position), else_=bindparam("d_position")),
-        }
-        for state in STATE_COLUMNS:
-            values[state] = c[state] + bindparam(f"d_{state}")
-            values[f"slots_{state}"] = c[f"slots_{state}"] + bindparam(f"d_slots_{state}")
-        stmt = update(table).where(c.scope_id == bindparam("d_scope_id")).values(values)
-        _UPDATES[table.name] = stmt
-    return stmt
-
-
-def apply_deltas(conn: Connection, dialect: Dialect, table: Table, scope_id: int, d: Deltas) -> None:
-    params: dict[str, Any] = {"d_scope_id": scope_id, "d_position": d.position}
-    for state in STATE_COLUMNS:
-        params[f"d_{state}"] = d.tasks.get(state, 0)
-        params[f"d_slots_{state}"] = d.slots.get(state, 0)
-    stmt = _update_statement(table)
-    if conn.execute(stmt, params).rowcount == 1:
-        return
-    # The scope's first tasks: make its row (a concurrent first append may make it first), then move it.
-    zero = {c: 0 for c in STATE_COLUMNS} | {f"slots_{c}": 0 for c in STATE_COLUMNS}
-    conn.execute(dialect.insert_ignoring_conflicts(table, [{"scope_id": scope_id, **zero, "position": 0}]))
-    conn.execute(stmt, params)
+def apply_deltas(conn: Connection, table: Table, scope_id: int, d: Deltas) -> None:
+    """Fold one batch's changes into the scope's count summary (made when it has none yet)."""
+    moves = [(d.tasks.get(state, 0), d.slots.get(state, 0)) for state in STATE_COLUMNS]
+    engine_sql.add_to_counts(conn, table, scope_id, d.position, moves)
 
 
 def summary_of(row: Mapping[str, Any] | None, scope: Scope) -> CountSummary:

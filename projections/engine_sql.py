@@ -1,5 +1,6 @@
 """The read side's engine-specific SQL, all in one place: consistent reads, which events a snapshot lacks, the
-delta aggregate that validates counts, copying task rows into snapshots, and swapping rebuilt tables in.
+delta aggregate that validates counts, the inline projection's reads and writes on every append (sent to the driver
+as fixed text), the snapshot schedule, copying task rows into snapshots, and swapping rebuilt tables in.
 
 SQLite serialises writers, so a log position alone says which events a state reflects. PostgreSQL commits
 concurrent transactions out of position order; a state read there reflects exactly the events visible in the
@@ -14,13 +15,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Table, bindparam, text
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from collections.abc import Mapping
+
+import orjson
+from sqlalchemy import JSON, Table, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import StaticPool
 
 from eventstore import EventLog
+from eventstore.dialects.base import driver_execute, driver_executemany
 from eventstore.task import TASK_ADDED, TASK_TRANSITIONED
 
 # Event shapes (type, schema version) whose fields the delta aggregate reads in SQL; any other falls back to Python.
@@ -148,32 +151,244 @@ def delta_groups(conn: Connection, scope_id: int, base: Point | None, upto: int 
     return [tuple(r) for r in conn.execute(text(sql), {"sid": scope_id, **params})]
 
 
+# -- the inline projection's writes ------------------------------------------------------------------------------
+#
+# Every append runs these, so they go to the driver directly (``eventstore.dialects.base.driver_execute``) as fixed
+# text built once per engine and table, with plain tuples: SQLAlchemy's per-statement compilation lookup and
+# per-row parameter processing cost more than SQLite takes to run them. JSON columns are encoded here as the
+# engine's serializer encodes them (orjson; ``null`` for None), cast to jsonb on PostgreSQL.
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+class _RowSQL:
+    """A table's full-row INSERT and UPDATEs (by its primary key) for one engine, and rows as their tuples."""
+
+    def __init__(self, table: Table, pg: bool) -> None:
+        self.table = table
+        self.pg = pg
+        self.names = [c.name for c in table.columns]
+        self.keys = [c.name for c in table.primary_key.columns]
+        self.json = {c.name for c in table.columns if isinstance(c.type, JSON)}
+        mark = self.mark = "%s" if pg else "?"
+        self.insert = (
+            f"INSERT INTO {table.name} ({', '.join(self.names)}) VALUES ({', '.join(self._m(n) for n in self.names)})"
+        )
+        self._insert_order = [(n, n in self.json) for n in self.names]
+        self._where = " AND ".join(f"{k} = {mark}" for k in self.keys)
+        self._updates: dict[tuple[str, ...], tuple[str, list[tuple[str, bool]]]] = {}
+        self._many_updates: dict[tuple[str, ...], tuple[str, list[tuple[str, bool]]]] = {}
+        if pg:
+            from sqlalchemy.dialects import postgresql
+
+            d = postgresql.dialect()
+            # Each column as an array parameter (JSON as text, cast per element), for unnest().
+            self._array = {
+                c.name: "text[]" if c.name in self.json else f"{c.type.compile(dialect=d)}[]" for c in table.columns
+            }
+            self.insert_many = self._unnest_insert()
+
+    def _unnest(self, names: Sequence[str]) -> str:
+        arrays = ", ".join(f"%b::{self._array[n]}" for n in names)
+        return f"unnest({arrays}) AS u({', '.join(f'c{i}' for i in range(len(names)))})"
+
+    def _value(self, i: int, name: str) -> str:
+        return f"u.c{i}::jsonb" if name in self.json else f"u.c{i}"
+
+    def _unnest_insert(self) -> str:
+        values = ", ".join(self._value(i, n) for i, n in enumerate(self.names))
+        return f"INSERT INTO {self.table.name} ({', '.join(self.names)}) SELECT {values} FROM {self._unnest(self.names)}"
+
+    def update_many(self, columns: tuple[str, ...] | None) -> tuple[str, list[tuple[str, bool]]]:
+        """PostgreSQL: the UPDATE of many rows from one unnest() of array parameters, and their order."""
+        got = self._many_updates.get(columns)  # type: ignore[arg-type]
+        if got is None:
+            rest = [n for n in self.names if n not in self.keys and (columns is None or n in columns)]
+            order = rest + self.keys
+            sets = ", ".join(f"{n} = {self._value(i, n)}" for i, n in enumerate(rest))
+            where = " AND ".join(f"t.{k} = u.c{len(rest) + i}" for i, k in enumerate(self.keys))
+            sql = f"UPDATE {self.table.name} AS t SET {sets} FROM {self._unnest(order)} WHERE {where}"
+            got = self._many_updates[columns] = (sql, [(n, n in self.json) for n in order])  # type: ignore[index]
+        return got
+
+    def _m(self, name: str) -> str:
+        return f"CAST({self.mark} AS jsonb)" if self.pg and name in self.json else self.mark
+
+    def insert_tuples(self, rows: Sequence[Mapping[str, Any]]) -> list[tuple]:
+        order = self._insert_order
+        return [tuple(_dumps(r[n]) if j else r[n] for n, j in order) for r in rows]
+
+    def update(self, columns: tuple[str, ...] | None) -> tuple[str, list[tuple[str, bool]]]:
+        """The UPDATE of ``columns`` (None: every column but the key) and the order of its parameters."""
+        got = self._updates.get(columns)  # type: ignore[arg-type]
+        if got is None:
+            rest = [n for n in self.names if n not in self.keys and (columns is None or n in columns)]
+            sql = f"UPDATE {self.table.name} SET {', '.join(f'{n} = {self._m(n)}' for n in rest)} WHERE {self._where}"
+            got = self._updates[columns] = (sql, [(n, n in self.json) for n in rest + self.keys])  # type: ignore[index]
+        return got
+
+
+_ROW_SQL: dict[tuple[str, int], _RowSQL] = {}
+
+
+def _row_sql(conn: Connection, table: Table) -> _RowSQL:
+    key = (conn.dialect.name, id(table))
+    got = _ROW_SQL.get(key)
+    if got is None or got.table is not table:
+        got = _ROW_SQL[key] = _RowSQL(table, conn.dialect.name == "postgresql")
+    return got
+
+
+def _columns(rows: Sequence[Mapping[str, Any]], order: list[tuple[str, bool]]) -> tuple[list[Any], ...]:
+    return tuple([_dumps(r[n]) for r in rows] if j else [r[n] for r in rows] for n, j in order)
+
+
+def insert_view_rows(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert whole rows (every column): one statement of array parameters on PostgreSQL (one round trip, one
+    statement text whatever the number of rows, arrays in binary), one executemany on SQLite."""
+    sql = _row_sql(conn, table)
+    if sql.pg and len(rows) > 1:
+        driver_execute(conn, sql.insert_many, _columns(rows, sql._insert_order))
+        return
+    _execute_rows(conn, sql.insert, sql.insert_tuples(rows))
+
+
+def update_view_rows(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]],
+                     columns: tuple[str, ...] | None = None) -> None:
+    """Set ``columns`` (None: every column) of rows found by their primary key; each row holds the key columns
+    and those columns. As ``insert_view_rows``: one statement of arrays on PostgreSQL, one executemany on SQLite."""
+    sql = _row_sql(conn, table)
+    if sql.pg and len(rows) > 1:
+        text_, order = sql.update_many(columns)
+        driver_execute(conn, text_, _columns(rows, order))
+        return
+    text_, order = sql.update(columns)
+    _execute_rows(conn, text_, [tuple(_dumps(r[n]) if j else r[n] for n, j in order) for r in rows])
+
+
+def _execute_rows(conn: Connection, sql: str, rows: list[tuple]) -> None:
+    # One row (a transition) is one plain execution: psycopg runs an executemany as a pipeline, which costs more
+    # round trips than it saves for a single row.
+    if len(rows) == 1:
+        driver_execute(conn, sql, rows[0])
+    else:
+        driver_executemany(conn, sql, rows)
+
+
+_COUNTS_SQL: dict[tuple[str, int], tuple[Table, str]] = {}
+
+
+def add_to_counts(conn: Connection, table: Table, scope_id: int, position: int,
+                  moves: Sequence[tuple[int, int]]) -> None:
+    """Move one scope's count summary row by ``moves`` (per state column, in ``STATE_COLUMNS`` order: tasks and
+    slots) and its position to the greatest folded in; a scope without a row yet gets one holding the moves.
+
+    One upsert (no result to wait for): a concurrent first append of the same scope makes one row either way."""
+    from .tables import STATE_COLUMNS
+
+    key = (conn.dialect.name, id(table))
+    got = _COUNTS_SQL.get(key)
+    if got is None or got[0] is not table:
+        mark = "%s" if conn.dialect.name == "postgresql" else "?"
+        t = table.name
+        names = ["scope_id", "position"]
+        for state in STATE_COLUMNS:
+            names += [state, f"slots_{state}"]
+        # The greatest position folded in: on PostgreSQL appends commit out of position order, and a later
+        # commit of a lower position must not move the summary's position back.
+        sets = [f"position = CASE WHEN {t}.position > excluded.position THEN {t}.position ELSE excluded.position END"]
+        sets += [f"{n} = {t}.{n} + excluded.{n}" for n in names[2:]]
+        got = _COUNTS_SQL[key] = (table, (
+            f"INSERT INTO {t} ({', '.join(names)}) VALUES ({', '.join(mark for _ in names)}) "
+            f"ON CONFLICT (scope_id) DO UPDATE SET {', '.join(sets)}"
+        ))
+    params: list[int] = [scope_id, position]
+    for tasks, slots in moves:
+        params += [tasks, slots]
+    driver_execute(conn, got[1], params)
+
+
+class _ViewRead:
+    """A table's rows by (scope_id, key): every column, JSON decoded as the engine's deserializer does."""
+
+    def __init__(self, table: Table, pg: bool) -> None:
+        self.table = table
+        self.pg = pg
+        self.names = [c.name for c in table.columns]
+        self.json = [i for i, c in enumerate(table.columns) if isinstance(c.type, JSON)]
+        cols = ", ".join(self.names)
+        if pg:  # jsonb columns arrive decoded (the engine's json_deserializer is psycopg's jsonb loader)
+            self.one = f"SELECT {cols} FROM {table.name} WHERE scope_id = %s AND key = %s"
+            self.many = f"SELECT {cols} FROM {table.name} WHERE scope_id = %s AND key = ANY(%s::text[])"
+        else:
+            self.one = f"SELECT {cols} FROM {table.name} WHERE scope_id = ? AND key = ?"
+            self.many = ""
+
+    def rows(self, conn: Connection, scope_id: int, keys: Sequence[str]) -> list[dict[str, Any]]:
+        if len(keys) == 1:
+            got = driver_execute(conn, self.one, (scope_id, keys[0])).fetchall()
+        elif self.pg:
+            got = driver_execute(conn, self.many, (scope_id, list(keys))).fetchall()
+        else:
+            got = []
+            for i in range(0, len(keys), 500):
+                chunk = keys[i : i + 500]
+                sql = f"SELECT {', '.join(self.names)} FROM {self.table.name} WHERE scope_id = ? AND key IN " \
+                      f"({', '.join('?' * len(chunk))})"
+                got += driver_execute(conn, sql, (scope_id, *chunk)).fetchall()
+        names = self.names
+        out = [dict(zip(names, r)) for r in got]
+        if not self.pg:
+            for row in out:
+                for i in self.json:
+                    value = row[names[i]]
+                    if value is not None:
+                        row[names[i]] = orjson.loads(value)
+        return out
+
+
+_VIEW_READ: dict[tuple[str, int], _ViewRead] = {}
+
+
+def view_rows(conn: Connection, table: Table, scope_id: int, keys: Sequence[str]) -> list[dict[str, Any]]:
+    """The rows of ``keys`` in one scope of the task view ``table`` (those that exist), as mappings of every
+    column, read with the driver directly (the commands' and the inline projection's one read per append)."""
+    if not keys:
+        return []
+    key = (conn.dialect.name, id(table))
+    got = _VIEW_READ.get(key)
+    if got is None or got.table is not table:
+        got = _VIEW_READ[key] = _ViewRead(table, conn.dialect.name == "postgresql")
+    return got.rows(conn, scope_id, keys)
+
+
 # -- the snapshot schedule --------------------------------------------------------------------------------------
 
 
-_SCHEDULE_ADD: dict[tuple[str, str], Any] = {}
+_SCHEDULE_ADD: dict[tuple[str, int], tuple[Table, str]] = {}
 
 
 def schedule_add(conn: Connection, table: Table, rows: list[dict[str, int]]) -> list[tuple[int, int, int]]:
     """Add to each scope's events-since-snapshot counters; returns (scope_id, events, since_full) after.
 
-    One single-row upsert per scope, built once per engine and table so that its compiled form is reused (a
-    multi-row VALUES statement would be compiled anew on every append)."""
-    name = conn.engine.dialect.name
-    stmt = _SCHEDULE_ADD.get((name, table.name))
-    if stmt is None or stmt.table is not table:
-        insert = pg_insert if name == "postgresql" else sqlite_insert
-        stmt = insert(table).values(scope_id=bindparam("scope_id"), events=bindparam("events"),
-                                    since_full=bindparam("since_full"))
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["scope_id"],
-            set_={
-                "events": table.c.events + stmt.excluded.events,
-                "since_full": table.c.since_full + stmt.excluded.since_full,
-            },
-        ).returning(table.c.scope_id, table.c.events, table.c.since_full)
-        _SCHEDULE_ADD[(name, table.name)] = stmt
-    return [tuple(conn.execute(stmt, row).one()) for row in rows]
+    One single-row upsert per scope, fixed text sent to the driver (see the inline projection's writes above)."""
+    key = (conn.dialect.name, id(table))
+    got = _SCHEDULE_ADD.get(key)
+    if got is None or got[0] is not table:
+        mark = "%s" if conn.dialect.name == "postgresql" else "?"
+        t = table.name
+        got = _SCHEDULE_ADD[key] = (table, (
+            f"INSERT INTO {t} (scope_id, events, since_full) VALUES ({mark}, {mark}, {mark}) "
+            f"ON CONFLICT (scope_id) DO UPDATE SET events = {t}.events + excluded.events, "
+            f"since_full = {t}.since_full + excluded.since_full RETURNING scope_id, events, since_full"
+        ))
+    sql = got[1]
+    out = []
+    for row in rows:
+        out.append(tuple(driver_execute(conn, sql, (row["scope_id"], row["events"], row["since_full"])).fetchall()[0]))
+    return out
 
 
 # -- copying task rows ------------------------------------------------------------------------------------------

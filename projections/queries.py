@@ -5,12 +5,13 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any, Sequence
 
-from sqlalchemy import Table, bindparam, select
+from sqlalchemy import Table, select
 from sqlalchemy.engine import Connection
 
 from eventstore import EventLog, Scope, Task, TaskNotFound, ValidationError
 from eventstore.task import stream_key
 
+from . import engine_sql
 from .counts import CountSummary, empty_summary, summary_of
 from .cursor import CursorCodec, fingerprint
 from .engine_sql import consistent
@@ -44,9 +45,6 @@ class TaskQueries:
         self.log = log
         self.cursors = cursors
         self.view = view
-        self._by_keys = select(view).where(
-            view.c.scope_id == bindparam("sid"), view.c.key.in_(bindparam("keys", expanding=True))
-        )
         self.counts_table = counts
         self.scan_budget = scan_budget
         self.validator: Any = None  # set by the snapshot machinery for scopes above recount_limit
@@ -72,17 +70,18 @@ class TaskQueries:
             raise TaskNotFound(scope, shown)
         return task_of(row, scope)
 
-    def load_tasks(self, scope: Scope, keys: Sequence[str]) -> dict[str, Task]:
-        """Current tasks by stream key (the ``eventstore.TaskStateSource`` that commands decide from)."""
+    def load_tasks(self, scope: Scope, keys: Sequence[str], conn: Connection | None = None) -> dict[str, Task]:
+        """Current tasks by stream key (the ``eventstore.TaskStateSource`` that commands decide from), read through
+        ``conn`` when given (a command's own write transaction), else in a read transaction."""
+        if conn is None:
+            with self.log.reading() as c:
+                return self.load_tasks(scope, keys, c)
         out: dict[str, Task] = {}
-        with self.log.reading() as conn:
-            sid = self.log.scope_id(scope, conn)
-            if sid is None:
-                return out
-            for i in range(0, len(keys), 500):
-                params = {"sid": sid, "keys": list(keys[i : i + 500])}
-                for row in conn.execute(self._by_keys, params).mappings():
-                    out[row["key"]] = task_of(row, scope)
+        sid = self.log.scope_id(scope, conn)
+        if sid is None:
+            return out
+        for row in engine_sql.view_rows(conn, self.view, sid, keys):
+            out[row["key"]] = task_of(row, scope)
         return out
 
     def scope_exists(self, scope: Scope) -> bool:

@@ -19,8 +19,16 @@ class Dialect(Protocol):
     def insert_ignoring_conflicts(self, table: Table, rows: list[dict[str, Any]]) -> Any:
         """An INSERT that silently skips rows whose unique key exists (an upsert that changes nothing)."""
 
-    def insert_events(self, conn: Connection, table: Table, rows: list[dict[str, Any]]) -> list[tuple[int, int]]:
-        """Insert event rows in one statement (or executemany) and return their (position, txid) in row order."""
+    def insert_events(
+        self, conn: Connection, table: Table, rows: list[dict[str, Any]]
+    ) -> list[tuple[int, int] | None] | None:
+        """Insert event rows in one statement (or executemany) and return their (position, txid) in row order.
+
+        A row whose ``after`` is not 0 is inserted only if its stream holds version ``after``; a row left out is
+        None in the result, or the whole result is None when the engine cannot tell which."""
+
+    def stream_versions(self, conn: Connection, table: Table, scope_id: int, streams: list[str]) -> dict[str, int]:
+        """The current version of each of the scope's streams that has events (absent ones are left out)."""
 
     def lock_for_migration(self, conn: Connection) -> None:
         """Serialise concurrent schema upgrades of the same database."""
@@ -30,3 +38,37 @@ class Dialect(Protocol):
 
     def horizon(self, conn: Connection) -> int | None:
         """The transaction id below which every writer has finished (PostgreSQL), or None (serial writers)."""
+
+
+# -- the driver, directly ----------------------------------------------------------------------------------------
+#
+# The append path runs a handful of fixed statements per transaction. Through SQLAlchemy Core each execution costs
+# its cache lookup, parameter processing and result set-up (tens of microseconds, more than SQLite takes to run the
+# statement); these helpers hand fixed SQL text (built once by the dialect modules and ``projections.engine_sql``)
+# and plain parameters to the driver connection of the caller's Connection, inside its transaction. Driver errors
+# are raised as SQLAlchemy's (``IntegrityError``, ``OperationalError``, ...) with the driver's error as ``orig``,
+# exactly as Core raises them, so that callers handle one kind of exception.
+
+
+def driver_execute(conn: Connection, sql: str, params: Any = ()) -> Any:
+    """Execute ``sql`` on the driver connection of ``conn`` (in its transaction); the driver's cursor."""
+    try:
+        return conn.connection.driver_connection.execute(sql, params)  # type: ignore[union-attr]
+    except conn.dialect.loaded_dbapi.Error as exc:
+        raise _wrapped(conn, sql, params, exc) from exc
+
+
+def driver_executemany(conn: Connection, sql: str, rows: Any) -> Any:
+    """``executemany`` on a cursor of the driver connection of ``conn``; the cursor."""
+    try:
+        cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        cur.executemany(sql, rows)
+        return cur
+    except conn.dialect.loaded_dbapi.Error as exc:
+        raise _wrapped(conn, sql, rows, exc) from exc
+
+
+def _wrapped(conn: Connection, sql: str, params: Any, exc: Exception) -> Exception:
+    from sqlalchemy.exc import DBAPIError
+
+    return DBAPIError.instance(sql, params, exc, conn.dialect.loaded_dbapi.Error, dialect=conn.dialect)

@@ -10,15 +10,36 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
-from sqlalchemy import Table, event, insert, select, text
+import orjson
+from sqlalchemy import Table, event
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql import Select
 
+from .base import driver_execute, driver_executemany
+
 WRITE = "taskstore_write"
-_MAX_POSITION = text("SELECT max(position) FROM events")
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+@functools.cache
+def _max_position(table: str) -> str:
+    return f"SELECT max(position) FROM {table}"
+
+
+@functools.cache
+def _insert_events(table: str) -> str:
+    return (
+        f"INSERT INTO {table} (position, scope_id, stream, version, type, schema_version, data, metadata) "
+        f"SELECT ?, ?, ?, ?, ?, ?, ?, ? WHERE ? = 0 OR EXISTS "
+        f"(SELECT 1 FROM {table} WHERE scope_id = ? AND stream = ? AND version = ?)"
+    )
 
 
 class SQLiteDialect:
@@ -41,7 +62,8 @@ class SQLiteDialect:
 
         @event.listens_for(engine, "begin")
         def _on_begin(conn: Connection) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(WRITE) else "BEGIN")
+            # Straight to the driver: a BEGIN through Core costs more than an append's own statements do.
+            driver_execute(conn, "BEGIN IMMEDIATE" if conn.get_execution_options().get(WRITE) else "BEGIN")
 
     def insert_ignoring_conflicts(self, table: Table, rows: list[dict[str, Any]]) -> Any:
         return sqlite_insert(table).values(rows).on_conflict_do_nothing()
@@ -49,25 +71,51 @@ class SQLiteDialect:
     def insert_events(self, conn: Connection, table: Table, rows: list[dict[str, Any]]) -> list[tuple[int, int]]:
         """Insert events and return their (position, txid) in row order.
 
-        Writers hold the write lock (``BEGIN IMMEDIATE``) and positions are rowids, which SQLite assigns as one more
-        than the largest, so a batch takes the consecutive positions after the current maximum: one executemany, no
-        RETURNING (which SQLAlchemy can only keep in order here by inserting row by row). Checked, not assumed: if the
-        maximum afterwards is not where it must be, the positions are read back by (scope, stream, version).
+        Writers hold the write lock (``BEGIN IMMEDIATE``), so no other writer can insert between reading the largest
+        position and inserting: a batch is given the consecutive positions after it, explicitly, in one executemany
+        of plain tuples (positions are rowids; a position already taken would be refused by the primary key, never
+        reused). Positions only grow and commit in order, as before.
+
+        A row whose ``after`` is not 0 goes in only if its stream holds version ``after`` (an exact expected version,
+        checked by the insert); when any was left out, None (the append is then refused and rolled back).
         """
-        before = conn.execute(_MAX_POSITION).scalar() or 0
-        conn.execute(insert(table), rows)
-        after = conn.execute(_MAX_POSITION).scalar() or 0
-        if after == before + len(rows):
-            return [(before + i, 0) for i in range(1, len(rows) + 1)]
-        found = {
-            (r.scope_id, r.stream, r.version): r.position
-            for r in conn.execute(
-                select(table.c.scope_id, table.c.stream, table.c.version, table.c.position).where(
-                    table.c.position > before
-                )
-            )
-        }
-        return [(found[(r["scope_id"], r["stream"], r["version"])], 0) for r in rows]
+        name = table.name
+        before = driver_execute(conn, _max_position(name)).fetchone()[0] or 0
+        encoded: dict[int, str] = {}  # one append's rows share their metadata: encode each object once
+
+        def meta(value: Any) -> str:
+            text_ = encoded.get(id(value))
+            if text_ is None:
+                text_ = encoded[id(value)] = _dumps(value)
+            return text_
+
+        cur = driver_executemany(
+            conn,
+            _insert_events(name),
+            [
+                (before + i, r["scope_id"], r["stream"], r["version"], r["type"], r["schema_version"],
+                 _dumps(r["data"]), meta(r["metadata"]), r["after"], r["scope_id"], r["stream"], r["after"])
+                for i, r in enumerate(rows, 1)
+            ],
+        )
+        if cur.rowcount != len(rows):
+            return None  # a row's stream did not hold its ``after`` version (the caller finds which)
+        return [(before + i, 0) for i in range(1, len(rows) + 1)]
+
+    def stream_versions(self, conn: Connection, table: Table, scope_id: int, streams: list[str]) -> dict[str, int]:
+        name = table.name
+        if len(streams) == 1:
+            version = driver_execute(
+                conn, f"SELECT max(version) FROM {name} WHERE scope_id = ? AND stream = ?", (scope_id, streams[0])
+            ).fetchone()[0]
+            return {} if version is None else {streams[0]: version}
+        out: dict[str, int] = {}
+        for i in range(0, len(streams), 500):
+            chunk = streams[i : i + 500]
+            marks = ", ".join("?" * len(chunk))
+            sql = f"SELECT stream, max(version) FROM {name} WHERE scope_id = ? AND stream IN ({marks}) GROUP BY stream"
+            out.update(driver_execute(conn, sql, (scope_id, *chunk)).fetchall())
+        return out
 
     def lock_for_migration(self, conn: Connection) -> None:
         pass  # the migration runs inside BEGIN IMMEDIATE, which already excludes other writers
