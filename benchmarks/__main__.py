@@ -43,11 +43,16 @@ def size_arg(text: str) -> int:
 def parse(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     p.add_argument("--quick", action="store_true", help="everyday mode, a few minutes (default: the full mode)")
+    p.add_argument("--smoke", action="store_true",
+                   help="the smallest run through every step (300 tasks, one repetition): checks that the benchmark "
+                        "still runs, its figures mean nothing")
     p.add_argument("--pg", metavar="URL", help="also run on PostgreSQL, e.g. postgresql+psycopg://postgres@127.0.0.1/test")
     p.add_argument("--sizes", nargs="+", type=size_arg, metavar="N",
                    help="job sizes in tasks (10k, 200k, 1m); default 10k (quick) or 10k 200k 1m (full)")
     p.add_argument("--only", nargs="+", metavar="QUESTION", choices=[q.KEY for q in QUESTIONS],
                    help="run only these questions")
+    p.add_argument("--engines", nargs="+", choices=["sqlite", "postgresql"], metavar="ENGINE",
+                   help="run on these engines only (sqlite, postgresql; PostgreSQL needs --pg); default: every one")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="the report (charts go beside it)")
     p.add_argument("--render", type=Path, metavar="JSON",
                    help="only write the report again from the results.json a run left beside its report")
@@ -101,9 +106,13 @@ def main(argv: list[str] | None = None) -> int:
     if not console.is_terminal:
         console = Console(stderr=True, width=160)
     workdir = Path(tempfile.mkdtemp(prefix="taskstore-bench-"))
-    cfg = default_config(quick=args.quick, sizes=args.sizes, pg_url=args.pg, workdir=workdir)
+    cfg = default_config(quick=args.quick, sizes=args.sizes, pg_url=args.pg, workdir=workdir, smoke=args.smoke)
     if args.budget is not None:
         cfg.budget_s = args.budget
+    if args.engines:
+        if "postgresql" in args.engines and not args.pg:
+            raise SystemExit("python -m benchmarks: --engines postgresql needs --pg URL")
+        cfg.only_engines = args.engines
     questions = [q for q in QUESTIONS if not args.only or q.KEY in args.only]
     pg_version = None
     if cfg.pg_url:
@@ -152,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     if builds:
         parts = ", ".join(f"{shape} {engine} {size:,}: {s:.1f} s" for (shape, engine, size), s in sorted(builds.items()))
         ctx.note("general", f"Job templates built (untimed): {parts}.")
-    mode = (f"{'quick' if cfg.quick else 'full'}: sizes {', '.join(f'{s:,}' for s in cfg.sizes)} tasks; "
+    mode = (f"{'smoke (figures mean nothing)' if cfg.smoke else 'quick' if cfg.quick else 'full'}: sizes {', '.join(f'{s:,}' for s in cfg.sizes)} tasks; "
             f"{cfg.reps} timed repetitions after {cfg.warmup} warm-up (replay above 200,000 tasks: 3 after 1); "
             f"bulk appends time {cfg.batches} batches per repetition, single transitions {cfg.singles}; "
             f"engines: {', '.join(cfg.engines)}")

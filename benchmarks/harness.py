@@ -44,16 +44,34 @@ class Config:
     threads: list[int]  # concurrent writers (PostgreSQL)
     budget_s: float  # soft bound: a step not started by then is skipped and the report says so
     started: float = field(default_factory=time.monotonic)
+    only_engines: list[str] | None = None  # run on these engines alone (PostgreSQL needs pg_url)
+    smoke: bool = False  # the smallest run that goes through every step: checks the instrument, measures nothing
 
     @property
     def engines(self) -> list[str]:
-        return [SQLITE, POSTGRESQL] if self.pg_url else [SQLITE]
+        available = [SQLITE, POSTGRESQL] if self.pg_url else [SQLITE]
+        return [e for e in available if self.only_engines is None or e in self.only_engines]
 
     def over_budget(self) -> bool:
         return time.monotonic() - self.started > self.budget_s
 
 
-def default_config(*, quick: bool, sizes: Sequence[int] | None, pg_url: str | None, workdir: Path) -> Config:
+def default_config(*, quick: bool, sizes: Sequence[int] | None, pg_url: str | None, workdir: Path,
+                   smoke: bool = False) -> Config:
+    if smoke:
+        return Config(
+            quick=True,
+            sizes=list(sizes or [300]),
+            pg_url=pg_url,
+            workdir=workdir,
+            reps=1,
+            warmup=0,
+            batches=1,
+            singles=4,
+            threads=[1, 2],
+            budget_s=600.0,
+            smoke=True,
+        )
     if quick:
         return Config(
             quick=True,

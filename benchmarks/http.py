@@ -75,18 +75,18 @@ class Side:
     baseline: str | None = None  # the in-process side it is compared with
 
 
-def requests_per_case(quick: bool) -> int:
-    return 300 if quick else 2000
+def requests_per_case(cfg: Any) -> int:
+    return 20 if cfg.smoke else 300 if cfg.quick else 2000
 
 
-def chunk_size(quick: bool) -> int:
+def chunk_size(cfg: Any) -> int:
     """Requests per chunk: the warm-up unit, and with several clients the turn of a side."""
-    return 25 if quick else 50
+    return 5 if cfg.smoke else 25 if cfg.quick else 50
 
 
-def case_bound(quick: bool) -> float:
+def case_bound(cfg: Any) -> float:
     """Seconds a case (every side of one operation at one client count) may take before its chunks stop early."""
-    return 60.0 if quick else 600.0
+    return 60.0 if cfg.quick else 600.0
 
 
 def label(what: str, clients: int) -> str:
@@ -208,14 +208,14 @@ def run(ctx: Context, engine: str, size: int) -> list[Measurement]:
                  Side("GET /batch …/taskcounts (SharedKey)", batch_counts, counts_in)],
                 [Side("GET /healthz (no auth, no database): the floor", healthz)],
             ]
-            total = requests_per_case(cfg.quick)
-            per_chunk = chunk_size(cfg.quick)
+            total = requests_per_case(cfg)
+            per_chunk = chunk_size(cfg)
             chunks = -(-total // per_chunk)
             for sides in cases:
                 for n in CLIENTS:
                     ctx.status(f"{KEY} · {engine} · {size:,} · {sides[0].name} · {n} client(s)")
                     got = _interleaved(sides, n, warmup=cfg.warmup, chunks=chunks, per_chunk=per_chunk,
-                                       bound=case_bound(cfg.quick))
+                                       bound=case_bound(cfg))
                     base_p50 = {}
                     for side in sides:
                         lat, wall, stopped = got[side.name]

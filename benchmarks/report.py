@@ -197,8 +197,14 @@ def write(
     meta: dict[str, Any],
     notes: dict[str, list[str]],
 ) -> list[Path]:
-    """Write RESULTS.md and the charts beside it; returns the files written."""
+    """Write RESULTS.md and the charts beside it (when matplotlib, of the ``bench`` extra, is installed); returns the
+    files written."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import matplotlib  # noqa: F401
+        can_draw = True
+    except ImportError:
+        can_draw = False
     written = [path]
     m_ = meta["machine"]
     lines = [
@@ -215,6 +221,7 @@ def write(
         f"- **Load average** (1 min) at start and end: {meta['load'][0]:.2f}, {meta['load'][1]:.2f}"
         + (" (other processes shared the machine: absolute times are noisier than ratios)"
            if max(meta["load"]) > 0.5 * int(m_["cores"]) else ""),
+        *([] if can_draw else ["- **Charts**: not drawn (matplotlib is not installed: `pip install -e '.[bench]'`)"]),
         "",
         "Every figure below was measured in this one run, on this machine, side by side with its baseline: the ratio "
         "is what matters, the absolute times only describe this machine. Each row is the median of several "
@@ -243,7 +250,7 @@ def write(
         lines += _table(ms, mine) + [""]
         png = path.parent / f"{q.KEY}.png"
         draw = getattr(q, "chart", None)
-        if (draw(mine, png) if draw else chart(ms, q.KEY, q.TITLE, png)):
+        if can_draw and (draw(mine, png) if draw else chart(ms, q.KEY, q.TITLE, png)):
             written.append(png)
             lines += [f"![{q.TITLE}]({png.name})", ""]
         for text in notes.get(q.KEY, []):

@@ -1,0 +1,57 @@
+"""The benchmark instrument itself (``python -m benchmarks``): every question runs at a tiny job size on each engine
+and the report names every question with measured rows, none failed or skipped. Nothing here is timed: this checks
+that the instrument still measures what it says after a change to the code it measures."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from benchmarks.__main__ import main
+from benchmarks.suite import QUESTIONS
+from tests.conftest import PG_URL, REQUIRE_PG, pg_unavailable
+
+
+def _questions(engine: str) -> list:
+    out = []
+    for q in QUESTIONS:
+        if engine not in q.ENGINES:
+            continue
+        marks = []
+        if q.KEY == "peers" and importlib.util.find_spec("eventsourcing") is None:
+            marks.append(pytest.mark.skip(reason="the peers question needs the bench extra (eventsourcing)"))
+        out.append(pytest.param(q, id=q.KEY, marks=marks))
+    return out
+
+
+def _run(tmp_path, question, pg: str | None) -> str:
+    out = tmp_path / "RESULTS.md"
+    argv = ["--smoke", "--only", question.KEY, "--out", str(out)]
+    argv += ["--engines", "postgresql", "--pg", pg] if pg else ["--engines", "sqlite"]
+    assert main(argv) == 0
+    return out.read_text()
+
+
+def _check(report: str, question, engine: str) -> None:
+    assert f". {question.TITLE}" in report
+    section = report.split(f". {question.TITLE}", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and f"| {engine} |" in line]
+    assert rows, f"no measured row of {question.KEY} on {engine}"
+    assert "failed:" not in report and "time budget" not in report
+
+
+@pytest.mark.parametrize("question", _questions("sqlite"))
+def test_every_question_measures_on_sqlite(tmp_path, question):
+    _check(_run(tmp_path, question, None), question, "sqlite")
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("question", _questions("postgresql"))
+def test_every_question_measures_on_postgresql(tmp_path, question):
+    reason = pg_unavailable()
+    if reason:
+        if REQUIRE_PG:
+            pytest.fail(f"TASKSTORE_REQUIRE_PG=1 but {reason}")
+        pytest.skip(reason)
+    _check(_run(tmp_path, question, PG_URL), question, "postgresql")
