@@ -9,6 +9,7 @@ summary says "unvalidated", honestly.
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import Table, func, select
@@ -17,6 +18,7 @@ from sqlalchemy.engine import Connection
 from eventstore import State
 
 from .counts import CountSummary
+from .replay import BudgetExceeded
 
 RECOUNT_LIMIT = 200_000
 
@@ -68,43 +70,60 @@ class SnapshotValidator:
         self._verified[sid] = (here, {s: states[s] for s in State}, {s: slots[s] for s in State}, source)
 
     def __call__(self, conn: Connection, sid: int, summary: CountSummary) -> CountSummary:
-        from dataclasses import replace
-
-        from .engine_sql import point_of
-        from .replay import BudgetExceeded, deltas_since, last_position
         from .snapshots import live_version
         from .version import PROJECTION_VERSION
 
-        def unvalidated(why: str) -> CountSummary:
-            return replace(summary, validation_status="unvalidated", validation_detail=why)
-
         v = live_version(conn)
         if v != PROJECTION_VERSION:
-            return unvalidated(f"the task view was built by projection version {v}, not {PROJECTION_VERSION}")
-        snap = self.snapshots.newest(conn, sid, verified=True)
-        base = None
-        if snap is not None:
-            base = (snap.point, dict(snap.states), dict(snap.slots), f"snapshot #{snap.id} at position {snap.position}")
+            return _unvalidated(summary, f"the task view was built by projection version {v}, not {PROJECTION_VERSION}")
+        # The last point this process verified first (no snapshot lookup), a verified snapshot when there is none or
+        # too many events came after it: whichever is checked, the answer is the same, only the cost differs.
         cached = self._verified.get(sid)
-        if cached is not None and (base is None or cached[0].position >= base[0].position):
-            base = cached
-        if base is None:
-            return unvalidated("too many tasks to recount, and no verified snapshot of the scope yet")
+        over: BudgetExceeded | None = None
+        if cached is not None:
+            try:
+                return self._check(conn, sid, summary, cached, cached=True)
+            except BudgetExceeded as exc:
+                over = exc
+        snap = self.snapshots.newest(conn, sid, verified=True)
+        if snap is not None and (cached is None or snap.position > cached[0].position):
+            try:
+                return self._check(conn, sid, summary, (snap.point, dict(snap.states), dict(snap.slots),
+                                                        f"snapshot #{snap.id} at position {snap.position}"))
+            except BudgetExceeded as exc:
+                over = exc
+                cached = None
+        if over is None:
+            return _unvalidated(summary, "too many tasks to recount, and no verified snapshot of the scope yet")
+        source = cached[3] if cached is not None else f"snapshot #{snap.id} at position {snap.position}"  # type: ignore[union-attr]
+        return _unvalidated(
+            summary,
+            f"{over.events} events since the last verified point ({source}), more than the budget of {over.budget}: "
+            "the next snapshot brings it back within budget",
+        )
+
+    def _check(self, conn: Connection, sid: int, summary: CountSummary, base: tuple[Any, dict[State, int],
+               dict[State, int], str], *, cached: bool = False) -> CountSummary:
+        """The summary checked against ``base`` (a verified point) plus the deltas of the events after it; raises
+        :class:`BudgetExceeded` when more than the budget came after it. A check that agrees becomes the scope's
+        verified point (unchanged when no event came after a point this process verified: it still holds)."""
+        from .engine_sql import point_of
+        from .replay import deltas_since, last_position
+
         point, states, slots, source = base
-        try:
-            d = deltas_since(self.log, conn, sid, point, budget=self.budget)
-        except BudgetExceeded as exc:
-            return unvalidated(
-                f"{exc.events} events since the last verified point ({source}), more than the budget of "
-                f"{exc.budget}: the next snapshot brings it back within budget"
-            )
+        d = deltas_since(self.log, conn, sid, point, budget=self.budget)
         exp_states, exp_slots = d.added_to(states, slots)
         if not all(summary.states[s] == exp_states[s] and summary.slots[s] == exp_slots[s] for s in State):
-            return unvalidated(f"the summary disagrees with {source} plus the {d.events} events after it")
-        here = point_of(conn, last_position(conn, sid))
-        self._verified[sid] = (here, exp_states, exp_slots, f"a check at position {here.position}")
+            return _unvalidated(summary, f"the summary disagrees with {source} plus the {d.events} events after it")
+        if d.events or not cached:
+            here = point_of(conn, last_position(conn, sid))
+            self._verified[sid] = (here, exp_states, exp_slots, f"a check at position {here.position}")
         return replace(
             summary,
             validation_status="validated",
             validation_detail=f"{source} plus the {d.events} events after it agree",
         )
+
+
+def _unvalidated(summary: CountSummary, why: str) -> CountSummary:
+    return replace(summary, validation_status="unvalidated", validation_detail=why)

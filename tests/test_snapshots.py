@@ -282,6 +282,26 @@ def test_counts_are_unvalidated_when_the_check_exceeds_its_budget(store):
     assert store.queries.counts(JOB).validation_status == "validated"
 
 
+def test_a_verified_point_too_far_behind_gives_way_to_a_newer_snapshot(store):
+    store.queries.recount_limit = 5
+    store.queries.validator.budget = 10
+    simulate(store, JOB, 12, seed=5)
+    store.snapshot(JOB)
+    first = store.queries.counts(JOB)
+    assert first.validation_status == "validated"
+    again = store.queries.counts(JOB)  # nothing happened since: the point this process verified answers
+    assert again.validation_status == "validated" and again.validation_detail.startswith("a check at position")
+    assert again.validation_detail.endswith("plus the 0 events after it agree")
+    store.add_tasks(JOB, [{"id": f"more-{i}"} for i in range(11)])
+    behind = store.queries.counts(JOB)
+    assert behind.validation_status == "unvalidated"
+    assert "more than the budget of 10" in behind.validation_detail and "a check at position" in behind.validation_detail
+    snap = store.snapshot(JOB)
+    after = store.queries.counts(JOB)
+    assert after.validation_status == "validated" and f"snapshot #{snap.id}" in after.validation_detail
+    assert after.total == 23
+
+
 def test_a_late_commit_below_a_snapshots_position_is_in_its_tail(postgresql_database):
     """PostgreSQL: an append that commits after a snapshot, with a position below it, is not lost."""
     store = postgresql_database.open_store(background_snapshots=False)
