@@ -23,7 +23,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import StaticPool
 
 from eventstore import EventLog
-from eventstore.dialects.base import driver_execute, driver_executemany
+from eventstore.dialects.base import driver_execute, driver_executemany, json_text as _dumps
 from eventstore.task import TASK_ADDED, TASK_TRANSITIONED
 
 # Event shapes (type, schema version) whose fields the delta aggregate reads in SQL; any other falls back to Python.
@@ -157,10 +157,6 @@ def delta_groups(conn: Connection, scope_id: int, base: Point | None, upto: int 
 # text built once per engine and table, with plain tuples: SQLAlchemy's per-statement compilation lookup and
 # per-row parameter processing cost more than SQLite takes to run them. JSON columns are encoded here as the
 # engine's serializer encodes them (orjson; ``null`` for None), cast to jsonb on PostgreSQL.
-
-
-def _dumps(value: Any) -> str:
-    return orjson.dumps(value).decode()
 
 
 class _RowSQL:

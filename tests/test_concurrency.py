@@ -16,7 +16,6 @@ import time
 from collections import Counter
 from typing import Any
 
-import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 

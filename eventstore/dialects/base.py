@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
+
+import orjson
 
 from sqlalchemy import Table
 from sqlalchemy.engine import Connection, Engine
@@ -48,6 +50,24 @@ class Dialect(Protocol):
 # and plain parameters to the driver connection of the caller's Connection, inside its transaction. Driver errors
 # are raised as SQLAlchemy's (``IntegrityError``, ``OperationalError``, ...) with the driver's error as ``orig``,
 # exactly as Core raises them, so that callers handle one kind of exception.
+
+
+def json_text(value: Any) -> str:
+    """A JSON parameter as the engine's serializer writes it (orjson; ``null`` for None)."""
+    return orjson.dumps(value).decode()
+
+
+def metadata_texts() -> Callable[[Any], str]:
+    """``json_text`` that encodes each object once: one append's rows share their metadata document."""
+    encoded: dict[int, str] = {}
+
+    def text_of(value: Any) -> str:
+        got = encoded.get(id(value))
+        if got is None:
+            got = encoded[id(value)] = json_text(value)
+        return got
+
+    return text_of
 
 
 def driver_execute(conn: Connection, sql: str, params: Any = ()) -> Any:

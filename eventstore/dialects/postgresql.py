@@ -15,19 +15,14 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-import orjson
 from sqlalchemy import Table, text, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql import Select
 
-from .base import driver_execute
+from .base import driver_execute, json_text, metadata_texts
 
 _MIGRATION_LOCK = 0x7461736B73746F  # "tasksto"
-
-
-def _dumps(value: Any) -> str:
-    return orjson.dumps(value).decode()
 
 
 @functools.cache
@@ -74,13 +69,7 @@ class PostgreSQLDialect:
         checked by the insert, in the statement's snapshot: a version committed by another writer since is refused
         by the unique key instead); a row left out is None in the result (the append is then refused).
         """
-        encoded: dict[int, str] = {}  # one append's rows share their metadata: encode each object once
-
-        def meta(value: Any) -> str:
-            text_ = encoded.get(id(value))
-            if text_ is None:
-                text_ = encoded[id(value)] = _dumps(value)
-            return text_
+        meta = metadata_texts()
 
         params = (
             [r["scope_id"] for r in rows],
@@ -88,7 +77,7 @@ class PostgreSQLDialect:
             [r["version"] for r in rows],
             [r["type"] for r in rows],
             [r["schema_version"] for r in rows],
-            [_dumps(r["data"]) for r in rows],
+            [json_text(r["data"]) for r in rows],
             [meta(r["metadata"]) for r in rows],
             [r["after"] for r in rows],
         )

@@ -13,19 +13,14 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-import orjson
 from sqlalchemy import Table, event
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql import Select
 
-from .base import driver_execute, driver_executemany
+from .base import driver_execute, driver_executemany, json_text, metadata_texts
 
 WRITE = "taskstore_write"
-
-
-def _dumps(value: Any) -> str:
-    return orjson.dumps(value).decode()
 
 
 @functools.cache
@@ -81,20 +76,14 @@ class SQLiteDialect:
         """
         name = table.name
         before = driver_execute(conn, _max_position(name)).fetchone()[0] or 0
-        encoded: dict[int, str] = {}  # one append's rows share their metadata: encode each object once
-
-        def meta(value: Any) -> str:
-            text_ = encoded.get(id(value))
-            if text_ is None:
-                text_ = encoded[id(value)] = _dumps(value)
-            return text_
+        meta = metadata_texts()
 
         cur = driver_executemany(
             conn,
             _insert_events(name),
             [
                 (before + i, r["scope_id"], r["stream"], r["version"], r["type"], r["schema_version"],
-                 _dumps(r["data"]), meta(r["metadata"]), r["after"], r["scope_id"], r["stream"], r["after"])
+                 json_text(r["data"]), meta(r["metadata"]), r["after"], r["scope_id"], r["stream"], r["after"])
                 for i, r in enumerate(rows, 1)
             ],
         )
