@@ -17,7 +17,7 @@ import time
 import tracemalloc
 import uuid
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -58,20 +58,9 @@ class Config:
 
 def default_config(*, quick: bool, sizes: Sequence[int] | None, pg_url: str | None, workdir: Path,
                    smoke: bool = False) -> Config:
-    if smoke:
-        return Config(
-            quick=True,
-            sizes=list(sizes or [300]),
-            pg_url=pg_url,
-            workdir=workdir,
-            reps=1,
-            warmup=0,
-            batches=1,
-            singles=4,
-            threads=[1, 2],
-            budget_s=600.0,
-            smoke=True,
-        )
+    if smoke:  # quick mode cut to one repetition of everything
+        return replace(default_config(quick=True, sizes=sizes or [300], pg_url=pg_url, workdir=workdir),
+                       reps=1, warmup=0, batches=1, singles=4, threads=[1, 2], budget_s=600.0, smoke=True)
     if quick:
         return Config(
             quick=True,
