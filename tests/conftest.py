@@ -90,6 +90,16 @@ def postgresql_database(tmp_path) -> Iterator[Database]:
 
 
 @pytest.fixture
+def engine(database):
+    """A SQLAlchemy engine on a fresh, empty database of each engine."""
+    eng = database.open_engine()
+    try:
+        yield eng
+    finally:
+        eng.dispose()
+
+
+@pytest.fixture
 def store(database):
     s = database.open_store()
     try:

@@ -15,15 +15,6 @@ SCOPE = Scope("ws", "job")
 MARK = "2000-01-01T00:00:00.000000Z"
 
 
-@pytest.fixture
-def engine(database):
-    eng = database.open_engine()
-    try:
-        yield eng
-    finally:
-        eng.dispose()
-
-
 def stored(engine) -> dict[tuple[str, int], tuple[int, int]]:
     """(stream, version) -> (position, txid) of every event, as the database holds them."""
     with engine.connect() as conn:

@@ -31,15 +31,6 @@ from eventstore.errors import EventStoreError
 
 
 @pytest.fixture
-def engine(database):
-    eng = database.open_engine()
-    try:
-        yield eng
-    finally:
-        eng.dispose()
-
-
-@pytest.fixture
 def log(engine):
     return EventLog(engine)
 
