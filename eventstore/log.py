@@ -102,6 +102,19 @@ class EventLog:
             with conn.begin():
                 yield conn
 
+    @contextmanager
+    def reading_one(self) -> Iterator[Connection]:
+        """A connection for reads that are each one statement, consistent in itself: on PostgreSQL outside any
+        transaction (autocommit: a lone statement sees one snapshot, and no BEGIN or COMMIT costs a round trip);
+        on SQLite as :meth:`reading`. Never for two reads that must agree with each other."""
+        iso = self.dialect.one_statement_isolation
+        if iso is None:
+            with self.reading() as conn:
+                yield conn
+            return
+        with self.engine.connect().execution_options(isolation_level=iso) as conn:
+            yield conn
+
     # -- appending ---------------------------------------------------------------------------------------------
 
     def append(

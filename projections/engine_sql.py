@@ -26,6 +26,9 @@ from eventstore import EventLog
 from eventstore.dialects.base import driver_execute, driver_executemany, json_text as _dumps
 from eventstore.task import TASK_ADDED, TASK_TRANSITIONED
 
+from .snapshot_tables import projection_checkpoints
+from .tables import STATE_COLUMNS
+
 # Event shapes (type, schema version) whose fields the delta aggregate reads in SQL; any other falls back to Python.
 SQL_SHAPES = frozenset({(TASK_ADDED, 1), (TASK_TRANSITIONED, 1)})
 
@@ -358,6 +361,104 @@ def view_rows(conn: Connection, table: Table, scope_id: int, keys: Sequence[str]
     if got is None or got.table is not table:
         got = _VIEW_READ[key] = _ViewRead(table, conn.dialect.name == "postgresql")
     return got.rows(conn, scope_id, keys)
+
+
+# -- one-statement reads: an unfiltered page with its total, a summary with what a check needs ------------------
+#
+# The two most frequent reads of the service, each one fixed statement sent to the driver (see
+# eventstore.dialects.base): a page and the scope's total come from one snapshot without a transaction around them,
+# which on PostgreSQL saves the BEGIN and COMMIT round trips, and on both engines SQLAlchemy's per-statement work.
+
+
+class _PageRead:
+    """A keyset page of one sort (first page or after a key), unfiltered or of some states (one seek per state into
+    the (scope, state, sort key) index, merged), each row with the scope's total."""
+
+    def __init__(self, view: Table, counts: Table, names: Sequence[str], desc: bool, first: bool,
+                 states: tuple[str, ...] | None, pg: bool) -> None:
+        self.view, self.counts, self.states = view, counts, states
+        self.names = [c.name for c in view.columns]
+        self.json = [i for i, c in enumerate(view.columns) if isinstance(c.type, JSON)] if not pg else []
+        mark = "%s" if pg else "?"
+        self.seek_values = 0 if first else len(names)
+        seek = ""
+        if not first:
+            op = "<" if desc else ">"
+            if len(names) == 1:
+                seek = f" AND v.{names[0]} {op} {mark}"
+            else:
+                seek = f" AND ({', '.join(f'v.{n}' for n in names)}) {op} ({', '.join(mark for _ in names)})"
+        order = ", ".join(f"v.{n} {'DESC' if desc else 'ASC'}" for n in names)
+        cols = ", ".join(f"v.{n}" for n in self.names)
+        total = f"(SELECT {' + '.join(STATE_COLUMNS)} FROM {counts.name} WHERE scope_id = {mark})"
+        self.total_sql = total[1:-1]
+
+        def arm(state: str | None) -> str:
+            which = "" if state is None else f" AND v.state = '{state}'"  # a State value: [a-z]+
+            return f"SELECT {cols} FROM {view.name} v WHERE v.scope_id = {mark}{which}{seek} ORDER BY {order} LIMIT {mark}"
+
+        if states is None or len(states) == 1:
+            self.arms = 1
+            self.sql = arm(states[0] if states else None).replace(f"SELECT {cols} ", f"SELECT {cols}, {total} ", 1)
+        else:
+            self.arms = len(states)
+            merged = " UNION ALL ".join(f"SELECT * FROM ({arm(st)}) a{i}" for i, st in enumerate(states))
+            self.sql = f"SELECT {cols}, {total} FROM ({merged}) v ORDER BY {order} LIMIT {mark}"
+
+    def rows(self, conn: Connection, scope_id: int, after: Sequence[Any] | None, n: int) -> tuple[list[dict[str, Any]], int]:
+        if self.states == ():
+            got = []
+        else:
+            one = (scope_id, *(after or ()), n)
+            params = (scope_id, *one) if self.arms == 1 else (scope_id, *(one * self.arms), n)
+            got = driver_execute(conn, self.sql, params).fetchall()
+        if not got:
+            found = driver_execute(conn, self.total_sql, (scope_id,)).fetchone()
+            return [], int(found[0]) if found else 0
+        total = int(got[0][-1])
+        names, json_at = self.names, self.json
+        out = []
+        for r in got:
+            row = dict(zip(names, r))
+            for i in json_at:
+                value = r[i]
+                if value is not None:
+                    row[names[i]] = orjson.loads(value)
+            out.append(row)
+        return out, total
+
+
+_PAGE_READ: dict[tuple[Any, ...], _PageRead] = {}
+
+
+def page_with_total(
+    conn: Connection, view: Table, counts: Table, scope_id: int, names: Sequence[str], desc: bool,
+    after: Sequence[Any] | None, n: int, states: tuple[str, ...] | None = None,
+) -> tuple[list[dict[str, Any]], int]:
+    """Up to ``n`` rows of the scope in the task view ``view`` in the order of ``names`` (descending when
+    ``desc``), after the key ``after`` when given, of the given ``states`` only when given, as mappings of every
+    column; and the scope's total from its count summary in ``counts``, from the same snapshot."""
+    pg = conn.dialect.name == "postgresql"
+    key = (pg, id(view), id(counts), tuple(names), desc, after is None, states)
+    got = _PAGE_READ.get(key)
+    if got is None or got.view is not view or got.counts is not counts:
+        got = _PAGE_READ[key] = _PageRead(view, counts, names, desc, after is None, states, pg)
+    return got.rows(conn, scope_id, after, n)
+
+
+def summary_unchanged_since(conn: Connection, counts: Table, scope_id: int, base: Point) -> tuple[Any, Any, int] | None:
+    """In one statement: the scope's count summary row, the projection version of the live task view, and how
+    many of the scope's events ``base`` lacks; None when the scope has no summary."""
+    cond, params = lacks(conn, "e", base)
+    sql = (
+        f"SELECT c.*, (SELECT projection_version FROM {projection_checkpoints.name} WHERE name = 'tasks') AS v_, "
+        f"(SELECT count(*) FROM events e WHERE e.scope_id = :sid AND {cond}) AS n_ "
+        f"FROM {counts.name} c WHERE c.scope_id = :sid"
+    )
+    row = conn.execute(text(sql), {"sid": scope_id, **params}).mappings().first()
+    if row is None:
+        return None
+    return row, row["v_"], int(row["n_"])
 
 
 # -- the snapshot schedule --------------------------------------------------------------------------------------

@@ -2,8 +2,9 @@
 
 Every page is index seeks plus the page, whatever its depth: no OFFSET into the scope, no in-memory slicing.
 
-- Unfiltered, or filtered on state alone with a createdAt or number sort: one seek per state into an index that
-  leads with (scope, state, sort key), merged; ``limit + 1`` rows are read, so ``has_more`` is exact.
+- Unfiltered, or filtered on state alone with a createdAt or number sort: one seek into the sort's index, or one
+  per state into an index that leads with (scope, state, sort key), merged; ``limit + 1`` rows are read, so
+  ``has_more`` is exact; and the scope's total, all in one statement (``engine_sql.page_with_total``).
 - Any other filter or ``q``: the sort index is walked from the cursor for at most ``budget`` rows, and the filter is
   applied to those (in windows that grow eightfold from 8 pages, so that dense matches cost a few hundred rows). When the budget runs out before a page fills, the page comes back short (possibly empty) with a
   cursor that resumes where the walk stopped, exactly as Azure Batch's filtered pages do. ``has_more`` then means
@@ -15,11 +16,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from sqlalchemy import (
     ColumnElement,
-    bindparam,
     Table,
     and_,
     false,
@@ -35,6 +35,7 @@ from sqlalchemy.engine import Connection, RowMapping
 
 from eventstore import State, Task, ValidationError
 
+from .engine_sql import page_with_total
 from .filters import And, Cmp, Expr, Or
 
 SORTS: dict[str, tuple[tuple[str, ...], bool]] = {
@@ -173,7 +174,7 @@ def _order(cols: Any, sort: str) -> list[Any]:
     return [cols[n].desc() if desc else cols[n].asc() for n in names]
 
 
-def key_of(row: RowMapping, sort: str) -> list[Any]:
+def key_of(row: Mapping[str, Any], sort: str) -> list[Any]:
     return [row[n] for n in SORTS[sort][0]]
 
 
@@ -184,7 +185,38 @@ def check_after(after: Any, sort: str) -> list[Any]:
     return after
 
 
-def list_page(
+def seek_states(sort: str, q: str | None, where: Expr | None) -> tuple[bool, tuple[str, ...] | None]:
+    """Whether a page of this query is index seeks (a :func:`seek_page`), and of which states (None: all)."""
+    if q is None and where is None:
+        return True, None
+    states = state_only(where) if q is None else None
+    if states is not None and sort in _SEEKABLE_BY_STATE:
+        return True, tuple(sorted(s.value for s in states))
+    return False, None
+
+
+def seek_page(
+    conn: Connection,
+    view: Table,
+    counts: Table,
+    scope_id: int,
+    *,
+    sort: str,
+    limit: int,
+    after: Sequence[Any] | None,
+    states: tuple[str, ...] | None,
+) -> tuple[list[Mapping[str, Any]], bool, list[Any] | None, int]:
+    """One page that is index seeks: its rows, whether to offer a next page, the key to resume after, and the
+    scope's total (from its count summary), all from one statement. ``limit + 1`` rows are read, so ``has_more`` is
+    exact."""
+    names, desc = SORTS[sort]
+    rows, total = page_with_total(conn, view, counts, scope_id, names, desc, after, limit + 1, states)
+    has_more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, has_more, (key_of(rows[-1], sort) if has_more else None), total
+
+
+def walk_page(
     conn: Connection,
     view: Table,
     scope_id: int,
@@ -196,83 +228,8 @@ def list_page(
     where: Expr | None,
     budget: int = SCAN_BUDGET,
 ) -> tuple[list[RowMapping], bool, list[Any] | None]:
-    """One page: its rows, whether to offer a next page, and the key to resume after."""
-    states = state_only(where) if q is None else None
-    if where is None and q is None:
-        states = None
-        rows = _seek_page(conn, view, scope_id, sort, limit, after, None)
-    elif states is not None and sort in _SEEKABLE_BY_STATE:
-        if not states:
-            return [], False, None
-        rows = _seek_page(conn, view, scope_id, sort, limit, after, states)
-    else:
-        return _walk_page(conn, view, scope_id, sort, limit, after, q, where, budget)
-    has_more = len(rows) > limit
-    rows = rows[:limit]
-    return rows, has_more, (key_of(rows[-1], sort) if has_more else None)
-
-
-_UNFILTERED: dict[tuple[str, str, bool], tuple[Table, Any]] = {}
-
-
-def _unfiltered(view: Table, sort: str, after: Sequence[Any] | None) -> tuple[Any, dict[str, Any]]:
-    """The unfiltered page's statement, built once per (table, sort, first page or not); the values are bound."""
-    key = (view.name, sort, after is None)
-    table, stmt = _UNFILTERED.get(key, (None, None))
-    names = SORTS[sort][0]
-    if table is not view:
-        c = view.c
-        seek = None if after is None else [bindparam(f"a{i}") for i in range(len(names))]
-        stmt = (
-            select(view)
-            .where(c.scope_id == bindparam("sid"), _seek(c, sort, seek))
-            .order_by(*_order(c, sort))
-            .limit(bindparam("n"))
-        )
-        _UNFILTERED[key] = (view, stmt)
-    params = {} if after is None else {f"a{i}": v for i, v in enumerate(after)}
-    return stmt, params
-
-
-def _seek_page(
-    conn: Connection,
-    view: Table,
-    scope_id: int,
-    sort: str,
-    limit: int,
-    after: Sequence[Any] | None,
-    states: frozenset[State] | None,
-) -> list[RowMapping]:
-    c = view.c
-    if states is None:
-        stmt, params = _unfiltered(view, sort, after)
-        params.update(sid=scope_id, n=limit + 1)
-        return list(conn.execute(stmt, params).mappings())
-    parts = [
-        select(view)
-        .where(c.scope_id == scope_id, c.state == s.value, _seek(c, sort, after))
-        .order_by(*_order(c, sort))
-        .limit(limit + 1)
-        for s in sorted(states)
-    ]
-    if len(parts) == 1:
-        return list(conn.execute(parts[0]).mappings())
-    merged = union_all(*[select(p.subquery()) for p in parts]).subquery()
-    q = select(merged).order_by(*_order(merged.c, sort)).limit(limit + 1)
-    return list(conn.execute(q).mappings())
-
-
-def _walk_page(
-    conn: Connection,
-    view: Table,
-    scope_id: int,
-    sort: str,
-    limit: int,
-    after: Sequence[Any] | None,
-    q: str | None,
-    where: Expr | None,
-    budget: int,
-) -> tuple[list[RowMapping], bool, list[Any] | None]:
+    """One page of any other filter, or a q search: its rows, whether to offer a next page, and the key to resume
+    after."""
     # A window that grows eightfold up to the budget: a page whose matches are dense reads a few hundred rows, not
     # the whole budget; a sparse one reads at most about 1.15 times the budget. Each window is one statement.
     window = min(budget, 8 * (limit + 1))

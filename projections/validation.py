@@ -69,6 +69,30 @@ class SnapshotValidator:
         here = point_of(conn, last_position(conn, sid))
         self._verified[sid] = (here, {s: states[s] for s in State}, {s: slots[s] for s in State}, source)
 
+    def unchanged(self, scope: Any, sid: int, counts: Table) -> CountSummary | None:
+        """The scope's summary, validated, when no event came after the point this process last verified and the
+        summary still equals it: one statement (its own snapshot). None in every other case, which the whole
+        check (:meth:`__call__`) then decides, with the reason when it cannot validate."""
+        from .counts import summary_of
+        from .engine_sql import summary_unchanged_since
+        from .version import PROJECTION_VERSION
+
+        cached = self._verified.get(sid)
+        if cached is None:
+            return None
+        point, states, slots, source = cached
+        with self.log.reading_one() as conn:
+            found = summary_unchanged_since(conn, counts, sid, point)
+        if found is None:
+            return None
+        row, version, since = found
+        if version != PROJECTION_VERSION or since:
+            return None
+        summary = summary_of(row, scope)
+        if not all(summary.states[s] == states[s] and summary.slots[s] == slots[s] for s in State):
+            return None
+        return replace(summary, validation_status="validated", validation_detail=f"{source} plus the 0 events after it agree")
+
     def __call__(self, conn: Connection, sid: int, summary: CountSummary) -> CountSummary:
         from .snapshots import live_version
         from .version import PROJECTION_VERSION

@@ -386,6 +386,22 @@ def test_next_cursor_is_empty_on_the_last_page_and_only_there(tstore):
     assert whole.next_cursor == "" and whole.has_more is False
 
 
+def test_an_unfiltered_page_carries_the_total_also_when_it_is_empty(tstore):
+    """The page and its total are one statement; a page with no row (a cursor past the last task) reads the total
+    on its own."""
+    tstore.add_tasks(SCOPE, [{"id": f"t{i}"} for i in range(3)])
+    q = tstore.queries
+    for sort in ALL_SORTS:
+        names = SORTS[sort][0]
+        full = q.list_tasks(SCOPE, sort=sort, limit=3)
+        assert len(full.items) == 3 and full.total == 3
+        last = full.items[-1]
+        key = [{"created_at": last.created_at, "key": last.key, "number": last.number}[n] for n in names]
+        fp = q.query_fingerprint(SCOPE, sort, None, None)
+        past = q.list_tasks(SCOPE, sort=sort, cursor=q.cursors.encode({"k": key}, fp))
+        assert (past.items, past.has_more, past.next_cursor, past.total) == ([], False, "", 3), sort
+
+
 def test_an_empty_or_unknown_scope_lists_nothing(tstore):
     tstore.add_task(SCOPE, {"id": "elsewhere"})
     for scope in (Scope("ws-1", "job-1", "other"), Scope("nobody", "nothing")):

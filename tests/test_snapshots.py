@@ -8,12 +8,13 @@ from __future__ import annotations
 import itertools
 import threading
 from collections import Counter
+from dataclasses import replace
 
 import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 from eventstore import IllegalTransition, Scope, State, TaskNotFound
 from projections.engine_sql import consistent
@@ -300,6 +301,30 @@ def test_a_verified_point_too_far_behind_gives_way_to_a_newer_snapshot(store):
     after = store.queries.counts(JOB)
     assert after.validation_status == "validated" and f"snapshot #{snap.id}" in after.validation_detail
     assert after.total == 23
+
+
+def test_validated_counts_of_an_unchanged_scope_are_one_statement(store):
+    simulate(store, JOB, 12, seed=6)
+    first = store.queries.counts(JOB)  # the whole check: it becomes the verified point
+    assert first.validation_status == "validated"
+    statements: list[str] = []
+
+    def seen(conn, cursor, statement, *args):
+        statements.append(statement)
+
+    event.listen(store.engine, "before_cursor_execute", seen)
+    try:
+        again = store.queries.counts(JOB)
+    finally:
+        event.remove(store.engine, "before_cursor_execute", seen)
+    assert again == replace(first, validation_detail=again.validation_detail)
+    assert again.validation_detail.endswith("plus the 0 events after it agree")
+    assert len(statements) == 1, statements
+    # After an event, the whole check runs again (and finds the new task).
+    store.add_tasks(JOB, [{"id": "one-more", "requiredSlots": 3}])
+    later = store.queries.counts(JOB)
+    assert later.validation_status == "validated" and later.total == 13
+    assert later.validation_detail.endswith("plus the 1 events after it agree")
 
 
 def test_a_late_commit_below_a_snapshots_position_is_in_its_tail(postgresql_database):

@@ -14,6 +14,7 @@ from sqlalchemy.sql import Select
 class Dialect(Protocol):
     name: str
     read_isolation: str | None
+    one_statement_isolation: str | None
 
     def configure(self, engine: Engine, *, schema: str | None) -> None:
         """Install per-connection settings (pragmas, session options, transaction style)."""

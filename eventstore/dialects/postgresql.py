@@ -44,6 +44,8 @@ _HORIZON = text("(pg_snapshot_xmin(pg_current_snapshot())::text)::bigint")
 class PostgreSQLDialect:
     name = "postgresql"
     read_isolation = "REPEATABLE READ"  # the isolation level of read transactions
+    # One-statement reads need no transaction (a statement is its own snapshot): no BEGIN and COMMIT round trips.
+    one_statement_isolation = "AUTOCOMMIT"
 
     def configure(self, engine: Engine, *, schema: str | None) -> None:
         # Session settings (search_path, idle_in_transaction_session_timeout) travel in the connect options that
