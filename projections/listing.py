@@ -20,6 +20,7 @@ from typing import Any, Mapping, Sequence
 
 from sqlalchemy import (
     ColumnElement,
+    bindparam,
     Table,
     and_,
     false,
@@ -35,8 +36,8 @@ from sqlalchemy.engine import Connection, RowMapping
 
 from eventstore import State, Task, ValidationError
 
-from .engine_sql import page_with_total
-from .filters import And, Cmp, Expr, Or
+from .engine_sql import page_with_total, view_rows
+from .filters import And, Cmp, Expr, Or, canonical
 
 SORTS: dict[str, tuple[tuple[str, ...], bool]] = {
     # sort -> (key columns, descending)
@@ -246,6 +247,59 @@ def walk_page(
     return rows, True, key_of(edge, sort)
 
 
+_WALKS: dict[tuple[Any, ...], tuple[Table, Any]] = {}
+
+
+def _walk_statement(view: Table, sort: str, first: bool, where: Expr | None, searching: bool) -> Any:
+    """The statement of one walk window, built once per (table, sort, first page or not, filter, q or not); the
+    scope, the key to resume after, the window, the page size and the q pattern are bound when it runs."""
+    key = (view.name, sort, first, canonical(where), searching)
+    got = _WALKS.get(key)
+    if got is not None and got[0] is view:
+        return got[1]
+    c = view.c
+    names, desc = SORTS[sort]
+    wanted = {"key", "search", *names, *_COLUMN.values()}
+    after = None if first else [bindparam(f"a{i}") for i in range(len(names))]
+    walked = (
+        select(*[c[n] for n in sorted(wanted)])
+        .where(c.scope_id == bindparam("sid"), _seek(c, sort, after))
+        .order_by(*_order(c, sort))
+        .limit(bindparam("window"))
+        .cte("walked")
+    )
+    cond: list[ColumnElement[bool]] = []
+    if where is not None:
+        cond.append(compile_filter(where, walked.c))
+    if searching:
+        cond.append(walked.c.search.like(bindparam("pattern"), escape="\\"))
+    # The matches and the last row walked come from one statement, so from one snapshot: a second statement could
+    # see a task added meanwhile (PostgreSQL, read committed), put the edge before the end of the walk, and make the
+    # next page return a match of this one again.
+    key_cols = ["key", *[n for n in names if n != "key"]]
+    hits = (
+        select(literal_column("0").label("edge"), *[walked.c[n] for n in key_cols])
+        .where(*cond)
+        .order_by(*_order(walked.c, sort))
+        .limit(bindparam("n"))
+        .subquery()
+    )
+    full = select(func.count()).select_from(walked).scalar_subquery() >= bindparam("window")
+    last = (
+        select(literal_column("1").label("edge"), *[walked.c[n] for n in key_cols])
+        .where(full)
+        .order_by(*[walked.c[n].asc() if desc else walked.c[n].desc() for n in names])
+        .limit(1)
+        .subquery()
+    )
+    both = union_all(select(hits), select(last)).subquery()
+    stmt = select(both).order_by(both.c.edge, *_order(both.c, sort))
+    if len(_WALKS) >= 512:  # filters vary without end; the cache must not
+        _WALKS.clear()
+    _WALKS[key] = (view, stmt)
+    return stmt
+
+
 def _walk_window(
     conn: Connection,
     view: Table,
@@ -260,43 +314,13 @@ def _walk_window(
 ) -> tuple[list[str], RowMapping | None] | None:
     """The matches among the next ``budget`` rows of the sort, and the last row walked when the walk filled its
     budget; None when the window neither filled a page nor reached the end of the scope (unless ``final``)."""
-    c = view.c
-    names, desc = SORTS[sort]
-    wanted = {"key", "search", *names, *_COLUMN.values()}
-    walked = (
-        select(*[c[n] for n in sorted(wanted)])
-        .where(c.scope_id == scope_id, _seek(c, sort, after))
-        .order_by(*_order(c, sort))
-        .limit(budget)
-        .cte("walked")
-    )
-    cond: list[ColumnElement[bool]] = []
-    if where is not None:
-        cond.append(compile_filter(where, walked.c))
+    params: dict[str, Any] = {"sid": scope_id, "window": budget, "n": limit + 1}
+    if after is not None:
+        params.update({f"a{i}": v for i, v in enumerate(after)})
     if q is not None:
-        escaped = re.sub(r"([\\%_])", r"\\\1", q)
-        cond.append(walked.c.search.like(f"%{escaped}%", escape="\\"))
-    # The matches and the last row walked come from one statement, so from one snapshot: on PostgreSQL (read
-    # committed) a second statement could see a task added meanwhile, put the edge before the end of the walk, and
-    # make the next page return a match of this one again.
-    key_cols = ["key", *[n for n in names if n != "key"]]
-    hits = (
-        select(literal_column("0").label("edge"), *[walked.c[n] for n in key_cols])
-        .where(*cond)
-        .order_by(*_order(walked.c, sort))
-        .limit(limit + 1)
-        .subquery()
-    )
-    full = select(func.count()).select_from(walked).scalar_subquery() >= budget
-    last = (
-        select(literal_column("1").label("edge"), *[walked.c[n] for n in key_cols])
-        .where(full)
-        .order_by(*[walked.c[n].asc() if desc else walked.c[n].desc() for n in names])
-        .limit(1)
-        .subquery()
-    )
-    both = union_all(select(hits), select(last)).subquery()
-    found = conn.execute(select(both).order_by(both.c.edge, *_order(both.c, sort))).mappings().all()
+        params["pattern"] = "%" + re.sub(r"([\\%_])", r"\\\1", q) + "%"
+    stmt = _walk_statement(view, sort, after is None, where, q is not None)
+    found = conn.execute(stmt, params).mappings().all()
     keys = [r["key"] for r in found if r["edge"] == 0]
     edge = next((r for r in found if r["edge"] == 1), None)
     if len(keys) > limit or edge is None or final:
@@ -304,10 +328,10 @@ def _walk_window(
     return None
 
 
-def _rows(conn: Connection, view: Table, scope_id: int, keys: list[str], sort: str) -> list[RowMapping]:
+def _rows(conn: Connection, view: Table, scope_id: int, keys: list[str], sort: str) -> list[Mapping[str, Any]]:
+    """The rows of ``keys``, in that order (read by the driver, as the commands' reads are)."""
     if not keys:
         return []
-    c = view.c
-    found = conn.execute(select(view).where(c.scope_id == scope_id, c.key.in_(keys))).mappings().all()
+    found = view_rows(conn, view, scope_id, keys)
     order = {k: i for i, k in enumerate(keys)}
     return sorted(found, key=lambda r: order[r["key"]])
