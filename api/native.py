@@ -48,6 +48,7 @@ from .common import (
     parse_json,
     printable,
     read_body,
+    short_read,
     store_of,
 )
 from .cursors import CursorError
@@ -332,9 +333,10 @@ async def list_tasks(request: Request) -> Response:
     # reads its own parameters (see api.common.documented): the busiest route
     ctx = await context(request, request.headers.get("authorization"))
     path, query = request.path_params, request.query_params
-    return await offload(
-        _list_tasks, ctx, path["job"], path["execution"], *(query.get(name) for name, _ in _LIST_QUERY)
-    )
+    call = (_list_tasks, ctx, path["job"], path["execution"], *(query.get(name) for name, _ in _LIST_QUERY))
+    if query.get("q") or query.get("state"):  # a filter may scan up to the store's scan budget: not a short read
+        return await offload(*call)
+    return await short_read(request, *call)
 
 
 def _list_tasks(
