@@ -29,7 +29,7 @@ from starlette.routing import compile_path, get_route_path
 from . import batch, blaxel, native, omics
 from eventstore import ValidationError
 
-from .common import DIRECT, path_of
+from .common import DIRECT, loop_reads, path_of
 from .credentials import CredentialStore, migrate
 from .errors import ApiError, Dialects, JSONResponse, plain_error
 
@@ -175,6 +175,7 @@ def create_app(store: Any, *, credentials: CredentialStore | None = None) -> Fas
     )
     app.state.store = store
     app.state.credentials = creds
+    app.state.loop_reads = loop_reads(store.engine)  # see api.common.short_read
     dialects = Dialects()
     app.state.dialects = dialects
     # FastAPI tries the routes in the order they were included, every route of a router before the next router's:

@@ -28,6 +28,7 @@ from .common import (
     documented,
     nul_query_parameter,
     offload,
+    short_read,
     store_of,
 )
 from .cursors import CursorError
@@ -145,7 +146,7 @@ async def list_job_execution_tasks(request: Request) -> Response:
     headers = request.headers
     workspace = await workspace_of(request, headers.get("x-blaxel-authorization"), headers.get("x-blaxel-workspace"))
     path, query = request.path_params, request.query_params
-    return await offload(
+    call = (
         _list_tasks,
         store_of(request),
         workspace,
@@ -153,6 +154,9 @@ async def list_job_execution_tasks(request: Request) -> Response:
         path["execution_id"],
         *(query.get(name) for name, _ in _LIST_QUERY),
     )
+    if query.get("q"):  # a search may scan up to the store's scan budget: not a short read
+        return await offload(*call)
+    return await short_read(request, *call)
 
 
 def _list_tasks(
