@@ -176,42 +176,6 @@ def _expected_version(if_match: str | None) -> int | None:
     return int(value)
 
 
-def task_json(task: Task) -> dict[str, Any]:
-    """``task.to_dict()``, the native document of a task, as a list page renders it: the same keys in the same order
-    and the same JSON (tests/test_api_reads.py checks both), a quarter faster. The states stay :class:`State`
-    members, which are ``str`` and which orjson writes as their values, instead of a ``.value`` lookup each (an
-    enum property, about 20 µs a page of 50)."""
-    scope = task.scope
-    return {
-        "workspace": scope.workspace,
-        "job": scope.job,
-        "execution": scope.execution,
-        "id": task.task_id,
-        "number": task.number,
-        "version": task.version,
-        "state": task.state,
-        "previousState": task.previous_state,
-        "createdAt": task.created_at,
-        "stateTransitionTime": task.state_transition_time,
-        "previousStateTransitionTime": task.previous_state_transition_time,
-        "lastModified": task.last_modified,
-        "scheduledAt": task.scheduled_at,
-        "startTime": task.start_time,
-        "endTime": task.end_time,
-        "exitCode": task.exit_code,
-        "result": task.result,
-        "failureInfo": task.failure_info,
-        "nodeInfo": task.node_info,
-        "retryCount": task.retry_count,
-        "requeueCount": task.requeue_count,
-        "lastRetryTime": task.last_retry_time,
-        "lastRequeueTime": task.last_requeue_time,
-        "statusMessage": task.status_message,
-        "conditions": list(task.conditions),
-        "spec": dict(task.spec),
-    }
-
-
 def _task_response(task: Task, status: int = 200) -> Response:
     return JSONResponse(task.to_dict(), status_code=status, headers={"ETag": f'"{task.version}"'})
 
@@ -410,7 +374,7 @@ def _list_tasks(
     page = ctx.store.queries.list_tasks(scope, sort=order, limit=n, cursor=cursor or None, q=q, where=where)
     return JSONResponse(
         {
-            "tasks": [task_json(t) for t in page.items],
+            "tasks": [t.to_dict() for t in page.items],
             "hasMore": bool(page.has_more and page.next_cursor),
             "nextCursor": page.next_cursor or "",
             "total": page.total,

@@ -1,16 +1,14 @@
 """Where a direct route's store read runs (api.common.short_read): an unfiltered list page on a SQLite file runs on
 the event loop, everything else (a filtered page, counts, PostgreSQL, no idle connection) in the thread pool, and the
-answers are the same either way. And the native list page's task document (api.native.task_json) is Task.to_dict."""
+answers are the same either way."""
 
 from __future__ import annotations
 
 import threading
 
-import orjson
 import pytest
 from starlette.testclient import TestClient
 
-from api import native
 from api.common import loop_reads
 from eventstore import Scope
 from tests.conftest import make_database
@@ -136,26 +134,6 @@ def test_answers_are_the_same_on_the_loop_and_in_the_thread_pool(tmp_path):
                 app.state.loop_reads = False
                 b = client.get(url, headers=headers)
                 assert _normal(a) == _normal(b), url
-    finally:
-        store.close()
-        next(gen, None)
-
-
-def test_the_list_pages_task_document_is_task_to_dict(tmp_path):
-    gen, store, app = _open("sqlite", tmp_path)
-    try:
-        scope = Scope(WS_A, JOB)
-        store.add_tasks(scope, [{"id": "spec", "constraints": {"maxTaskRetryCount": 2}, "requiredSlots": 2}])
-        store.transition(scope, "spec", "running")
-        store.transition(scope, "spec", "failed", exit_code=1, failure_info={"category": "usererror"})  # a retry
-        store.transition(scope, "t4", "cancelled")
-        tasks = store.queries.list_tasks(scope, limit=50).items
-        assert {t.state for t in tasks} >= {"pending", "running", "failed", "cancelled"}
-        assert any(t.previous_state for t in tasks) and any(t.conditions for t in tasks)
-        for t in tasks:
-            doc = native.task_json(t)
-            assert doc == t.to_dict() and list(doc) == list(t.to_dict())
-            assert orjson.dumps(doc) == orjson.dumps(t.to_dict())
     finally:
         store.close()
         next(gen, None)
