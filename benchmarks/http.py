@@ -4,7 +4,8 @@ process.
 The service (``api.create_app`` over ``open_store(url, snapshot_every=None, background_snapshots=False)``, what
 ``taskstore serve`` runs) is served by uvicorn in a process of its own, bound by uvicorn to a free port of 127.0.0.1,
 log level warning, no access log, with a credential for the job's workspace created beforehand through
-``api.credentials``. The load generator is bounded and local: ``httpx.Client`` with keep-alive, from 1 and from 4
+``api.credentials``. The load generator is bounded and local: a minimal HTTP/1.1 client (:class:`RawClient`: one
+keep-alive socket, the request written whole, the answer read by its Content-Length, as wrk does), from 1 and from 4
 threads (a connection each), a fixed number of requests per case (300 in quick mode, 2,000 in full mode) after a
 warm-up, stopped early only by a time bound. Measured: a list page of 50 (createdAt:desc) at the first page and at
 a deep page (the middle of the job, reached by a cursor the store's codec signs) through the native ``/v1`` API and
@@ -13,7 +14,9 @@ the Blaxel dialect; the count summary (validated) through ``/v1 …/counts`` and
 (``TaskQueries.list_tasks`` and ``TaskQueries.counts`` from 1 and 4 threads on one store). So that every side of a
 case samples the same moments of a shared machine, with one client the sides take turns request by request (their
 order rotating from round to round), with 4 clients in turns of 25 requests (50 in full mode). ``GET /healthz`` (no
-authentication, no database) is the floor of one request through uvicorn and httpx on this machine.
+authentication, no database) is the floor of one request through uvicorn on this machine; the same request through
+``httpx.Client`` shows what a full Python HTTP client adds on the client's side (about 0.5 to 0.8 ms here), which
+is not the service's and which the goal therefore does not count.
 
 Each row pools every timed request of its case: *median* is the p50 latency, *min* and *max* the fastest and
 slowest request; the p99, the number of requests and the difference from the in-process p50 (and p10, which a
@@ -93,6 +96,64 @@ def label(what: str, clients: int) -> str:
     return f"{what} ({clients} client{'s' if clients > 1 else ''})"
 
 
+class RawResponse:
+    def __init__(self, url: str, status_code: int, content: bytes) -> None:
+        self.url, self.status_code, self.content = url, status_code, content
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", "replace")
+
+    def json(self) -> Any:
+        import orjson
+
+        return orjson.loads(self.content)
+
+
+class RawClient:
+    """The load generator's client: HTTP/1.1 over one keep-alive TCP connection, a GET written in one ``sendall``,
+    the answer read up to its headers and then exactly Content-Length bytes (the service always sends one). Nothing
+    else: no connection pool, URL model or header objects, so that what a request costs is the service's."""
+
+    def __init__(self, base_url: str, timeout: float = 30) -> None:
+        import socket
+
+        parts = urlsplit(base_url)
+        self.host = parts.netloc
+        self.sock = socket.create_connection((parts.hostname, parts.port), timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buf = b""
+
+    def get(self, path: str, params: dict[str, str] | None = None, headers: dict[str, str] | None = None) -> RawResponse:
+        from urllib.parse import urlencode
+
+        target = path + ("&" if "?" in path else "?") + urlencode(params) if params else path
+        head = f"GET {target} HTTP/1.1\r\nHost: {self.host}\r\n"
+        for k, v in (headers or {}).items():
+            head += f"{k}: {v}\r\n"
+        self.sock.sendall((head + "\r\n").encode())
+        buf, sock = self.buf, self.sock
+        while (end := buf.find(b"\r\n\r\n")) < 0:
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("the server closed the connection")
+            buf += chunk
+        lines = buf[:end].split(b"\r\n")
+        status = int(lines[0].split()[1])
+        length = next(int(v) for k, _, v in (ln.partition(b":") for ln in lines[1:]) if k.lower() == b"content-length")
+        body_end = end + 4 + length
+        while len(buf) < body_end:
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("the server closed the connection")
+            buf += chunk
+        self.buf = buf[body_end:]
+        return RawResponse(target, status, buf[end + 4 : body_end])
+
+    def close(self) -> None:
+        self.sock.close()
+
+
 def run(ctx: Context, engine: str, size: int) -> list[Measurement]:
     import httpx
 
@@ -108,6 +169,7 @@ def run(ctx: Context, engine: str, size: int) -> list[Measurement]:
         store = open_store(target.url, schema=target.schema, snapshot_every=None, background_snapshots=False)
         server: _Server | None = None
         clients: list[Any] = []
+        full_clients: list[Any] = []
         try:
             scope = target.scope()
             workspace, job, execution = SCOPE_PARTS
@@ -127,7 +189,8 @@ def run(ctx: Context, engine: str, size: int) -> list[Measurement]:
 
             ctx.status(f"{KEY} · {engine} · {size:,} · starting the server")
             server = _Server(target.url, target.schema)
-            clients = [httpx.Client(base_url=server.url, timeout=30) for _ in range(max(CLIENTS))]
+            clients = [RawClient(server.url, timeout=30) for _ in range(max(CLIENTS))]
+            full_clients = [httpx.Client(base_url=server.url, timeout=30) for _ in range(max(CLIENTS))]
             bearer = {"Authorization": f"Bearer {secret}"}
             blaxel = {"X-Blaxel-Authorization": f"Bearer {secret}", "X-Blaxel-Workspace": workspace}
             tasks = f"/v1/jobs/{job}/executions/{execution}/tasks"
@@ -192,6 +255,10 @@ def run(ctx: Context, engine: str, size: int) -> list[Measurement]:
                 client = clients[i]
                 return (lambda: ok(client.get("/healthz"))), (lambda _r: None)
 
+            def healthz_httpx(i: int) -> Any:
+                client = full_clients[i]
+                return (lambda: ok(client.get("/healthz"))), (lambda _r: None)
+
             first_in = "in process: TaskQueries.list_tasks, first page"
             deep_in = "in process: TaskQueries.list_tasks, deep page by cursor"
             counts_in = "in process: TaskQueries.counts (validated)"
@@ -206,7 +273,8 @@ def run(ctx: Context, engine: str, size: int) -> list[Measurement]:
                 [Side(counts_in, in_process_counts),
                  Side("GET /v1 …/counts", v1_counts, counts_in),
                  Side("GET /batch …/taskcounts (SharedKey)", batch_counts, counts_in)],
-                [Side("GET /healthz (no auth, no database): the floor", healthz)],
+                [Side("GET /healthz (no auth, no database): the floor", healthz),
+                 Side("GET /healthz through httpx: a full Python HTTP client's floor", healthz_httpx)],
             ]
             total = requests_per_case(cfg)
             per_chunk = chunk_size(cfg)
@@ -225,16 +293,16 @@ def run(ctx: Context, engine: str, size: int) -> list[Measurement]:
                         lat, wall, stopped = got[side.name]
                         out.append(_measurement(engine, size, side, n, lat, wall, stopped,
                                                 base_p50.get(side.baseline) if side.baseline else None))
-            ctx.note(KEY, f"The server is uvicorn {_uvicorn_flavour()}; the client is httpx {_version('httpx')} in "
-                     f"the benchmark's own process, so client threads, server and database share the machine's "
-                     f"{os.cpu_count()} cores.")
+            ctx.note(KEY, f"The server is uvicorn {_uvicorn_flavour()}; the client is the benchmark's RawClient (and "
+                     f"for the second floor row httpx {_version('httpx')}) in the benchmark's own process, so client "
+                     f"threads, server and database share the machine's {os.cpu_count()} cores.")
             if statuses != {"validated"}:
                 ctx.note(KEY, f"{engine}, {size:,} tasks: the count answers said {', '.join(sorted(statuses))}.")
             ctx.note(KEY, "The job is the same simulated job as questions 6 and 7 (built once per run from the "
                      "job template, not through the API, see the notes); the server opens it with "
                      "snapshot_every=None and background_snapshots=False, like the in-process store.")
         finally:
-            for c in clients:
+            for c in [*clients, *full_clients]:
                 c.close()
             if server is not None:
                 server.stop()
@@ -276,9 +344,9 @@ def _measurement(engine: str, size: int, side: Side, clients: int, lat: list[flo
 
 
 def ok(r: Any) -> Any:
-    """An httpx response that must be a 200."""
+    """A response (RawClient's or httpx's) that must be a 200."""
     if r.status_code != 200:
-        raise AssertionError(f"GET {r.request.url}: {r.status_code} {r.text[:300]}")
+        raise AssertionError(f"GET {getattr(r, 'url', '?')}: {r.status_code} {r.text[:300]}")
     return r
 
 
