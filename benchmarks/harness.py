@@ -383,8 +383,6 @@ def build_job(store: Any, size: int, *, lifecycle: list[str] | None) -> None:
 
 
 def _bulk_job(store: Any, size: int, lifecycle: list[str] | None) -> None:
-    from sqlalchemy import insert
-
     from eventstore.events import RecordedEvent
     from eventstore.lifecycle import State
     from eventstore.schema import events
@@ -408,11 +406,9 @@ def _bulk_job(store: Any, size: int, lifecycle: list[str] | None) -> None:
     def write(rows: list[dict[str, Any]], at: str) -> list[RecordedEvent]:
         meta = {"recordedAt": at}
         for r in rows:
-            r["scope_id"], r["schema_version"], r["metadata"] = sid, 1, meta
+            r["scope_id"], r["schema_version"], r["metadata"], r["after"] = sid, 1, meta, 0
         with log.writing() as conn:
-            got = conn.execute(
-                insert(events).returning(events.c.position, events.c.txid, sort_by_parameter_order=True), rows
-            ).all()
+            got = log.dialect.insert_events(conn, events, rows)  # the append's own insert (unnest on PostgreSQL)
             recorded = [
                 RecordedEvent(p, scope, r["stream"], r["version"], r["type"], 1, r["data"], meta, t or 0, scope_id=sid)
                 for r, (p, t) in zip(rows, got)
