@@ -5,7 +5,8 @@
 2. Seeding, scope by scope. A scope is folded from its first event stream by stream (its unique (stream, version)
    index order: each task's row is written once, nothing is read back), or, with ``from_snapshots``, its newest
    verified full snapshot (of this version of the projection code) is copied in and the events it lacks are folded
-   on top. With snapshots the log is not read from its start.
+   on top. With snapshots the log is not read from its start. The task view's indexes are made after seeding, in
+   the transaction that records the catch-up's start.
 3. Catching up: a :class:`~projections.projector.CatchUpProjector` follows the whole log from the head noted in 1,
    storing its checkpoint with every batch (an interrupted rebuild resumes from it), one write transaction per
    batch; appends go on meanwhile. Events the fresh tables already reflect are skipped by version, so seeding and
@@ -150,8 +151,8 @@ def rebuild(
         if not resumed:
             engine_sql.drop_tables(conn, [view_name, counts_name, f"{task_view.name}_retired",
                                           f"{scope_counts.name}_retired"])
-            # The task view's indexes are made after seeding (``_index``): built once from the loaded rows, not
-            # kept up to date row by row while every row goes in.
+            # The task view's indexes are made when seeding is done (below): built once from the loaded rows,
+            # not kept up to date row by row while every row goes in.
             conn.execute(CreateTable(fresh_view))
             fresh_counts.create(conn)
             save_checkpoint(conn, REBUILD, START, status="seeding", detail=view_name)
