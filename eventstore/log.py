@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import hashlib
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -31,6 +32,26 @@ from .task import Task
 from .upcasting import Upcasters
 
 Clock = Callable[[], datetime]
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """The cyclic garbage collector held off while a batch of decoded events is built.
+
+    Decoding a batch allocates several tracked containers per event (the data's dicts and lists, the event tuple),
+    so the collector runs a generation-0 pass every few hundred events, and older generations ever more often as
+    the batch and its caller's results grow, looking for cycles that acyclic decoded JSON cannot have: measured at
+    about half the time of decoding a batch. Held off, it runs once after the batch (the allocations still count
+    towards its next pass). A collector another caller has disabled stays disabled.
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def utc_now() -> datetime:
@@ -556,6 +577,10 @@ class EventLog:
         append has the same document) share one decoded mapping, as the events an append returns already do;
         like the events themselves, it is not to be changed.
         """
+        with gc_paused():
+            return self._decode_rows(conn, rows)
+
+    def _decode_rows(self, conn: Connection, rows: Sequence[tuple]) -> list[RecordedEvent]:
         loads = orjson.loads
         current = self.upcasters.current_versions()
         upcast = self.upcasters.upcast
