@@ -7,6 +7,7 @@ version 1 of a type now at version 3 passes through two steps.
 
 from __future__ import annotations
 
+from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
 from .errors import EventStoreError
@@ -18,6 +19,7 @@ class Upcasters:
     def __init__(self) -> None:
         self._current: dict[str, int] = {}
         self._steps: dict[tuple[str, int], Upcaster] = {}
+        self._current_view: Mapping[str, int] = MappingProxyType(self._current)
 
     def declare(self, event_type: str, current_version: int) -> None:
         self._current[event_type] = current_version
@@ -35,6 +37,13 @@ class Upcasters:
 
     def current_version(self, event_type: str) -> int:
         return self._current.get(event_type, 1)
+
+    def current_versions(self) -> Mapping[str, int]:
+        """Every declared type's current schema version (a live, read-only view; an undeclared type is at 1).
+
+        For readers that decode many rows: ``schema_version < current.get(type, 1)`` is the test of
+        ``current_version`` without a method call per event, and ``upcast`` is needed only when it holds."""
+        return self._current_view
 
     def upcast(self, event_type: str, version: int, data: Mapping[str, Any]) -> tuple[int, Mapping[str, Any]]:
         target = self._current.get(event_type, version)

@@ -625,3 +625,48 @@ def insert_rows(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> N
         for r in rows
     ]
     conn.exec_driver_sql(f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({marks})", tuples)
+
+
+# -- the rebuild's seeding: driver reads and bulk loads -----------------------------------------------------------
+#
+# Seeding reads every event of the log once and writes every task row once: as the inline projection's statements
+# above, fixed text to the driver with plain tuples (SQLAlchemy's row processing and per-row parameter handling
+# cost as much as the fold itself).
+
+
+def stream_page(conn: Connection, scope_id: int, after: tuple[str, int] | None, limit: int) -> list[tuple]:
+    """``events_by_stream`` through the driver: a page of the scope's events in (stream, version) order (its unique
+    index) after ``after``, as (position, stream, version, type, schema_version, data as JSON text)."""
+    pg = conn.engine.dialect.name == "postgresql"
+    if pg:
+        sql = ("SELECT position, stream, version, type, schema_version, data::text FROM events "
+               "WHERE scope_id = %s{} ORDER BY stream, version LIMIT %s")
+        keyset = " AND (stream, version) > (%s, %s::integer)"
+    else:
+        sql = ("SELECT position, stream, version, type, schema_version, data FROM events "
+               "WHERE scope_id = ?{} ORDER BY stream, version LIMIT ?")
+        keyset = " AND (stream, version) > (?, ?)"
+    if pg:
+        # Walk the unique index, in its order. The planner's estimate of the scope's rows is often far too low (a
+        # rebuild typically runs on tables that no ANALYZE has seen since they grew): it then picks a bitmap scan
+        # of the whole keyset range and a sort spilled to disk, several times slower. This read transaction only.
+        driver_execute(conn, "SELECT set_config('enable_bitmapscan', 'off', true), "
+                             "set_config('enable_sort', 'off', true)")
+    if after is None:
+        return driver_execute(conn, sql.format(""), (scope_id, limit)).fetchall()
+    return driver_execute(conn, sql.format(keyset), (scope_id, after[0], after[1], limit)).fetchall()
+
+
+def load_rows(conn: Connection, table: str, columns: Sequence[str], rows: Sequence[tuple]) -> None:
+    """Insert rows given as tuples of insert values in ``columns`` order (JSON columns as JSON text): one COPY on
+    PostgreSQL (text format; the server parses the JSON text into jsonb, as the ``CAST(... AS jsonb)`` of the
+    other inserts does), one executemany of fixed text on SQLite. For bulk loads into fresh tables."""
+    if not rows:
+        return
+    names = ", ".join(columns)
+    if conn.engine.dialect.name == "postgresql":
+        from eventstore.dialects.base import driver_copy
+
+        driver_copy(conn, f"COPY {table} ({names}) FROM STDIN", rows)
+        return
+    driver_executemany(conn, f"INSERT INTO {table} ({names}) VALUES ({', '.join('?' * len(columns))})", rows)

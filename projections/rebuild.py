@@ -5,7 +5,8 @@
 2. Seeding, scope by scope. A scope is folded from its first event stream by stream (its unique (stream, version)
    index order: each task's row is written once, nothing is read back), or, with ``from_snapshots``, its newest
    verified full snapshot (of this version of the projection code) is copied in and the events it lacks are folded
-   on top. With snapshots the log is not read from its start.
+   on top. With snapshots the log is not read from its start. The task view's indexes are made after seeding, in
+   the transaction that records the catch-up's start.
 3. Catching up: a :class:`~projections.projector.CatchUpProjector` follows the whole log from the head noted in 1,
    storing its checkpoint with every batch (an interrupted rebuild resumes from it), one write transaction per
    batch; appends go on meanwhile. Events the fresh tables already reflect are skipped by version, so seeding and
@@ -20,6 +21,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -31,10 +33,11 @@ import orjson
 from sqlalchemy import MetaData, func, insert, inspect, select, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.schema import CreateTable
 
 from eventstore import START, Checkpoint, EventLog, Scope, State
 from eventstore.schema import events
-from eventstore.task import TASK_ADDED, evolve
+from eventstore.task import TASK_ADDED
 
 from . import engine_sql
 from .engine_sql import Point, consistent
@@ -44,7 +47,7 @@ from .projector import (
     load_checkpoint,
     save_checkpoint,
 )
-from .replay import COLUMNS, decode, log_after
+from .replay import COLUMNS, SEED_COLUMNS, decode, evolve_row, fold_events, log_after, seed_row
 from .rows import row_of
 from .snapshot_tables import SNAPSHOT_COLUMNS, snapshot_tasks
 from .snapshots import FULL, Snapshots, scope_ids
@@ -148,7 +151,10 @@ def rebuild(
         if not resumed:
             engine_sql.drop_tables(conn, [view_name, counts_name, f"{task_view.name}_retired",
                                           f"{scope_counts.name}_retired"])
-            md.create_all(conn)
+            # The task view's indexes are made when seeding is done (below): built once from the loaded rows,
+            # not kept up to date row by row while every row goes in.
+            conn.execute(CreateTable(fresh_view))
+            fresh_counts.create(conn)
             save_checkpoint(conn, REBUILD, START, status="seeding", detail=view_name)
     projection = TaskProjection(log, fresh_view, fresh_counts, catch_up=True)
     projector = CatchUpProjector(log, projection, REBUILD, batch_size=batch_size)
@@ -187,6 +193,8 @@ def rebuild(
             with log.writing() as conn:  # a heartbeat: this rebuild is alive
                 save_checkpoint(conn, REBUILD, START, status="seeding", detail=view_name)
         with log.writing() as conn:
+            for index in fresh_view.indexes:  # before the catch-up: a resumed rebuild finds them made
+                index.create(conn)
             save_checkpoint(conn, REBUILD, start, status="catching-up", detail=view_name)
         seeded = done
     for attempt in range(1, SWAP_ATTEMPTS + 1):
@@ -234,34 +242,21 @@ def _seed(log: EventLog, sid: int, snapshot_id: int, position: int, view: Any, c
         conn.execute(insert(counts).values(row))
 
 
-class _Event:
-    """What ``evolve`` reads of a recorded event, without the cost of building a frozen ``RecordedEvent``."""
+def seeding_fold(table: Any, scope: Scope) -> Callable[[int, list[tuple[int, int, str, Any]]], tuple]:
+    """The fold that gives a stream's insert values for ``table``: ``seed_row`` when the table's columns are the
+    ones it makes (and ``row_of`` still makes exactly those), else ``evolve_row`` (the definition, slower)."""
+    columns = tuple(c.name for c in table.columns)
+    if columns == SEED_COLUMNS and _row_of_columns() == SEED_COLUMNS:
+        return seed_row
+    return functools.partial(evolve_row, scope=scope, table=table)
 
-    __slots__ = (
-        "data",
-        "metadata",
-        "position",
-        "schema_version",
-        "scope",
-        "scope_id",
-        "stream",
-        "txid",
-        "type",
-        "version",
-    )
 
-    def __init__(self, position: int, scope: Scope, stream: str, version: int, type_: str, schema_version: int,
-                 data: Any, txid: int, scope_id: int) -> None:
-        self.position = position
-        self.scope = scope
-        self.stream = stream
-        self.version = version
-        self.type = type_
-        self.schema_version = schema_version
-        self.data = data
-        self.metadata: dict[str, Any] = {}
-        self.txid = txid
-        self.scope_id = scope_id
+@functools.cache
+def _row_of_columns() -> tuple[str, ...]:
+    """The keys ``row_of`` makes, of a task folded from one sample TaskAdded."""
+    sample = [(1, 1, TASK_ADDED, {"taskId": "t", "at": "2000-01-01T00:00:00.000000Z", "spec": {}})]
+    task = fold_events(sample)
+    return tuple(row_of(task, 0, 1)) if task is not None else ()
 
 
 def _bulk_fold(log: EventLog, sid: int, scope: Scope, view: Any, counts: Any, batch: int,
@@ -269,65 +264,71 @@ def _bulk_fold(log: EventLog, sid: int, scope: Scope, view: Any, counts: Any, ba
     """Fold a scope from its first event into the fresh tables, one stream at a time.
 
     The task view is the fold of each stream on its own, so the scope's events are read in the order of its unique
-    (stream, version) index rather than the log's: each stream is folded with ``evolve`` as it goes by and its row
-    is written once (no reads of the fresh tables, no updates), a page of events per read, ``batch`` rows per write
-    transaction. Memory holds one page and one batch of rows. Returns the events of streams that are not tasks.
+    (stream, version) index rather than the log's: each stream's events are gathered as they go by, folded into
+    its row at once (``seeding_fold``: ``seed_row``, kept equal to ``evolve`` and ``row_of`` by a property test)
+    and the row written once (no reads of the fresh tables, no updates), a page of events per read (with the
+    driver), ``batch`` rows per write transaction (``engine_sql.load_rows``: COPY on PostgreSQL). Memory holds one
+    page, one stream and one batch of rows. Returns the events of streams that are not tasks (those before a
+    stream's first TaskAdded: they are not decoded).
     """
     upcast = log.upcasters.upcast
+    current = log.upcasters.current_versions()
     loads = orjson.loads
-    states: Counter[State] = Counter()
-    slots: Counter[State] = Counter()
-    rows: list[dict[str, Any]] = []
+    fold_row = seeding_fold(view, scope)
+    columns = [c.name for c in view.columns]
+    at_state, at_slots = columns.index("state"), columns.index("required_slots")
+    states: Counter[str] = Counter()
+    slots: Counter[str] = Counter()
+    rows: list[tuple] = []
+    evs: list[tuple[int, int, str, Any]] = []  # the current stream's events, from its TaskAdded
     last_position = 0
     skipped = 0
     stream: str | None = None
-    task: Any = None
-    position = 0
     after: tuple[str, int] | None = None
 
     def finish() -> None:
-        nonlocal task
-        if task is not None:
-            rows.append(row_of(task, sid, position))
-            states[task.state] += 1
-            slots[task.state] += task.required_slots
-        task = None
+        if evs:
+            row = fold_row(sid, evs)
+            rows.append(row)
+            states[row[at_state]] += 1
+            slots[row[at_state]] += row[at_slots]
+            evs.clear()
 
     def write() -> None:
         if rows:
             with log.writing() as conn:
-                engine_sql.insert_rows(conn, view, rows)
+                engine_sql.load_rows(conn, view.name, columns, rows)
             rows.clear()
 
-    page_size = batch
     while True:
         with log.reading() as conn:
-            page = engine_sql.events_by_stream(conn, sid, after, page_size)
-        for position_, txid, stream_, version_, type_, schema_version, data in page:
+            page = engine_sql.stream_page(conn, sid, after, batch)
+        for position, stream_, version, type_, schema_version, data in page:
             if stream_ != stream:
                 finish()
                 stream = stream_
                 if len(rows) >= batch:
                     write()
-            if task is None and type_ != TASK_ADDED:
+            if not evs and type_ != TASK_ADDED:
                 skipped += 1
                 continue
-            schema_version, decoded = upcast(type_, schema_version, loads(data))
-            task = evolve(task, _Event(position_, scope, stream_, version_, type_, schema_version,  # type: ignore[arg-type]
-                                       decoded, txid or 0, sid))
-            position = position_
-            last_position = max(last_position, position_)
+            data = loads(data)
+            if schema_version < current.get(type_, 1):
+                schema_version, data = upcast(type_, schema_version, data)
+            evs.append((position, version, type_, data))
+            if position > last_position:
+                last_position = position
         advance(len(page))
-        if len(page) < page_size:
+        if len(page) < batch:
             break
-        after = (page[-1][2], page[-1][3])
+        after = (page[-1][1], page[-1][2])
     finish()
     write()
     if states:
         row: dict[str, Any] = {"scope_id": sid, "position": last_position}
         for s in State:
-            row[s.value] = states[s]
-            row[f"slots_{s.value}"] = slots[s]
+            row[s.value] = states[s.value]
+            row[f"slots_{s.value}"] = slots[s.value]
         with log.writing() as conn:
             conn.execute(insert(counts).values(row))
     return skipped

@@ -1,23 +1,28 @@
 """Folding events again, outside the inline projection: the events a state lacks, in order and decoded; a scope's
 tasks folded from a base state; and the count changes of a run of events (for validation and "as of" counts).
 
-Everything here goes through ``eventstore.task.evolve``, the one definition of what an event does.
+Everything here goes through ``eventstore.task.evolve``, the one definition of what an event does, but for
+``seed_row``: the rebuild's seeding fold, which gives the task view row of ``row_of(fold(events))`` without building
+a ``Task`` per event, and is kept equal to it by a property test over random histories
+(``tests/test_rebuild_fold.py``, on both engines).
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select, text, tuple_
+import orjson
+from sqlalchemy import Table, select, text, tuple_
 from sqlalchemy.engine import Connection, Row
 
 from eventstore import Checkpoint, EventLog, RecordedEvent, Scope, State, Task
 from eventstore.log import EVENT_COLUMNS
+from eventstore.lifecycle import TERMINAL, Cause
 from eventstore.schema import events
-from eventstore.task import TASK_ADDED, TASK_TRANSITIONED, added, evolve
+from eventstore.task import TASK_ADDED, TASK_CONDITION_RECORDED, TASK_TRANSITIONED, added, evolve
 
 from .engine_sql import SQL_SHAPES, Point, count_since, delta_groups, lacks, unseen
 from .rows import row_of
@@ -219,3 +224,162 @@ def last_position(conn: Connection, scope_id: int, upto: int | None = None) -> i
         q = q.where(events.c.position <= upto)
     found = conn.execute(q.order_by(events.c.position.desc()).limit(1)).scalar()
     return int(found or 0)
+
+
+# -- the seeding fold ---------------------------------------------------------------------------------------------
+#
+# A rebuild folds every event of the log once, and ``evolve`` (a new frozen Task per event, then ``row_of`` and the
+# row's encoding per task) was most of its time. ``seed_row`` folds one stream into local variables, event after
+# event, and makes the row's values once, in the task view's column order, JSON columns encoded as
+# ``engine_sql.insert_rows`` encodes them. It is the same fold as ``evolve`` step by step (each branch below is the
+# branch of ``evolve`` of the same name) and the same row as ``row_of``; ``tests/test_rebuild_fold.py`` checks both
+# over random histories (hypothesis), in memory and through a rebuild on each engine. A change to either must be
+# made here too: the tests fail until it is.
+
+# The task view's columns, in the order ``seed_row`` gives their values (the rebuild checks them against the table
+# and against ``row_of``, and folds with ``evolve`` when they differ).
+SEED_COLUMNS = (
+    "scope_id", "key", "task_id", "number", "state", "previous_state", "version", "position", "created_at",
+    "state_transition_time", "previous_state_transition_time", "last_modified", "scheduled_at", "start_time",
+    "end_time", "exit_code", "result", "retry_count", "requeue_count", "last_retry_time", "last_requeue_time",
+    "required_slots", "display_name", "status_message", "search", "spec", "failure_info", "node_info", "conditions",
+)
+SEED_STATE = SEED_COLUMNS.index("state")
+SEED_SLOTS = SEED_COLUMNS.index("required_slots")
+
+_STATES = {s.value: s.value for s in State}
+_CAUSES = {c.value: c.value for c in Cause}
+_PENDING, _STARTING, _RUNNING = State.PENDING.value, State.STARTING.value, State.RUNNING.value
+_TERMINAL = frozenset(s.value for s in TERMINAL)
+_RETRY, _REQUEUE, _REACTIVATE = Cause.RETRY.value, Cause.REQUEUE.value, Cause.REACTIVATE.value
+
+
+def _state(value: Any) -> str:
+    """``State(value).value``: a lookup for the values the log holds, ``State`` itself (and its error) else."""
+    try:
+        return _STATES[value]
+    except (KeyError, TypeError):
+        return State(value).value
+
+
+def _cause(value: Any) -> str:
+    try:
+        return _CAUSES[value]
+    except (KeyError, TypeError):
+        return Cause(value).value
+
+
+def seed_row(scope_id: int, stream: Sequence[tuple[int, int, str, Any]]) -> tuple:
+    """The task view row of ``row_of(fold(events), scope_id, last position)`` as insert values (JSON encoded), in
+    ``SEED_COLUMNS`` order, from one stream's events as ``(position, version, type, data)``, data decoded and upcast,
+    in version order from a TaskAdded (as ``evolve``, a stream that does not start with one raises ValueError)."""
+    dumps = orjson.dumps
+    started = False
+    for position, version, type_, d in stream:
+        if type_ == TASK_ADDED:  # added()
+            started = True
+            task_id = d["taskId"]
+            number = position
+            spec = d.get("spec", {})
+            state = _PENDING
+            ver = version
+            created = transition_time = modified = d["at"]
+            previous = previous_time = scheduled = start = end = exit_code = result = failure = node = None
+            retried = requeued = message = None
+            retry_count = requeue_count = 0
+            conditions: tuple[Any, ...] = ()
+        elif not started:
+            raise ValueError(f"a stream does not start with {TASK_ADDED}")
+        elif type_ == TASK_TRANSITIONED:
+            at = d["at"]
+            to = _state(d["to"])
+            cause = _cause(d.get("cause", Cause.TRANSITION))
+            before = state
+            previous, previous_time = state, transition_time
+            state = to
+            transition_time = modified = at
+            ver = version
+            retry_count = d.get("retryCount", retry_count)
+            requeue_count = d.get("requeueCount", requeue_count)
+            if "nodeInfo" in d:
+                node = d["nodeInfo"]
+            if "message" in d:
+                message = d["message"]
+            if to == _STARTING:
+                scheduled = at
+            elif to == _RUNNING:
+                start = at
+                if before != _STARTING:
+                    scheduled = scheduled or at
+            if cause == _RETRY:
+                retried, exit_code, failure = at, d.get("exitCode"), d.get("failureInfo")
+            elif cause == _REQUEUE:
+                requeued = at
+            elif cause == _REACTIVATE:
+                end = exit_code = result = failure = None
+            if to in _TERMINAL:
+                end, exit_code, result, failure = at, d.get("exitCode"), d.get("result"), d.get("failureInfo")
+        elif type_ == TASK_CONDITION_RECORDED:
+            at = d["at"]
+            cond = d["condition"]
+            conditions = tuple(c for c in conditions if c.get("type") != cond.get("type")) + (cond,)
+            ver = version
+            modified = at
+        else:  # an event type this code does not know changes nothing but the version
+            ver = version
+        last = position
+    if not started:
+        raise ValueError(f"a stream does not start with {TASK_ADDED}")
+    display = spec.get("displayName")
+    parts = [task_id, display or ""]
+    for k, v in (spec.get("labels") or {}).items():
+        parts += [k, v]
+    return (
+        scope_id, task_id.lower(), task_id, number, state, previous, ver, last, created, transition_time,
+        previous_time, modified, scheduled, start, end, exit_code, result, retry_count, requeue_count, retried,
+        requeued, spec.get("requiredSlots") or 1, display, message, "\n".join(parts).lower(),
+        dumps(dict(spec)).decode(), dumps(failure).decode(), dumps(node).decode(),
+        dumps(list(conditions) if conditions else None).decode(),
+    )
+
+
+def evolve_row(scope_id: int, stream: Sequence[tuple[int, int, str, Any]], *, scope: Scope,
+               table: Table | None = None) -> tuple:
+    """What ``seed_row`` gives, by the definition: the stream folded with ``evolve``, its row made by ``row_of``
+    and encoded as ``engine_sql.insert_rows`` encodes it, in the order of ``table``'s columns (the task view's by
+    default). The rebuild's seeding folds with this when the task view's columns are not ``SEED_COLUMNS``
+    (``seed_row`` is then out of date); the property test compares the two."""
+    from sqlalchemy import JSON
+
+    from .tables import task_view
+
+    columns = [(c.name, isinstance(c.type, JSON)) for c in (task_view if table is None else table).columns]
+    task = fold_events(stream, scope, scope_id)
+    if task is None:
+        raise ValueError(f"a stream does not start with {TASK_ADDED}")
+    row = row_of(task, scope_id, stream[-1][0])
+    return tuple(orjson.dumps(row[n]).decode() if j else row[n] for n, j in columns)
+
+
+def fold_events(stream: Iterable[tuple[int, int, str, Any]], scope: Scope = Scope("scope", "of-the-fold"),
+                scope_id: int = 0) -> Task | None:
+    """One stream's events as ``(position, version, type, data)`` (decoded, upcast) folded with ``evolve``."""
+    task: Task | None = None
+    for position, version, type_, data in stream:
+        task = evolve(task, _StreamEvent(position, scope, version, type_, data, scope_id))  # type: ignore[arg-type]
+    return task
+
+
+class _StreamEvent:
+    """What ``evolve`` reads of a recorded event (the fold of a stream needs no metadata or checkpoint)."""
+
+    __slots__ = ("data", "position", "scope", "scope_id", "stream", "type", "version")
+
+    def __init__(self, position: int, scope: Scope, version: int, type_: str, data: Any, scope_id: int) -> None:
+        self.position = position
+        self.scope = scope
+        self.stream = ""
+        self.version = version
+        self.type = type_
+        self.data = data
+        self.scope_id = scope_id

@@ -42,6 +42,11 @@ class Dialect(Protocol):
     def horizon(self, conn: Connection) -> int | None:
         """The transaction id below which every writer has finished (PostgreSQL), or None (serial writers)."""
 
+    def read_log(self, conn: Connection, after: tuple[int, int], limit: int) -> list[tuple]:
+        """``readable_log`` for the whole log's hot path: the next ``limit`` event rows after ``after`` (a
+        checkpoint's (txid, position)), read with the driver as plain tuples in ``EVENT_COLUMNS`` order, ``data``
+        and ``metadata`` as JSON text (``EventLog.decode_rows`` decodes them)."""
+
 
 # -- the driver, directly ----------------------------------------------------------------------------------------
 #
@@ -87,6 +92,19 @@ def driver_executemany(conn: Connection, sql: str, rows: Any) -> Any:
         return cur
     except conn.dialect.loaded_dbapi.Error as exc:
         raise _wrapped(conn, sql, rows, exc) from exc
+
+
+def driver_copy(conn: Connection, sql: str, rows: Any) -> None:
+    """PostgreSQL: ``COPY ... FROM STDIN`` (``sql``) of ``rows`` (tuples in its column order) on the driver
+    connection of ``conn``, in its transaction: the cheapest way to load many rows (bulk loads only)."""
+    try:
+        with conn.connection.driver_connection.cursor() as cur:  # type: ignore[union-attr]
+            with cur.copy(sql) as copy:
+                write = copy.write_row
+                for row in rows:
+                    write(row)
+    except conn.dialect.loaded_dbapi.Error as exc:
+        raise _wrapped(conn, sql, None, exc) from exc
 
 
 def _wrapped(conn: Connection, sql: str, params: Any, exc: Exception) -> Exception:

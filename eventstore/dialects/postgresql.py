@@ -38,6 +38,17 @@ def _insert_events(table: str) -> str:
     )
 
 
+@functools.cache
+def _read_log(table: str) -> str:
+    # data and metadata as text: decode_rows decodes them itself (and each distinct metadata document once).
+    return (
+        "SELECT position, txid, scope_id, stream, version, type, schema_version, data::text, metadata::text "
+        f"FROM {table} WHERE (txid, position) > (%s::bigint, %s::bigint) "
+        "AND txid < (pg_snapshot_xmin(pg_current_snapshot())::text)::bigint "
+        "ORDER BY txid, position LIMIT %s"
+    )
+
+
 _HORIZON = text("(pg_snapshot_xmin(pg_current_snapshot())::text)::bigint")
 
 
@@ -114,6 +125,13 @@ class PostgreSQLDialect:
             .order_by(events.c.txid, events.c.position)
             .limit(limit)
         )
+
+    def read_log(self, conn: Connection, after: tuple[int, int], limit: int) -> list[tuple]:
+        """``readable_log`` as fixed driver text (the same condition: after the checkpoint in (txid, position)
+        order, below the commit horizon), JSON columns as text."""
+        from ..schema import events
+
+        return driver_execute(conn, _read_log(events.name), (after[0], after[1], limit)).fetchall()
 
     def horizon(self, conn: Connection) -> int | None:
         return int(conn.execute(text("SELECT (pg_snapshot_xmin(pg_current_snapshot())::text)::bigint")).scalar_one())

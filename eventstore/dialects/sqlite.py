@@ -29,6 +29,14 @@ def _max_position(table: str) -> str:
 
 
 @functools.cache
+def _read_log(table: str) -> str:
+    return (
+        "SELECT position, txid, scope_id, stream, version, type, schema_version, data, metadata "
+        f"FROM {table} WHERE position > ? ORDER BY position LIMIT ?"
+    )
+
+
+@functools.cache
 def _insert_events(table: str) -> str:
     return (
         f"INSERT INTO {table} (position, scope_id, stream, version, type, schema_version, data, metadata) "
@@ -117,4 +125,11 @@ class SQLiteDialect:
 
     def horizon(self, conn: Connection) -> int | None:
         return None
+
+    def read_log(self, conn: Connection, after: tuple[int, int], limit: int) -> list[tuple]:
+        """``readable_log`` as fixed driver text: positions alone (writers are serial). JSON columns are stored as
+        text, so the rows come back exactly as ``decode_rows`` takes them."""
+        from ..schema import events
+
+        return driver_execute(conn, _read_log(events.name), (after[1], limit)).fetchall()
 
