@@ -588,45 +588,6 @@ def drop_tables(conn: Connection, names: Sequence[str]) -> None:
         conn.execute(text(f"DROP TABLE IF EXISTS {name}"))
 
 
-# -- bulk folding -------------------------------------------------------------------------------------------------
-
-
-def events_by_stream(conn: Connection, scope_id: int, after: tuple[str, int] | None, limit: int) -> list[tuple]:
-    """A page of the scope's events in (stream, version) order (its unique index) after ``after``, as raw tuples
-    (position, txid, stream, version, type, schema_version, data as JSON text): the bulk fold decodes them itself."""
-    pg = conn.engine.dialect.name == "postgresql"
-    data = "data::text" if pg else "data"
-    sql = f"SELECT position, txid, stream, version, type, schema_version, {data} FROM events WHERE scope_id = :sid"
-    params: dict[str, Any] = {"sid": scope_id, "n": limit}
-    if after is not None:
-        sql += " AND (stream, version) > (:s, :v)"
-        params.update(s=after[0], v=after[1])
-    sql += " ORDER BY stream, version LIMIT :n"
-    return [tuple(r) for r in conn.execute(text(sql), params)]
-
-
-def insert_rows(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
-    """Insert rows with one executemany of plain tuples, JSON columns encoded here (as the engine's serializer
-    does: ``null`` for None), skipping SQLAlchemy's per-row parameter processing. For bulk loads."""
-    import orjson
-    from sqlalchemy import JSON
-
-    if not rows:
-        return
-    pg = conn.engine.dialect.name == "postgresql"
-    names = [c.name for c in table.columns]
-    json = {c.name for c in table.columns if isinstance(c.type, JSON)}
-    if pg:
-        marks = ", ".join("CAST(%s AS jsonb)" if n in json else "%s" for n in names)
-    else:
-        marks = ", ".join("?" for _ in names)
-    tuples = [
-        tuple(orjson.dumps(r[n]).decode() if n in json else r[n] for n in names)
-        for r in rows
-    ]
-    conn.exec_driver_sql(f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({marks})", tuples)
-
-
 # -- the rebuild's seeding: driver reads and bulk loads -----------------------------------------------------------
 #
 # Seeding reads every event of the log once and writes every task row once: as the inline projection's statements
@@ -635,8 +596,8 @@ def insert_rows(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> N
 
 
 def stream_page(conn: Connection, scope_id: int, after: tuple[str, int] | None, limit: int) -> list[tuple]:
-    """``events_by_stream`` through the driver: a page of the scope's events in (stream, version) order (its unique
-    index) after ``after``, as (position, stream, version, type, schema_version, data as JSON text)."""
+    """A page of the scope's events in (stream, version) order (its unique index) after ``after``, read by the
+    driver, as (position, stream, version, type, schema_version, data as JSON text)."""
     pg = conn.engine.dialect.name == "postgresql"
     if pg:
         sql = ("SELECT position, stream, version, type, schema_version, data::text FROM events "

@@ -230,8 +230,8 @@ def last_position(conn: Connection, scope_id: int, upto: int | None = None) -> i
 #
 # A rebuild folds every event of the log once, and ``evolve`` (a new frozen Task per event, then ``row_of`` and the
 # row's encoding per task) was most of its time. ``seed_row`` folds one stream into local variables, event after
-# event, and makes the row's values once, in the task view's column order, JSON columns encoded as
-# ``engine_sql.insert_rows`` encodes them. It is the same fold as ``evolve`` step by step (each branch below is the
+# event, and makes the row's values once, in the task view's column order, JSON columns encoded as JSON text
+# (orjson; ``null`` for None), as ``engine_sql.load_rows`` takes them. It is the same fold as ``evolve`` step by step (each branch below is the
 # branch of ``evolve`` of the same name) and the same row as ``row_of``; ``tests/test_rebuild_fold.py`` checks both
 # over random histories (hypothesis), in memory and through a rebuild on each engine. A change to either must be
 # made here too: the tests fail until it is.
@@ -346,7 +346,7 @@ def seed_row(scope_id: int, stream: Sequence[tuple[int, int, str, Any]]) -> tupl
 def evolve_row(scope_id: int, stream: Sequence[tuple[int, int, str, Any]], *, scope: Scope,
                table: Table | None = None) -> tuple:
     """What ``seed_row`` gives, by the definition: the stream folded with ``evolve``, its row made by ``row_of``
-    and encoded as ``engine_sql.insert_rows`` encodes it, in the order of ``table``'s columns (the task view's by
+    and encoded as ``engine_sql.load_rows`` takes it (JSON columns as JSON text), in the order of ``table``'s columns (the task view's by
     default). The rebuild's seeding folds with this when the task view's columns are not ``SEED_COLUMNS``
     (``seed_row`` is then out of date); the property test compares the two."""
     from sqlalchemy import JSON

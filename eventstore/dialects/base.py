@@ -8,7 +8,6 @@ import orjson
 
 from sqlalchemy import Table
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.sql import Select
 
 
 class Dialect(Protocol):
@@ -36,14 +35,11 @@ class Dialect(Protocol):
     def lock_for_migration(self, conn: Connection) -> None:
         """Serialise concurrent schema upgrades of the same database."""
 
-    def readable_log(self, query: Select, after: tuple[int, int], limit: int) -> Select:
-        """Restrict a query over ``events`` to what a follower of the whole log may read next, in order."""
-
     def horizon(self, conn: Connection) -> int | None:
         """The transaction id below which every writer has finished (PostgreSQL), or None (serial writers)."""
 
     def read_log(self, conn: Connection, after: tuple[int, int], limit: int) -> list[tuple]:
-        """``readable_log`` for the whole log's hot path: the next ``limit`` event rows after ``after`` (a
+        """What a follower of the whole log may read next, in order: the next ``limit`` event rows after ``after`` (a
         checkpoint's (txid, position)), read with the driver as plain tuples in ``EVENT_COLUMNS`` order, ``data``
         and ``metadata`` as JSON text (``EventLog.decode_rows`` decodes them)."""
 

@@ -15,10 +15,9 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from sqlalchemy import Table, text, tuple_
+from sqlalchemy import Table, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.sql import Select
 
 from .base import driver_execute, json_text, metadata_texts
 
@@ -47,9 +46,6 @@ def _read_log(table: str) -> str:
         "AND txid < (pg_snapshot_xmin(pg_current_snapshot())::text)::bigint "
         "ORDER BY txid, position LIMIT %s"
     )
-
-
-_HORIZON = text("(pg_snapshot_xmin(pg_current_snapshot())::text)::bigint")
 
 
 class PostgreSQLDialect:
@@ -116,19 +112,9 @@ class PostgreSQLDialect:
     def lock_for_migration(self, conn: Connection) -> None:
         conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK})
 
-    def readable_log(self, query: Select, after: tuple[int, int], limit: int) -> Select:
-        from ..schema import events
-
-        return (
-            query.where(tuple_(events.c.txid, events.c.position) > tuple_(*after))
-            .where(events.c.txid < _HORIZON)
-            .order_by(events.c.txid, events.c.position)
-            .limit(limit)
-        )
-
     def read_log(self, conn: Connection, after: tuple[int, int], limit: int) -> list[tuple]:
-        """``readable_log`` as fixed driver text (the same condition: after the checkpoint in (txid, position)
-        order, below the commit horizon), JSON columns as text."""
+        """After the checkpoint in (txid, position) order, below the commit horizon (so that no event can commit
+        later behind it), as fixed driver text, JSON columns as text."""
         from ..schema import events
 
         return driver_execute(conn, _read_log(events.name), (after[0], after[1], limit)).fetchall()

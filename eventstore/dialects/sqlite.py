@@ -16,7 +16,6 @@ from typing import Any
 from sqlalchemy import Table, event
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.sql import Select
 
 from .base import driver_execute, driver_executemany, json_text, metadata_texts
 
@@ -118,16 +117,11 @@ class SQLiteDialect:
     def lock_for_migration(self, conn: Connection) -> None:
         pass  # the migration runs inside BEGIN IMMEDIATE, which already excludes other writers
 
-    def readable_log(self, query: Select, after: tuple[int, int], limit: int) -> Select:
-        from ..schema import events
-
-        return query.where(events.c.position > after[1]).order_by(events.c.position).limit(limit)
-
     def horizon(self, conn: Connection) -> int | None:
         return None
 
     def read_log(self, conn: Connection, after: tuple[int, int], limit: int) -> list[tuple]:
-        """``readable_log`` as fixed driver text: positions alone (writers are serial). JSON columns are stored as
+        """After the checkpoint's position, as fixed driver text: positions alone (writers are serial). JSON columns are stored as
         text, so the rows come back exactly as ``decode_rows`` takes them."""
         from ..schema import events
 
