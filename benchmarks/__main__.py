@@ -21,7 +21,17 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from . import report
-from .harness import Comparison, Context, Databases, Measurement, default_config, machine, pg_connect
+from .harness import (
+    SHORT_OPS_PER_SAMPLE,
+    SHORT_REPS_FACTOR,
+    Comparison,
+    Context,
+    Databases,
+    Measurement,
+    default_config,
+    machine,
+    pg_connect,
+)
 from .suite import QUESTIONS
 
 DEFAULT_OUT = Path(__file__).parent / "RESULTS.md"
@@ -162,7 +172,9 @@ def main(argv: list[str] | None = None) -> int:
         parts = ", ".join(f"{shape} {engine} {size:,}: {s:.1f} s" for (shape, engine, size), s in sorted(builds.items()))
         ctx.note("general", f"Job templates built (untimed): {parts}.")
     mode = (f"{'smoke (figures mean nothing)' if cfg.smoke else 'quick' if cfg.quick else 'full'}: sizes {', '.join(f'{s:,}' for s in cfg.sizes)} tasks; "
-            f"{cfg.reps} timed repetitions after {cfg.warmup} warm-up (replay above 200,000 tasks: 3 after 1); "
+            f"{cfg.reps} timed repetitions after {cfg.warmup} warm-up (replay above 200,000 tasks: 3 after 1; list pages "
+            f"and count summaries: {cfg.reps * SHORT_REPS_FACTOR} of {SHORT_OPS_PER_SAMPLE} operations each after "
+            f"{cfg.warmup * SHORT_REPS_FACTOR}); "
             f"bulk appends time {cfg.batches} batches per repetition, single transitions {cfg.singles}; "
             f"engines: {', '.join(cfg.engines)}")
     meta = {

@@ -162,6 +162,18 @@ def interleaved(cfg: Config, samples: dict[str, Callable[[int], float]], *, reps
     return out
 
 
+# Operations of about a millisecond (a page, a count summary) are timed in many short samples: this machine runs the
+# same page in 0.6 ms and, in bursts of 10 to 100 ms (another process, the hypervisor), in 1.1 to 2 ms; a few long
+# samples each land in one burst or none, and their median then depends on luck rather than on the operation.
+SHORT_OPS_PER_SAMPLE = 5  # operations per timed sample
+SHORT_REPS_FACTOR = 4  # times the mode's repetitions (and warm-ups)
+
+
+def short_ops(cfg: Config) -> dict[str, int]:
+    """The ``reps`` and ``warmup`` of :func:`interleaved` for operations of about a millisecond."""
+    return {"reps": cfg.reps * SHORT_REPS_FACTOR, "warmup": cfg.warmup * SHORT_REPS_FACTOR}
+
+
 @dataclass
 class Contender:
     """One side of a comparison, set up on its own database: ``sample(i)`` runs repetition ``i`` and returns its
