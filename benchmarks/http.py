@@ -116,11 +116,20 @@ class RawClient:
     else: no connection pool, URL model or header objects, so that what a request costs is the service's."""
 
     def __init__(self, base_url: str, timeout: float = 30) -> None:
-        import socket
-
         parts = urlsplit(base_url)
         self.host = parts.netloc
-        self.sock = socket.create_connection((parts.hostname, parts.port), timeout=timeout)
+        self.address = (parts.hostname, parts.port)
+        self.timeout = timeout
+        self.sock: Any = None
+        self.buf = b""
+        self._connect()
+
+    def _connect(self) -> None:
+        import socket
+
+        if self.sock is not None:
+            self.sock.close()
+        self.sock = socket.create_connection(self.address, timeout=self.timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buf = b""
 
@@ -131,7 +140,17 @@ class RawClient:
         head = f"GET {target} HTTP/1.1\r\nHost: {self.host}\r\n"
         for k, v in (headers or {}).items():
             head += f"{k}: {v}\r\n"
-        self.sock.sendall((head + "\r\n").encode())
+        request = (head + "\r\n").encode()
+        try:
+            return self._exchange(target, request)
+        except ConnectionError:
+            # The server closes a keep-alive connection that sat idle (uvicorn: after 5 s), as every keep-alive
+            # client knows: a GET is sent again once, on a new connection.
+            self._connect()
+            return self._exchange(target, request)
+
+    def _exchange(self, target: str, request: bytes) -> RawResponse:
+        self.sock.sendall(request)
         buf, sock = self.buf, self.sock
         while (end := buf.find(b"\r\n\r\n")) < 0:
             chunk = sock.recv(65536)
