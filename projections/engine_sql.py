@@ -595,27 +595,47 @@ def drop_tables(conn: Connection, names: Sequence[str]) -> None:
 # cost as much as the fold itself).
 
 
-def stream_page(conn: Connection, scope_id: int, after: tuple[str, int] | None, limit: int) -> list[tuple]:
-    """A page of the scope's events in (stream, version) order (its unique index) after ``after``, read by the
-    driver, as (position, stream, version, type, schema_version, data as JSON text)."""
+def stream_page(conn: Connection, scope_id: int, after: tuple[str, int] | None, limit: int,
+                before: str | None = None) -> list[tuple]:
+    """A page of the scope's events in (stream, version) order (its unique index) after ``after`` (and of streams
+    before ``before``), read by the driver, as (position, stream, version, type, schema_version, data as JSON
+    text)."""
     pg = conn.engine.dialect.name == "postgresql"
-    if pg:
-        sql = ("SELECT position, stream, version, type, schema_version, data::text FROM events "
-               "WHERE scope_id = %s{} ORDER BY stream, version LIMIT %s")
-        keyset = " AND (stream, version) > (%s, %s::integer)"
-    else:
-        sql = ("SELECT position, stream, version, type, schema_version, data FROM events "
-               "WHERE scope_id = ?{} ORDER BY stream, version LIMIT ?")
-        keyset = " AND (stream, version) > (?, ?)"
+    mark = "%s" if pg else "?"
+    where = [f"scope_id = {mark}"]
+    params: list[Any] = [scope_id]
+    if after is not None:
+        where.append(f"(stream, version) > ({mark}, {mark}{'::integer' if pg else ''})")
+        params += after
+    if before is not None:
+        where.append(f"stream < {mark}")
+        params.append(before)
+    data = "data::text" if pg else "data"
+    sql = (f"SELECT position, stream, version, type, schema_version, {data} FROM events "
+           f"WHERE {' AND '.join(where)} ORDER BY stream, version LIMIT {mark}")
     if pg:
         # Walk the unique index, in its order. The planner's estimate of the scope's rows is often far too low (a
         # rebuild typically runs on tables that no ANALYZE has seen since they grew): it then picks a bitmap scan
         # of the whole keyset range and a sort spilled to disk, several times slower. This read transaction only.
         driver_execute(conn, "SELECT set_config('enable_bitmapscan', 'off', true), "
                              "set_config('enable_sort', 'off', true)")
-    if after is None:
-        return driver_execute(conn, sql.format(""), (scope_id, limit)).fetchall()
-    return driver_execute(conn, sql.format(keyset), (scope_id, after[0], after[1], limit)).fetchall()
+    return driver_execute(conn, sql, (*params, limit)).fetchall()
+
+
+def stream_splits(conn: Connection, scope_id: int, events_in_scope: int, parts: int) -> list[str]:
+    """Streams that cut the scope's events, in (stream, version) order, into ``parts`` runs of about the same
+    length (fewer when streams repeat): each the stream of the event at ``k * events / parts`` of that order, read
+    from the unique index (its entries only, no rows)."""
+    pg = conn.engine.dialect.name == "postgresql"
+    mark = "%s" if pg else "?"
+    sql = (f"SELECT stream FROM events WHERE scope_id = {mark} ORDER BY stream, version "
+           f"LIMIT 1 OFFSET {mark}")
+    cuts: list[str] = []
+    for k in range(1, parts):
+        row = driver_execute(conn, sql, (scope_id, events_in_scope * k // parts)).fetchone()
+        if row is not None and (not cuts or row[0] > cuts[-1]):
+            cuts.append(row[0])
+    return cuts
 
 
 def load_rows(conn: Connection, table: str, columns: Sequence[str], rows: Sequence[tuple]) -> None:

@@ -21,21 +21,18 @@
 
 from __future__ import annotations
 
-import functools
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import orjson
 from sqlalchemy import MetaData, func, insert, inspect, select, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.schema import CreateTable
 
-from eventstore import START, Checkpoint, EventLog, Scope, State
+from eventstore import START, Checkpoint, EventLog, State
 from eventstore.schema import events
 from eventstore.task import TASK_ADDED
 
@@ -47,8 +44,8 @@ from .projector import (
     load_checkpoint,
     save_checkpoint,
 )
-from .replay import COLUMNS, SEED_COLUMNS, decode, evolve_row, fold_events, log_after, seed_row
-from .rows import row_of
+from .replay import COLUMNS, decode, log_after
+from .seeding import default_workers, seed_scope
 from .snapshot_tables import SNAPSHOT_COLUMNS, snapshot_tasks
 from .snapshots import FULL, Snapshots, scope_ids
 from .tables import (
@@ -121,9 +118,14 @@ def rebuild(
     snapshots: Snapshots | None = None,
     batch_size: int = 5000,
     progress: Progress | None = None,
+    workers: int | None = None,
 ) -> RebuildResult:
-    """Rebuild the task view and count summaries into fresh tables and swap them in; see the module's doc."""
+    """Rebuild the task view and count summaries into fresh tables and swap them in; see the module's doc.
+
+    ``workers``: processes that fold a scope of at least ``PARALLEL_MIN_EVENTS`` events from the log, each a run of
+    its streams (``seeding.py``); by default one per core, at most ``MAX_WORKERS``; 1 folds in this process."""
     started = time.perf_counter()
+    workers = default_workers() if workers is None else max(1, workers)
     if snapshots is None:
         snapshots = Snapshots(log, background=False)
     with log.writing() as conn:
@@ -178,8 +180,14 @@ def rebuild(
             for sid, scope in scope_ids(conn):
                 snap = snapshots.newest(conn, sid, kind=FULL, verified=True) if from_snapshots else None
                 plan.append((sid, scope, snap))
+            sizes: dict[int, int] = {}
+            if workers > 1 and not from_snapshots:  # the parallel fold cuts a scope by its events
+                q = select(events.c.scope_id, func.count()).group_by(events.c.scope_id)
+                sizes = {int(sid): int(n) for sid, n in conn.execute(q)}
             if from_snapshots:
                 total = sum(engine_sql.count_since(conn, sid, snap.point if snap else None) for sid, _, snap in plan)
+            elif sizes:
+                total = sum(sizes.values())
             else:
                 total = conn.execute(select(func.count()).select_from(events)).scalar_one()
         for sid, scope, snap in plan:
@@ -188,7 +196,8 @@ def rebuild(
                 _fold_scope(log, projection, sid, snap.point, batch_size, advance)
                 from_snap += 1
             else:
-                projection.skipped += _bulk_fold(log, sid, scope, fresh_view, fresh_counts, batch_size, advance)
+                projection.skipped += seed_scope(log, sid, scope, fresh_view, fresh_counts, batch_size, advance,
+                                                 workers=workers, events_in_scope=sizes.get(sid, 0))
                 from_log += 1
             with log.writing() as conn:  # a heartbeat: this rebuild is alive
                 save_checkpoint(conn, REBUILD, START, status="seeding", detail=view_name)
@@ -240,98 +249,6 @@ def _seed(log: EventLog, sid: int, snapshot_id: int, position: int, view: Any, c
             row[State(state).value] = int(n)
             row[f"slots_{State(state).value}"] = int(slots or 0)
         conn.execute(insert(counts).values(row))
-
-
-def seeding_fold(table: Any, scope: Scope) -> Callable[[int, list[tuple[int, int, str, Any]]], tuple]:
-    """The fold that gives a stream's insert values for ``table``: ``seed_row`` when the table's columns are the
-    ones it makes (and ``row_of`` still makes exactly those), else ``evolve_row`` (the definition, slower)."""
-    columns = tuple(c.name for c in table.columns)
-    if columns == SEED_COLUMNS and _row_of_columns() == SEED_COLUMNS:
-        return seed_row
-    return functools.partial(evolve_row, scope=scope, table=table)
-
-
-@functools.cache
-def _row_of_columns() -> tuple[str, ...]:
-    """The keys ``row_of`` makes, of a task folded from one sample TaskAdded."""
-    sample = [(1, 1, TASK_ADDED, {"taskId": "t", "at": "2000-01-01T00:00:00.000000Z", "spec": {}})]
-    task = fold_events(sample)
-    return tuple(row_of(task, 0, 1)) if task is not None else ()
-
-
-def _bulk_fold(log: EventLog, sid: int, scope: Scope, view: Any, counts: Any, batch: int,
-               advance: Callable[[int], None]) -> int:
-    """Fold a scope from its first event into the fresh tables, one stream at a time.
-
-    The task view is the fold of each stream on its own, so the scope's events are read in the order of its unique
-    (stream, version) index rather than the log's: each stream's events are gathered as they go by, folded into
-    its row at once (``seeding_fold``: ``seed_row``, kept equal to ``evolve`` and ``row_of`` by a property test)
-    and the row written once (no reads of the fresh tables, no updates), a page of events per read (with the
-    driver), ``batch`` rows per write transaction (``engine_sql.load_rows``: COPY on PostgreSQL). Memory holds one
-    page, one stream and one batch of rows. Returns the events of streams that are not tasks (those before a
-    stream's first TaskAdded: they are not decoded).
-    """
-    upcast = log.upcasters.upcast
-    current = log.upcasters.current_versions()
-    loads = orjson.loads
-    fold_row = seeding_fold(view, scope)
-    columns = [c.name for c in view.columns]
-    at_state, at_slots = columns.index("state"), columns.index("required_slots")
-    states: Counter[str] = Counter()
-    slots: Counter[str] = Counter()
-    rows: list[tuple] = []
-    evs: list[tuple[int, int, str, Any]] = []  # the current stream's events, from its TaskAdded
-    last_position = 0
-    skipped = 0
-    stream: str | None = None
-    after: tuple[str, int] | None = None
-
-    def finish() -> None:
-        if evs:
-            row = fold_row(sid, evs)
-            rows.append(row)
-            states[row[at_state]] += 1
-            slots[row[at_state]] += row[at_slots]
-            evs.clear()
-
-    def write() -> None:
-        if rows:
-            with log.writing() as conn:
-                engine_sql.load_rows(conn, view.name, columns, rows)
-            rows.clear()
-
-    while True:
-        with log.reading() as conn:
-            page = engine_sql.stream_page(conn, sid, after, batch)
-        for position, stream_, version, type_, schema_version, data in page:
-            if stream_ != stream:
-                finish()
-                stream = stream_
-                if len(rows) >= batch:
-                    write()
-            if not evs and type_ != TASK_ADDED:
-                skipped += 1
-                continue
-            data = loads(data)
-            if schema_version < current.get(type_, 1):
-                schema_version, data = upcast(type_, schema_version, data)
-            evs.append((position, version, type_, data))
-            if position > last_position:
-                last_position = position
-        advance(len(page))
-        if len(page) < batch:
-            break
-        after = (page[-1][1], page[-1][2])
-    finish()
-    write()
-    if states:
-        row: dict[str, Any] = {"scope_id": sid, "position": last_position}
-        for s in State:
-            row[s.value] = states[s.value]
-            row[f"slots_{s.value}"] = slots[s.value]
-        with log.writing() as conn:
-            conn.execute(insert(counts).values(row))
-    return skipped
 
 
 def _fold_scope(log: EventLog, projection: TaskProjection, sid: int, base: Any, batch: int,

@@ -12,7 +12,7 @@ from typing import Mapping, Sequence
 from sqlalchemy import Table
 from sqlalchemy.engine import Connection
 
-from eventstore import EventLog, RecordedEvent, Scope, Task
+from eventstore import EventLog, RecordedEvent, Scope, Task, ValidationError
 from eventstore.task import TASK_ADDED, evolve
 
 from . import engine_sql
@@ -53,7 +53,9 @@ class TaskProjection:
     def _apply(
         self, conn: Connection, events: Sequence[RecordedEvent], decided: Mapping[tuple[Scope, str], Task] | None
     ) -> None:
-        wanted = {(e.scope_id, e.stream) for e in events if self.catch_up or e.type != TASK_ADDED}
+        # A TaskAdded at version 1 starts its stream: no row to read. One at a later version (a raw append to a
+        # stream that exists) needs the row, to tell a task added again from a stream that was not a task's.
+        wanted = {(e.scope_id, e.stream) for e in events if self.catch_up or e.type != TASK_ADDED or e.version > 1}
         known: dict[tuple[int, str], Task] = {}
         if decided and not self.catch_up and wanted:
             # A decided task stands for the row only when it is the stream's state just before its first event
@@ -82,13 +84,23 @@ class TaskProjection:
                 # an event of another type on a task's stream goes through evolve, as a rebuild folds it.
                 self.skipped += 1
                 continue
-            if e.type == TASK_ADDED:
-                created.add(k)
+            d = deltas.setdefault(e.scope_id, Deltas())
+            if e.type == TASK_ADDED and before is not None:
+                if not self.catch_up:
+                    raise ValidationError(
+                        "events", f"stream {e.stream!r} already holds task {before.task_id!r}: a task is added "
+                        f"once, by its stream's first {TASK_ADDED}")
+                # A log written without this projection may hold one: as ``evolve`` does, the task starts over.
+                d.tasks[before.state.value] -= 1
+                d.slots[before.state.value] -= before.required_slots
+                if k not in known:
+                    created.add(k)
                 before = None
+            elif e.type == TASK_ADDED:
+                created.add(k)
             after = evolve(before, e)
             tasks[k] = after
             positions[k] = e.position
-            d = deltas.setdefault(e.scope_id, Deltas())
             d.position = max(d.position, e.position)
             if before is None:
                 d.new_scope = True

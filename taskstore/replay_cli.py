@@ -36,6 +36,9 @@ def add_replay_commands(sub: argparse._SubParsersAction, db_arg: Callable[[argpa
     p.add_argument("--from-snapshots", action="store_true",
                    help="start each scope from its newest verified snapshot instead of its first event")
     p.add_argument("--batch-size", type=int, default=5000, help="events per write transaction (default: %(default)s)")
+    p.add_argument("--workers", type=_positive, default=None,
+                   help="processes that fold a large scope from the log, each a run of its tasks "
+                        "(default: one per core, at most 8; 1: in this process)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(run=cmd_rebuild)
 
@@ -61,6 +64,13 @@ def add_replay_commands(sub: argparse._SubParsersAction, db_arg: Callable[[argpa
     p.set_defaults(run=cmd_snapshot)
 
 
+def _positive(value: str) -> int:
+    n = int(value)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {n}")
+    return n
+
+
 def _print_json(doc: Any) -> None:
     sys.stdout.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n")
 
@@ -84,7 +94,7 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
 
             try:
                 result = store.rebuild(from_snapshots=args.from_snapshots, batch_size=args.batch_size,
-                                       progress=progress)
+                                       progress=progress, workers=args.workers)
             except RebuildInProgress as exc:
                 console.print(f"[red]taskstore rebuild: {escape(str(exc))}[/]")
                 return 2

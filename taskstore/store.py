@@ -43,11 +43,13 @@ class TaskStore(TaskService):
         """Take a snapshot of ``scope`` now (``full``: task rows and counts; ``counts``: counts alone)."""
         return self.snapshots.take(scope, kind)
 
-    def rebuild(self, *, from_snapshots: bool = False, batch_size: int = 5000, progress: Any = None) -> RebuildResult:
-        """Rebuild the task view and count summaries from the log into fresh tables and swap them in."""
+    def rebuild(self, *, from_snapshots: bool = False, batch_size: int = 5000, progress: Any = None,
+                workers: int | None = None) -> RebuildResult:
+        """Rebuild the task view and count summaries from the log into fresh tables and swap them in; a large scope
+        is folded by ``workers`` processes (default: one per core)."""
         return rebuild(
             self.log, from_snapshots=from_snapshots, snapshots=self.snapshots, batch_size=batch_size,
-            progress=progress,
+            progress=progress, workers=workers,
         )
 
     def audit(self, scope: Scope | None = None, *, from_snapshots: bool = True) -> AuditReport:

@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import inspect, text
 
 import projections.rebuild as rebuild_module
-from eventstore import Scope, State
+from eventstore import NewEvent, Scope, State, StreamAppend
 from projections.rebuild import RebuildInProgress
 from taskstore import replay_cli
 from taskstore.cli import main
@@ -239,6 +239,13 @@ def test_audit_names_a_corrupted_count_summary(store, cli, capsys):
     assert cli("audit", "--json") == 1
     doc = orjson.loads(capsys.readouterr().out)
     assert not doc["ok"] and any(x["field"] == "running" and x["task"] is None for x in doc["differences"])
+
+
+def test_the_audit_of_a_scope_whose_last_event_is_not_a_task_finds_nothing(store):
+    populate(store)
+    store.log.append([StreamAppend(JOB, "not-a-task", [NewEvent("SomethingElse", {"n": 1})])])
+    assert store.audit(JOB, from_snapshots=False).ok
+    assert store.audit(JOB).ok
 
 
 def test_audit_finds_rows_missing_from_either_side(store):

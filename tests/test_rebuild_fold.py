@@ -26,7 +26,7 @@ from sqlalchemy import Column, Integer, MetaData, text
 from eventstore import NewEvent, Scope, State, StreamAppend
 from eventstore.lifecycle import Cause
 from eventstore.task import TASK_ADDED, TASK_CONDITION_RECORDED, TASK_TRANSITIONED, fold, stream_key
-from projections.rebuild import seeding_fold
+from projections.seeding import seeding_fold
 from projections.replay import SEED_COLUMNS, evolve_row, seed_row
 from projections.rows import row_of
 from projections.tables import task_view, task_view_table
@@ -164,13 +164,13 @@ def _counts_of(store, scope_id: int) -> dict:
 )
 def test_a_rebuild_gives_the_evolve_fold_of_every_stream(store, streams, not_a_task):
     scope = Scope("ws", f"fold-{uuid.uuid4().hex[:8]}")
-    # A stream that is not a task's, first: the audit expects a scope's last event to be a task's.
-    store.log.append([StreamAppend(scope, "not-a-task", [NewEvent(t, d) for t, d in not_a_task])])
     for history in streams:
         key = stream_key(history[0][1]["taskId"])
         for start in range(0, len(history), 5):  # several appends: positions interleave with other streams'
             chunk = [NewEvent(t, d) for t, d in history[start : start + 5]]
             store.log.append([StreamAppend(scope, key, chunk)])
+    # A stream that is not a task's, last: it moves no count, and the count summary's position is the last task's.
+    store.log.append([StreamAppend(scope, "not-a-task", [NewEvent(t, d) for t, d in not_a_task])])
 
     result = store.rebuild()
 

@@ -1,0 +1,242 @@
+"""The rebuild's seeding from the log: a scope's task view rows folded from its first event, stream by stream, and
+written once each; for a large scope, in several processes at once, each folding a run of its streams.
+
+The task view is the fold of each stream on its own, so the scope's events are read in the order of its unique
+(stream, version) index rather than the log's, and the scope can be cut into runs of streams that fold without
+each other. Each run is folded by a process forked from this one (so that it has the same upcasters and tables),
+with its own connections; on SQLite the runs' write transactions take turns under one lock (the database has one
+writer; reading, decoding and folding, most of the time, go on side by side), on PostgreSQL they COPY at once. The
+scope's count summary is the sum of the runs' counts. Where processes cannot be forked (no ``fork`` start method,
+an in-memory SQLite database), or a scope is small, it is folded in this process.
+"""
+
+from __future__ import annotations
+
+import functools
+import multiprocessing
+import os
+import queue
+from collections import Counter
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from sqlalchemy import insert
+
+from eventstore import EventLog, Scope, State
+from eventstore.task import TASK_ADDED
+
+from . import engine_sql
+from .replay import SEED_COLUMNS, evolve_row, fold_events, seed_row
+from .rows import row_of
+
+PARALLEL_MIN_EVENTS = 100_000  # a scope with fewer events is folded in this process (starting workers costs more)
+MAX_WORKERS = 8
+WAIT = 0.5  # seconds between looks at the workers while none reports
+
+
+class SeedingFailed(RuntimeError):
+    """A seeding worker failed (its error is in the message), or ended without a word."""
+
+
+def seeding_fold(table: Any, scope: Scope) -> Callable[[int, list[tuple[int, int, str, Any]]], tuple]:
+    """The fold that gives a stream's insert values for ``table``: ``seed_row`` when the table's columns are the
+    ones it makes (and ``row_of`` still makes exactly those), else ``evolve_row`` (the definition, slower)."""
+    columns = tuple(c.name for c in table.columns)
+    if columns == SEED_COLUMNS and _row_of_columns() == SEED_COLUMNS:
+        return seed_row
+    return functools.partial(evolve_row, scope=scope, table=table)
+
+
+@functools.cache
+def _row_of_columns() -> tuple[str, ...]:
+    """The keys ``row_of`` makes, of a task folded from one sample TaskAdded."""
+    sample = [(1, 1, TASK_ADDED, {"taskId": "t", "at": "2000-01-01T00:00:00.000000Z", "spec": {}})]
+    task = fold_events(sample)
+    return tuple(row_of(task, 0, 1)) if task is not None else ()
+
+
+def can_fork() -> bool:
+    return "fork" in multiprocessing.get_all_start_methods()
+
+
+def default_workers() -> int:
+    """One seeding process per core this process may run on, at most ``MAX_WORKERS``; 1 without ``fork``."""
+    if not can_fork():
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(cores, MAX_WORKERS))
+
+
+@dataclass
+class Folded:
+    """What folding a run of a scope's streams gave: its tasks by state, their slots, the last position folded and
+    the events of streams that are not tasks."""
+
+    states: Counter[str]
+    slots: Counter[str]
+    last_position: int = 0
+    skipped: int = 0
+
+    def add(self, other: Folded) -> None:
+        self.states.update(other.states)
+        self.slots.update(other.slots)
+        self.last_position = max(self.last_position, other.last_position)
+        self.skipped += other.skipped
+
+
+def seed_scope(log: EventLog, sid: int, scope: Scope, view: Any, counts: Any, batch: int,
+               advance: Callable[[int], None], *, workers: int = 1, events_in_scope: int = 0) -> int:
+    """Fold a scope from its first event into the fresh tables, in ``workers`` processes when it has at least
+    ``PARALLEL_MIN_EVENTS`` events, and write its count summary. Returns the events of streams that are not tasks."""
+    folded = None
+    if workers > 1 and events_in_scope >= PARALLEL_MIN_EVENTS:
+        folded = fold_in_parallel(log, sid, scope, view, batch, advance, workers, events_in_scope)
+    if folded is None:
+        folded = bulk_fold(log, sid, scope, view, batch, advance)
+    if folded.states:
+        row: dict[str, Any] = {"scope_id": sid, "position": folded.last_position}
+        for s in State:
+            row[s.value] = folded.states[s.value]
+            row[f"slots_{s.value}"] = folded.slots[s.value]
+        with log.writing() as conn:
+            conn.execute(insert(counts).values(row))
+    return folded.skipped
+
+
+def bulk_fold(log: EventLog, sid: int, scope: Scope, view: Any, batch: int, advance: Callable[[int], None],
+              streams: tuple[str | None, str | None] = (None, None),
+              write_lock: AbstractContextManager[Any] | None = None) -> Folded:
+    """Fold a scope's streams from their first event into the fresh task view, one stream at a time: all of them,
+    or those from ``streams[0]`` (included) to ``streams[1]`` (excluded).
+
+    Each stream's events are gathered as they go by, folded into its row at once (``seeding_fold``: ``seed_row``,
+    kept equal to ``evolve`` and ``row_of`` by a property test) and the row written once (no reads of the fresh
+    tables, no updates), a page of events per read (with the driver), ``batch`` rows per write transaction
+    (``engine_sql.load_rows``: COPY on PostgreSQL), each taken under ``write_lock`` when one is given. Memory holds
+    one page, one stream and one batch of rows. Streams that are not tasks (events before a stream's first
+    TaskAdded) are counted, not decoded.
+    """
+    upcast = log.upcasters.upcast
+    current = log.upcasters.current_versions()
+    loads = orjson.loads
+    fold_row = seeding_fold(view, scope)
+    columns = [c.name for c in view.columns]
+    at_state, at_slots = columns.index("state"), columns.index("required_slots")
+    out = Folded(Counter(), Counter())
+    states, slots = out.states, out.slots
+    rows: list[tuple] = []
+    evs: list[tuple[int, int, str, Any]] = []  # the current stream's events, from its TaskAdded
+    last_position = 0
+    skipped = 0
+    stream: str | None = None
+    first, before = streams
+    after: tuple[str, int] | None = None if first is None else (first, 0)
+
+    def finish() -> None:
+        if evs:
+            row = fold_row(sid, evs)
+            rows.append(row)
+            states[row[at_state]] += 1
+            slots[row[at_state]] += row[at_slots]
+            evs.clear()
+
+    def write() -> None:
+        if rows:
+            with write_lock or nullcontext(), log.writing() as conn:
+                engine_sql.load_rows(conn, view.name, columns, rows)
+            rows.clear()
+
+    while True:
+        with log.reading() as conn:
+            page = engine_sql.stream_page(conn, sid, after, batch, before)
+        for position, stream_, version, type_, schema_version, data in page:
+            if stream_ != stream:
+                finish()
+                stream = stream_
+                if len(rows) >= batch:
+                    write()
+            if not evs and type_ != TASK_ADDED:
+                skipped += 1
+                continue
+            data = loads(data)
+            if schema_version < current.get(type_, 1):
+                schema_version, data = upcast(type_, schema_version, data)
+            evs.append((position, version, type_, data))
+            if position > last_position:
+                last_position = position
+        advance(len(page))
+        if len(page) < batch:
+            break
+        after = (page[-1][1], page[-1][2])
+    finish()
+    write()
+    out.last_position, out.skipped = last_position, skipped
+    return out
+
+
+def fold_in_parallel(log: EventLog, sid: int, scope: Scope, view: Any, batch: int, advance: Callable[[int], None],
+                     workers: int, events_in_scope: int) -> Folded | None:
+    """``bulk_fold`` of the scope cut into ``workers`` runs of streams, each in a forked process; None (fold it
+    here) when processes cannot be forked or the scope does not cut. Raises ``SeedingFailed`` when a run fails: the
+    other runs are stopped, and the fresh tables are left to the next rebuild, which makes them anew."""
+    if not can_fork() or engine_sql.single_connection(log.engine):
+        return None
+    with log.reading() as conn:
+        cuts = engine_sql.stream_splits(conn, sid, events_in_scope, workers)
+    if not cuts:
+        return None
+    ctx = multiprocessing.get_context("fork")
+    lock = None if engine_sql.is_postgresql(log.engine) else ctx.Lock()
+    reports: Any = ctx.Queue()
+    runs = list(zip([None, *cuts], [*cuts, None], strict=True))
+    procs = [
+        ctx.Process(target=_run, args=(log, sid, scope, view, batch, run, lock, reports, i), daemon=True,
+                    name=f"taskstore-seed-{sid}-{i}")
+        for i, run in enumerate(runs)
+    ]
+    for p in procs:
+        p.start()
+    folded = Folded(Counter(), Counter())
+    pending = set(range(len(procs)))
+    try:
+        while pending:
+            try:
+                kind, i, payload = reports.get(timeout=WAIT)
+            except queue.Empty:
+                gone = [i for i in pending if procs[i].exitcode is not None]
+                if gone and reports.empty():
+                    raise SeedingFailed(f"seeding worker {gone[0]} of scope {sid} ended with exit code "
+                                        f"{procs[gone[0]].exitcode} before it reported") from None
+                continue
+            if kind == "progress":
+                advance(payload)
+            elif kind == "done":
+                folded.add(payload)
+                pending.discard(i)
+            else:
+                raise SeedingFailed(f"seeding worker {i} of scope {sid} (streams {runs[i][0]!r} to {runs[i][1]!r}) "
+                                    f"failed: {payload}")
+    finally:
+        for p in procs:
+            if p.exitcode is None and pending:
+                p.terminate()
+            p.join()
+        reports.close()
+    return folded
+
+
+def _run(log: EventLog, sid: int, scope: Scope, view: Any, batch: int, run: tuple[str | None, str | None],
+         lock: Any, reports: Any, i: int) -> None:
+    """A seeding worker, in a forked process: its own connections (the parent's are left alone), one run folded."""
+    try:
+        log.engine.dispose(close=False)
+        folded = bulk_fold(log, sid, scope, view, batch, lambda n: reports.put(("progress", i, n)), run, lock)
+        reports.put(("done", i, folded))
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises it
+        reports.put(("error", i, f"{type(exc).__name__}: {exc}"))
+    finally:
+        reports.close()
+        reports.join_thread()

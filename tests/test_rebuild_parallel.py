@@ -1,0 +1,121 @@
+"""A rebuild that folds large scopes in several processes (``projections/seeding.py``), on both engines.
+
+- The scope is cut by ``stream_splits`` into runs of streams with about as many events each; ``stream_page`` reads a
+  run's events and no other's.
+- A rebuild with 3 seeding processes (the size threshold lowered so that a small job is cut) gives exactly the
+  task view and count summaries of the inline projection and of a rebuild in one process, with the same events read
+  and skipped, and the audit finds nothing.
+- A failing worker fails the rebuild with its error (the other workers stopped), and the next rebuild succeeds.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+import projections.seeding as seeding
+from eventstore import NewEvent, Scope, StreamAppend
+from projections import engine_sql
+from taskstore.simulate import simulate
+
+from .test_rebuild_audit import tables
+
+JOB = Scope("acme", "parallel")
+SMALL = Scope("acme", "small")
+
+
+def populate(store) -> None:
+    simulate(store, JOB, 120, seed=3)
+    simulate(store, SMALL, 7, seed=4)
+    # Streams that are not tasks, among the job's: counted as skipped whichever run they fall in.
+    for name in ("audit-trail", "zz-not-a-task"):
+        store.log.append([StreamAppend(JOB, name, [NewEvent("SomethingElse", {"n": 1})])])
+
+
+@pytest.fixture
+def parallel(monkeypatch):
+    """Every scope cut among the workers, however small; the runs each worker took, by process id."""
+    monkeypatch.setattr(seeding, "PARALLEL_MIN_EVENTS", 0)
+    calls = []
+    real = seeding.fold_in_parallel
+
+    def spy(*args, **kwargs):
+        out = real(*args, **kwargs)
+        calls.append(out is not None)
+        return out
+
+    monkeypatch.setattr(seeding, "fold_in_parallel", spy)
+    return calls
+
+
+def _events_of(store, scope: Scope) -> int:
+    with store.log.reading() as conn:
+        return engine_sql.count_since(conn, store.log.scope_id(scope), None)
+
+
+def test_splits_cut_a_scope_into_runs_of_about_equal_events(store):
+    populate(store)
+    sid = store.log.scope_id(JOB)
+    n = _events_of(store, JOB)
+    with store.log.reading() as conn:
+        cuts = engine_sql.stream_splits(conn, sid, n, 3)
+        runs = list(zip([None, *cuts], [*cuts, None], strict=True))
+        pages = [engine_sql.stream_page(conn, sid, None if lo is None else (lo, 0), 10_000, hi) for lo, hi in runs]
+        whole = engine_sql.stream_page(conn, sid, None, 10_000)
+    assert len(cuts) == 2 and cuts == sorted(cuts)
+    assert [row for page in pages for row in page] == whole  # every event once, in order, no run overlapping
+    for page in pages:
+        assert abs(len(page) - n / 3) <= 20  # a cut falls on a stream's first event: off by less than a stream
+    for (lo, hi), page in zip(runs, pages, strict=True):
+        assert all((lo is None or row[1] >= lo) and (hi is None or row[1] < hi) for row in page)
+
+
+def test_a_parallel_rebuild_equals_the_inline_projection_and_a_rebuild_in_one_process(store, parallel):
+    populate(store)
+    live = tables(store)
+    one = store.rebuild(workers=1)
+    assert tables(store) == live and parallel == []  # workers=1: fold_in_parallel not even tried
+    parallel.clear()
+    many = store.rebuild(workers=3, batch_size=40)
+    assert parallel == [True, True]  # both scopes cut, each among 3 processes
+    assert tables(store) == live
+    assert (many.events, many.seeded, many.skipped) == (one.events, one.seeded, one.skipped)
+    assert many.skipped == 2
+    assert store.audit(from_snapshots=False).ok
+    # The inline projection goes on in the rebuilt tables.
+    store.add_tasks(JOB, [{"id": "after-parallel", "requiredSlots": 2}])
+    assert store.queries.counts(JOB).total == 121
+
+
+def test_a_failing_worker_fails_the_rebuild_and_the_next_one_succeeds(store, parallel, monkeypatch):
+    populate(store)
+    live = tables(store)
+    parent = os.getpid()
+    real = seeding.bulk_fold
+
+    def failing(log, sid, scope, view, batch, advance, streams=(None, None), write_lock=None):
+        if os.getpid() != parent and streams[0] is not None:  # a worker of a later run
+            raise OSError("disk on fire")
+        return real(log, sid, scope, view, batch, advance, streams, write_lock)
+
+    monkeypatch.setattr(seeding, "bulk_fold", failing)
+    with pytest.raises(seeding.SeedingFailed, match="disk on fire"):
+        store.rebuild(workers=2)
+    assert tables(store) == live  # the live tables are untouched
+    monkeypatch.setattr(seeding, "bulk_fold", real)
+    monkeypatch.setattr("projections.rebuild._stale", lambda updated_at: True)  # the failed rebuild's lease
+    store.rebuild(workers=2)
+    assert tables(store) == live
+    assert store.audit(from_snapshots=False).ok
+
+
+def test_an_in_memory_sqlite_store_folds_in_its_own_process(parallel):
+    from taskstore import open_store
+
+    with open_store("sqlite://") as store:
+        populate(store)
+        live = tables(store)
+        store.rebuild(workers=4)
+        assert tables(store) == live
+    assert parallel == [False, False]
