@@ -15,25 +15,19 @@ Every disagreement is a :class:`Difference` (scope, task, field, live value, fol
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, exists, select, tuple_
+from sqlalchemy import and_, exists, select
 from sqlalchemy.engine import Connection
 
 from eventstore import EventLog, Scope, State, Task
 from eventstore.schema import events
 from eventstore.task import TASK_ADDED
 
+from . import engine_sql
 from .engine_sql import consistent
-from .replay import (
-    COLUMNS,
-    ScopeFold,
-    decode,
-    deltas_since,
-    scope_events,
-)
+from .replay import ScopeFold, StreamEvent, deltas_since, scope_events, scope_streams
 from .rows import row_of, task_of
 from .snapshot_tables import snapshot_tasks
 from .snapshots import FULL, Snapshot, Snapshots, counts_of_row, live_version, scope_ids
@@ -128,9 +122,7 @@ def audit(
 
 
 def _live_rows(conn: Connection, sid: int, keys: list[str]) -> dict[str, dict[str, Any]]:
-    c = task_view.c
-    rows = conn.execute(select(task_view).where(c.scope_id == sid, c.key.in_(keys))).mappings()
-    return {r["key"]: dict(r) for r in rows}
+    return {r["key"]: r for r in engine_sql.view_rows(conn, task_view, sid, keys)}
 
 
 def _compare_tasks(conn: Connection, sid: int, scope: Scope, folded: dict[str, tuple[Task, int]], source: str,
@@ -169,27 +161,6 @@ def _compare_counts(conn: Connection, sid: int, scope: Scope, states: Any, slots
         out.add(Difference(str(scope), None, "position", int(row["position"]), position, source))
 
 
-def _streams(log: EventLog, conn: Connection, sid: int) -> Iterator[list[Any]]:
-    """The scope's events, one stream at a time, in the database's (stream, version) order."""
-    after: tuple[str, int] | None = None
-    current: list[Any] = []
-    while True:
-        q = select(*COLUMNS).where(events.c.scope_id == sid)
-        if after is not None:
-            q = q.where(tuple_(events.c.stream, events.c.version) > tuple_(*after))
-        rows = conn.execute(q.order_by(events.c.stream, events.c.version).limit(5000)).all()
-        for r in rows:
-            if current and current[-1].stream != r.stream:
-                yield current
-                current = []
-            current.append(decode(log, conn, r))
-        if len(rows) < 5000:
-            break
-        after = (rows[-1].stream, rows[-1].version)
-    if current:
-        yield current
-
-
 def _audit_from_log(log: EventLog, conn: Connection, sid: int, scope: Scope, report: AuditReport,
                     out: _Collector) -> None:
     states: Counter[State] = Counter()
@@ -202,9 +173,9 @@ def _audit_from_log(log: EventLog, conn: Connection, sid: int, scope: Scope, rep
         _compare_tasks(conn, sid, scope, batch, "log", out)
         batch.clear()
 
-    for stream_events in _streams(log, conn, sid):
-        report.events += len(stream_events)
-        fold = ScopeFold(scope, sid).apply_all(stream_events)
+    for stream, evs in scope_streams(log, sid, conn=conn):
+        report.events += len(evs)
+        fold = ScopeFold(scope, sid).apply_all(StreamEvent(p, scope, v, t, d, sid, stream) for p, v, t, d in evs)
         skipped += fold.skipped
         for key, task in fold.tasks.items():
             batch[key] = (task, fold.positions[key])

@@ -613,13 +613,18 @@ def stream_page(conn: Connection, scope_id: int, after: tuple[str, int] | None, 
     data = "data::text" if pg else "data"
     sql = (f"SELECT position, stream, version, type, schema_version, {data} FROM events "
            f"WHERE {' AND '.join(where)} ORDER BY stream, version LIMIT {mark}")
-    if pg:
-        # Walk the unique index, in its order. The planner's estimate of the scope's rows is often far too low (a
-        # rebuild typically runs on tables that no ANALYZE has seen since they grew): it then picks a bitmap scan
-        # of the whole keyset range and a sort spilled to disk, several times slower. This read transaction only.
+    walk_stream_index(conn)
+    return driver_execute(conn, sql, (*params, limit)).fetchall()
+
+
+def walk_stream_index(conn: Connection) -> None:
+    """Before reading a scope's events in (stream, version) order a page at a time, on PostgreSQL: walk the unique
+    index, in its order. The planner's estimate of the scope's rows is often far too low (a rebuild or an audit
+    typically runs on tables that no ANALYZE has seen since they grew): it then picks a bitmap scan of the whole
+    keyset range and a sort spilled to disk for every page. For the rest of this transaction only."""
+    if conn.engine.dialect.name == "postgresql":
         driver_execute(conn, "SELECT set_config('enable_bitmapscan', 'off', true), "
                              "set_config('enable_sort', 'off', true)")
-    return driver_execute(conn, sql, (*params, limit)).fetchall()
 
 
 def stream_splits(conn: Connection, scope_id: int, events_in_scope: int, parts: int) -> list[str]:

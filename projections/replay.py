@@ -10,7 +10,7 @@ a ``Task`` per event, and is kept equal to it by a property test over random his
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +24,7 @@ from eventstore.lifecycle import TERMINAL, Cause
 from eventstore.schema import events
 from eventstore.task import TASK_ADDED, TASK_CONDITION_RECORDED, TASK_TRANSITIONED, added, evolve
 
-from .engine_sql import SQL_SHAPES, Point, count_since, delta_groups, lacks, unseen
+from .engine_sql import SQL_SHAPES, Point, count_since, delta_groups, lacks, stream_page, unseen
 from .rows import row_of
 
 COLUMNS = EVENT_COLUMNS
@@ -60,6 +60,51 @@ def scope_events(
         if len(rows) < batch:
             return
         after = rows[-1].position
+
+
+def scope_streams(
+    log: EventLog,
+    scope_id: int,
+    *,
+    conn: Connection | None = None,
+    streams: tuple[str | None, str | None] = (None, None),
+    batch: int = 5000,
+    on_page: Callable[[int], None] | None = None,
+) -> Iterator[tuple[str, list[tuple[int, int, str, Any]]]]:
+    """The scope's streams, each with its events as ``(position, version, type, data)`` (decoded, upcast), in the
+    order of its unique (stream, version) index: all of them, or those from ``streams[0]`` (included) to
+    ``streams[1]`` (excluded). A page of ``batch`` events per read, by the driver (``engine_sql.stream_page``),
+    through ``conn`` or else each page in a read transaction of its own; ``on_page(n)`` after each. Memory holds
+    one page and one stream."""
+    upcast = log.upcasters.upcast
+    current = log.upcasters.current_versions()
+    loads = orjson.loads
+    first, before = streams
+    after: tuple[str, int] | None = None if first is None else (first, 0)
+    stream: str | None = None
+    evs: list[tuple[int, int, str, Any]] = []
+    while True:
+        if conn is None:
+            with log.reading() as own:
+                page = stream_page(own, scope_id, after, batch, before)
+        else:
+            page = stream_page(conn, scope_id, after, batch, before)
+        for position, stream_, version, type_, schema_version, data in page:
+            if stream_ != stream:
+                if evs:
+                    yield stream, evs  # type: ignore[misc]
+                stream, evs = stream_, []
+            data = loads(data)
+            if schema_version < current.get(type_, 1):
+                schema_version, data = upcast(type_, schema_version, data)
+            evs.append((position, version, type_, data))
+        if on_page is not None:
+            on_page(len(page))
+        if len(page) < batch:
+            break
+        after = (page[-1][1], page[-1][2])
+    if evs:
+        yield stream, evs  # type: ignore[misc]
 
 
 def log_after(
@@ -366,19 +411,20 @@ def fold_events(stream: Iterable[tuple[int, int, str, Any]], scope: Scope = Scop
     """One stream's events as ``(position, version, type, data)`` (decoded, upcast) folded with ``evolve``."""
     task: Task | None = None
     for position, version, type_, data in stream:
-        task = evolve(task, _StreamEvent(position, scope, version, type_, data, scope_id))  # type: ignore[arg-type]
+        task = evolve(task, StreamEvent(position, scope, version, type_, data, scope_id))  # type: ignore[arg-type]
     return task
 
 
-class _StreamEvent:
+class StreamEvent:
     """What ``evolve`` reads of a recorded event (the fold of a stream needs no metadata or checkpoint)."""
 
     __slots__ = ("data", "position", "scope", "scope_id", "stream", "type", "version")
 
-    def __init__(self, position: int, scope: Scope, version: int, type_: str, data: Any, scope_id: int) -> None:
+    def __init__(self, position: int, scope: Scope, version: int, type_: str, data: Any, scope_id: int,
+                 stream: str = "") -> None:
         self.position = position
         self.scope = scope
-        self.stream = ""
+        self.stream = stream
         self.version = version
         self.type = type_
         self.data = data

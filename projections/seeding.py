@@ -22,14 +22,13 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from sqlalchemy import insert
 
 from eventstore import EventLog, Scope, State
 from eventstore.task import TASK_ADDED
 
 from . import engine_sql
-from .replay import SEED_COLUMNS, evolve_row, fold_events, seed_row
+from .replay import SEED_COLUMNS, evolve_row, fold_events, scope_streams, seed_row
 from .rows import row_of
 
 PARALLEL_MIN_EVENTS = 100_000  # a scope with fewer events is folded in this process (starting workers costs more)
@@ -116,32 +115,16 @@ def bulk_fold(log: EventLog, sid: int, scope: Scope, view: Any, batch: int, adva
     kept equal to ``evolve`` and ``row_of`` by a property test) and the row written once (no reads of the fresh
     tables, no updates), a page of events per read (with the driver), ``batch`` rows per write transaction
     (``engine_sql.load_rows``: COPY on PostgreSQL), each taken under ``write_lock`` when one is given. Memory holds
-    one page, one stream and one batch of rows. Streams that are not tasks (events before a stream's first
-    TaskAdded) are counted, not decoded.
+    one page, one stream and one batch of rows. Events of a stream before its first TaskAdded (not a task's) are
+    counted, and folded into nothing.
     """
-    upcast = log.upcasters.upcast
-    current = log.upcasters.current_versions()
-    loads = orjson.loads
     fold_row = seeding_fold(view, scope)
     columns = [c.name for c in view.columns]
     at_state, at_slots = columns.index("state"), columns.index("required_slots")
     out = Folded(Counter(), Counter())
     states, slots = out.states, out.slots
     rows: list[tuple] = []
-    evs: list[tuple[int, int, str, Any]] = []  # the current stream's events, from its TaskAdded
     last_position = 0
-    skipped = 0
-    stream: str | None = None
-    first, before = streams
-    after: tuple[str, int] | None = None if first is None else (first, 0)
-
-    def finish() -> None:
-        if evs:
-            row = fold_row(sid, evs)
-            rows.append(row)
-            states[row[at_state]] += 1
-            slots[row[at_state]] += row[at_slots]
-            evs.clear()
 
     def write() -> None:
         if rows:
@@ -149,31 +132,23 @@ def bulk_fold(log: EventLog, sid: int, scope: Scope, view: Any, batch: int, adva
                 engine_sql.load_rows(conn, view.name, columns, rows)
             rows.clear()
 
-    while True:
-        with log.reading() as conn:
-            page = engine_sql.stream_page(conn, sid, after, batch, before)
-        for position, stream_, version, type_, schema_version, data in page:
-            if stream_ != stream:
-                finish()
-                stream = stream_
-                if len(rows) >= batch:
-                    write()
-            if not evs and type_ != TASK_ADDED:
-                skipped += 1
+    for _stream, evs in scope_streams(log, sid, streams=streams, batch=batch, on_page=advance):
+        if evs[0][2] != TASK_ADDED:  # events before the stream's first TaskAdded are not a task's: no row
+            start = next((i for i, e in enumerate(evs) if e[2] == TASK_ADDED), len(evs))
+            out.skipped += start
+            if start == len(evs):
                 continue
-            data = loads(data)
-            if schema_version < current.get(type_, 1):
-                schema_version, data = upcast(type_, schema_version, data)
-            evs.append((position, version, type_, data))
-            if position > last_position:
-                last_position = position
-        advance(len(page))
-        if len(page) < batch:
-            break
-        after = (page[-1][1], page[-1][2])
-    finish()
+            evs = evs[start:]
+        row = fold_row(sid, evs)
+        rows.append(row)
+        states[row[at_state]] += 1
+        slots[row[at_state]] += row[at_slots]
+        if evs[-1][0] > last_position:  # a stream's last event is its latest
+            last_position = evs[-1][0]
+        if len(rows) >= batch:
+            write()
     write()
-    out.last_position, out.skipped = last_position, skipped
+    out.last_position = last_position
     return out
 
 
