@@ -8,6 +8,8 @@ newest verified snapshot lacks exactly that tail. Then, their repetitions interl
   and the swap (what ``taskstore rebuild`` does), against reading and decoding the same events with raw SQL
   (question 4's raw reader: 1,000 rows a batch by keyset on the position, JSON decoded by orjson). Goal (issue 3):
   at least half the raw read-and-decode rate.
+  A scope of ``PARALLEL_MIN_EVENTS`` events or more is folded by one process per core (``projections/seeding.py``),
+  the raw reader reads in one: ``TaskStore.rebuild(workers=1)`` is measured beside it, without a goal.
 - ``TaskStore.rebuild(from_snapshots=True)``: the newest verified full snapshot copied in and only the events it
   lacks folded on top. Goal (issue 5): it reads only the events after the snapshot (the tail), however large the
   job; its time is that of copying the snapshot's rows plus the tail.
@@ -26,6 +28,8 @@ up to 10,000 tasks (no warm-up in quick mode), one without a warm-up above.
 from __future__ import annotations
 
 from typing import Any
+
+from projections.seeding import PARALLEL_MIN_EVENTS, default_workers
 
 from .harness import (
     POSTGRESQL,
@@ -52,6 +56,7 @@ MEMORY_UP_TO = 200_000
 
 RAW = "raw SQL + orjson.loads (read and decode the log)"
 REBUILD = "TaskStore.rebuild() from the log"
+REBUILD_ONE = "TaskStore.rebuild(workers=1) from the log"
 REBUILD_SNAP = "TaskStore.rebuild(from_snapshots=True)"
 AUDIT_LOG = "TaskStore.audit(from_snapshots=False)"
 AUDIT_ALL = "TaskStore.audit() (log and snapshots)"
@@ -84,13 +89,14 @@ def run(ctx: Context, engine: str, size: int) -> list[Measurement]:
                     facts["raw events"] = raw_read(None)
                 return sw.total
 
-            def rebuild(from_snapshots: bool) -> Any:
+            def rebuild(from_snapshots: bool, workers: int | None = None) -> Any:
                 def sample(_i: int = 0) -> float:
                     with Stopwatch() as sw:
-                        result = store.rebuild(from_snapshots=from_snapshots)
-                    facts[(from_snapshots, "seeded")] = result.seeded
-                    facts[(from_snapshots, "events")] = result.events
-                    facts[(from_snapshots, "snapshot scopes")] = result.scopes_from_snapshots
+                        result = store.rebuild(from_snapshots=from_snapshots, workers=workers)
+                    if workers is None:
+                        facts[(from_snapshots, "seeded")] = result.seeded
+                        facts[(from_snapshots, "events")] = result.events
+                        facts[(from_snapshots, "snapshot scopes")] = result.scopes_from_snapshots
                     return sw.total
 
                 return sample
@@ -119,7 +125,8 @@ def run(ctx: Context, engine: str, size: int) -> list[Measurement]:
 
             reps = cfg.reps if size <= 10_000 else 1  # above, one repetition takes minutes
             warmup = 0 if cfg.quick or size > 10_000 else 1  # each unit takes seconds: a warm-up matters little
-            contenders = {RAW: raw, REBUILD: rebuild(False), REBUILD_SNAP: rebuild(True), AUDIT_LOG: audit(False)}
+            contenders = {RAW: raw, REBUILD: rebuild(False), REBUILD_ONE: rebuild(False, workers=1),
+                          REBUILD_SNAP: rebuild(True), AUDIT_LOG: audit(False)}
             if size <= MEMORY_UP_TO:  # above, the audit of the snapshots too takes minutes a repetition
                 contenders[AUDIT_ALL] = audit(True)
             got = interleaved(cfg, contenders, reps=reps, warmup=warmup)
@@ -132,11 +139,16 @@ def run(ctx: Context, engine: str, size: int) -> list[Measurement]:
             getattr(raw_read, "close", lambda: None)()
             store.close()
     total = facts["raw events"]
+    workers = default_workers()
+    parallel = workers > 1 and facts[(False, "seeded")] >= PARALLEL_MIN_EVENTS
     seeded = facts[(True, "seeded")]
     reads_tail_only = facts[(True, "snapshot scopes")] == 1 and seeded == tail
     notes = {
         RAW: f"{facts['raw events']:,} events",
-        REBUILD: f"read {facts[(False, 'events')]:,} events ({facts[(False, 'seeded')]:,} folding the scope)",
+        REBUILD: (f"read {facts[(False, 'events')]:,} events ({facts[(False, 'seeded')]:,} folding the scope); "
+                  + (f"{workers} seeding processes (one per core)" if parallel else "folded in one process "
+                     f"(a scope of fewer than {PARALLEL_MIN_EVENTS:,} events)")),
+        REBUILD_ONE: "the same, folded in one process (the raw reader uses one)",
         REBUILD_SNAP: (f"copied the snapshot's {size:,} rows and read {seeded:,} events of the log "
                        f"(the tail after the snapshot: {tail:,}; the log: {total:,})"),
         AUDIT_LOG: f"{facts[('audit', False)][0]:,} events folded; no difference",
@@ -147,6 +159,7 @@ def run(ctx: Context, engine: str, size: int) -> list[Measurement]:
     }
     comps: dict[str, list[Comparison]] = {
         REBUILD: [Comparison(RAW, 0.5, "≥ 0.5× raw read-and-decode")],
+        REBUILD_ONE: [Comparison(RAW), Comparison(REBUILD)],
         REBUILD_SNAP: [Comparison(REBUILD), Comparison(RAW)],
         AUDIT_LOG: [Comparison(RAW)],
         AUDIT_ALL: [Comparison(RAW)],

@@ -31,7 +31,7 @@ from . import engine_sql
 from .replay import SEED_COLUMNS, evolve_row, fold_events, scope_streams, seed_row
 from .rows import row_of
 
-PARALLEL_MIN_EVENTS = 100_000  # a scope with fewer events is folded in this process (starting workers costs more)
+PARALLEL_MIN_EVENTS = 20_000  # a scope with fewer events is folded in this process (forking costs more than it saves)
 MAX_WORKERS = 8
 WAIT = 0.5  # seconds between looks at the workers while none reports
 
