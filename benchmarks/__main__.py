@@ -132,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     dbs = Databases(cfg)
     results: list[Measurement] = []
     started = time.monotonic()
+    spent: dict[str, float] = {}  # wall seconds of each question, its job templates included
     load_start = os.getloadavg()[0]
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn())
@@ -145,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
                                                skipped=f"time budget of {cfg.budget_s:.0f} s spent"))
                 else:
                     ctx.status(f"{q.KEY} · {engine} · {size:,}")
+                    unit_started = time.monotonic()
                     try:
                         got = q.run(ctx, engine, size)
                         results.extend(got)
@@ -155,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
                         progress.console.print(traceback.format_exc())
                         results.append(Measurement(q.KEY, "(all)", engine, size, "", [], 0,
                                                    skipped=f"failed: {type(exc).__name__}: {exc}"))
+                    spent[q.KEY] = spent.get(q.KEY, 0.0) + time.monotonic() - unit_started
                 progress.advance(bar)
                 if i + 1 == len(units) or units[i + 1][0] != size:
                     dbs.release(size)
@@ -188,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         "code": code_version(),
         "load": (load_start, os.getloadavg()[0]),
         "cpu": time.process_time(),
+        "spent": spent,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     dump = {"meta": meta, "notes": ctx.notes, "questions": [q.KEY for q in questions],

@@ -217,7 +217,9 @@ def write(
         f"- **Command**: `{meta['command']}`",
         f"- **Mode**: {meta['mode']}",
         f"- **Run time**: {meta['elapsed']:.0f} s wall, {meta['cpu']:.0f} s of CPU in this process (job templates "
-        f"built in {meta['build']:.0f} s of it)",
+        f"built in {meta['build']:.0f} s of it)"
+        + ("; by question, templates built for it included: " + ", ".join(
+            f"{k} {v:.0f} s" for k, v in meta["spent"].items()) if meta.get("spent") else ""),
         f"- **Load average** (1 min) at start and end: {meta['load'][0]:.2f}, {meta['load'][1]:.2f}"
         + (" (other processes shared the machine: absolute times are noisier than ratios)"
            if max(meta["load"]) > 0.5 * int(m_["cores"]) else ""),
