@@ -405,7 +405,7 @@ class _PageRead:
             merged = " UNION ALL ".join(f"SELECT * FROM ({arm(st)}) a{i}" for i, st in enumerate(states))
             self.sql = f"SELECT {cols}, {total} FROM ({merged}) v ORDER BY {order} LIMIT {mark}"
 
-    def rows(self, conn: Connection, scope_id: int, after: Sequence[Any] | None, n: int) -> tuple[list[dict[str, Any]], int]:
+    def rows(self, conn: Connection, scope_id: int, after: Sequence[Any] | None, n: int) -> tuple[list[list[Any]], int]:
         if self.states == ():
             got = []
         else:
@@ -416,14 +416,15 @@ class _PageRead:
             found = driver_execute(conn, self.total_sql, (scope_id,)).fetchone()
             return [], int(found[0]) if found else 0
         total = int(got[0][-1])
-        names, json_at = self.names, self.json
+        json_at, loads = self.json, orjson.loads
         out = []
         for r in got:
-            row = dict(zip(names, r))
+            row = list(r)
+            row.pop()  # the total
             for i in json_at:
-                value = r[i]
+                value = row[i]
                 if value is not None:
-                    row[names[i]] = orjson.loads(value)
+                    row[i] = loads(value)
             out.append(row)
         return out, total
 
@@ -434,10 +435,11 @@ _PAGE_READ: dict[tuple[Any, ...], _PageRead] = {}
 def page_with_total(
     conn: Connection, view: Table, counts: Table, scope_id: int, names: Sequence[str], desc: bool,
     after: Sequence[Any] | None, n: int, states: tuple[str, ...] | None = None,
-) -> tuple[list[dict[str, Any]], int]:
+) -> tuple[list[list[Any]], int]:
     """Up to ``n`` rows of the scope in the task view ``view`` in the order of ``names`` (descending when
-    ``desc``), after the key ``after`` when given, of the given ``states`` only when given, as mappings of every
-    column; and the scope's total from its count summary in ``counts``, from the same snapshot."""
+    ``desc``), after the key ``after`` when given, of the given ``states`` only when given, each the values of
+    every column in the table's order (JSON decoded: ``rows.task_builder`` makes tasks of them); and the scope's
+    total from its count summary in ``counts``, from the same snapshot."""
     pg = conn.dialect.name == "postgresql"
     key = (pg, id(view), id(counts), tuple(names), desc, after is None, states)
     got = _PAGE_READ.get(key)

@@ -206,15 +206,18 @@ def seek_page(
     limit: int,
     after: Sequence[Any] | None,
     states: tuple[str, ...] | None,
-) -> tuple[list[Mapping[str, Any]], bool, list[Any] | None, int]:
-    """One page that is index seeks: its rows, whether to offer a next page, the key to resume after, and the
-    scope's total (from its count summary), all from one statement. ``limit + 1`` rows are read, so ``has_more`` is
-    exact."""
+) -> tuple[list[list[Any]], bool, list[Any] | None, int]:
+    """One page that is index seeks: its rows (each the values of every column, as ``page_with_total`` gives
+    them), whether to offer a next page, the key to resume after, and the scope's total (from its count summary),
+    all from one statement. ``limit + 1`` rows are read, so ``has_more`` is exact."""
     names, desc = SORTS[sort]
     rows, total = page_with_total(conn, view, counts, scope_id, names, desc, after, limit + 1, states)
     has_more = len(rows) > limit
     rows = rows[:limit]
-    return rows, has_more, (key_of(rows[-1], sort) if has_more else None), total
+    if not has_more:
+        return rows, False, None, total
+    columns = [c.name for c in view.columns]
+    return rows, True, [rows[-1][columns.index(n)] for n in names], total
 
 
 def walk_page(

@@ -29,7 +29,7 @@ from .listing import (
     seek_states,
     walk_page,
 )
-from .rows import task_of
+from .rows import task_builder, task_of
 from .tables import scope_counts, task_view
 from .validation import RECOUNT_LIMIT, agrees, recount
 
@@ -48,6 +48,7 @@ class TaskQueries:
         self.cursors = cursors
         self.view = view
         self.counts_table = counts
+        self._builder: tuple[Table, Any] | None = None  # (view, rows.task_builder of its columns)
         self.scan_budget = scan_budget
         self.validator: Any = None  # set by the snapshot machinery for scopes above recount_limit
         self.recount_limit = RECOUNT_LIMIT  # above it, counts are validated by ``validator``, never by a recount
@@ -118,6 +119,10 @@ class TaskQueries:
                 rows, has_more, last, total = seek_page(
                     conn, self.view, self.counts_table, sid, sort=sort, limit=limit, after=after, states=states
                 )
+            build = self._builder
+            if build is None or build[0] is not self.view:
+                build = self._builder = (self.view, task_builder([c.name for c in self.view.columns]))
+            items = [build[1](r, scope) for r in rows]
         else:
             with self.log.reading() as conn:
                 sid = self.log.scope_id(scope, conn)
@@ -128,7 +133,7 @@ class TaskQueries:
                     budget=self.scan_budget,
                 )
                 total = self._summary(conn, scope, sid).total
-        items = [task_of(r, scope) for r in rows]
+            items = [task_of(r, scope) for r in rows]
         next_cursor = self.cursors.encode({"k": last}, fp) if has_more and last is not None else ""
         return Page(items, has_more and bool(next_cursor), next_cursor, total)
 

@@ -251,6 +251,29 @@ def test_default_sort_is_created_at_descending(tstore, clock):
     assert ids(default) == ids(explicit)
 
 
+@pytest.mark.parametrize("sort", SORTS)
+def test_page_items_are_the_tasks_the_fold_of_the_log_gives(tstore, clock, sort):
+    """A page's tasks are made from its statement's rows by position (``rows.task_builder``); each equals the fold
+    of its stream, whatever fields it has set: retries, requeues, node info, failures, results, conditions."""
+    specs = [{"id": f"t-{i:02d}", "displayName": f"Task {i}", "requiredSlots": 1 + i % 3,
+              "labels": {"stage": "s"}} for i in range(12)]
+    tstore.add_tasks(SCOPE, specs)
+    steps = [("starting", {}), ("running", {"node_info": {"nodeId": "n1"}, "message": "up"})]
+    for i in range(12):
+        clock.advance(seconds=1)
+        for to, details in steps[: i % 3]:
+            tstore.transition(SCOPE, f"t-{i:02d}", to, **details)
+    tstore.transition(SCOPE, "t-02", "failed", exit_code=3, failure_info={"category": "usererror"})
+    tstore.transition(SCOPE, "t-05", "succeeded", exit_code=0)
+    tstore.record_condition(SCOPE, "t-07", {"type": "Ready", "state": "True", "reason": "ok"})
+    want = folded_scope(tstore, SCOPE)
+    got, _pages = walk(tstore.queries, SCOPE, sort=sort, limit=5)
+    assert len(got) == 12
+    for task in got:
+        assert task == want[task.key]
+    assert any(t.conditions for t in got) and any(t.previous_state for t in got) and any(t.failure_info for t in got)
+
+
 @pytest.mark.parametrize("sort", ["createdAt", "name", "createdAt:DESC", "id:asc", ""])
 def test_an_unknown_sort_is_refused(tstore, sort):
     tstore.add_task(SCOPE, {"id": "t"})
