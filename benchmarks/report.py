@@ -144,7 +144,7 @@ def chart(ms: Sequence[Measurement], key: str, title: str, path: Path) -> bool:
             ax = axes[row][col]
             series: dict[str, list[tuple[int, float, float, float]]] = defaultdict(list)
             for m in ok:
-                if m.unit != unit or m.engine != engine:
+                if m.unit != unit or m.engine != engine or (unit == WHOLE and not m.events_per_unit):
                     continue
                 scale = (1e6 / m.events_per_unit) if unit == WHOLE else 1e3
                 series[m.operation].append((m.size, m.median * scale, min(m.samples) * scale, max(m.samples) * scale))
