@@ -3,10 +3,10 @@
 1. Fresh tables (``task_view_a``/``scope_counts_a``, or ``_b`` when the live ones came from ``_a``) are created, and
    the log's head is noted.
 2. Seeding, scope by scope. A scope is folded from its first event stream by stream (its unique (stream, version)
-   index order: each task's row is written once, nothing is read back), or, with ``from_snapshots``, its newest
-   verified full snapshot (of this version of the projection code) is copied in and the events it lacks are folded
-   on top. With snapshots the log is not read from its start. The task view's indexes are made after seeding, in
-   the transaction that records the catch-up's start.
+   index order: each task's row is written once, nothing is read back; a large scope in several processes at once,
+   ``seeding.py``), or, with ``from_snapshots``, its newest verified full snapshot (of this version of the
+   projection code) is copied in and the events it lacks are folded on top. With snapshots the log is not read from
+   its start. The task view's indexes are made after seeding, in the transaction that records the catch-up's start.
 3. Catching up: a :class:`~projections.projector.CatchUpProjector` follows the whole log from the head noted in 1,
    storing its checkpoint with every batch (an interrupted rebuild resumes from it), one write transaction per
    batch; appends go on meanwhile. Events the fresh tables already reflect are skipped by version, so seeding and
