@@ -48,7 +48,7 @@ class TaskQueries:
         self.cursors = cursors
         self.view = view
         self.counts_table = counts
-        self._builder: tuple[Table, Any] | None = None  # (view, rows.task_builder of its columns)
+        self._task_of_values = task_builder([c.name for c in view.columns])  # for the one-statement pages
         self.scan_budget = scan_budget
         self.validator: Any = None  # set by the snapshot machinery for scopes above recount_limit
         self.recount_limit = RECOUNT_LIMIT  # above it, counts are validated by ``validator``, never by a recount
@@ -119,10 +119,8 @@ class TaskQueries:
                 rows, has_more, last, total = seek_page(
                     conn, self.view, self.counts_table, sid, sort=sort, limit=limit, after=after, states=states
                 )
-            build = self._builder
-            if build is None or build[0] is not self.view:
-                build = self._builder = (self.view, task_builder([c.name for c in self.view.columns]))
-            items = [build[1](r, scope) for r in rows]
+            build = self._task_of_values
+            items = [build(r, scope) for r in rows]
         else:
             with self.log.reading() as conn:
                 sid = self.log.scope_id(scope, conn)
