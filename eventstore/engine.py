@@ -59,7 +59,6 @@ def open_engine(
         kwargs["connect_args"] = {"options": options}
         kwargs["pool_size"] = pool_size
         kwargs["max_overflow"] = pool_size * 2
-        kwargs["pool_pre_ping"] = True
     engine = create_engine(parsed, **kwargs)
     dialect_for(engine).configure(engine, schema=schema)
     upgrade(engine)

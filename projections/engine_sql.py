@@ -10,6 +10,8 @@ it lacks are found exactly later (those of the transactions it did not see), eve
 
 from __future__ import annotations
 
+import functools
+
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -451,21 +453,26 @@ def summary_unchanged_since(conn: Connection, counts: Table, scope_id: int, base
     """In one statement: the scope's count summary row, the projection version of the live task view, and how
     many of the scope's events ``base`` lacks; None when the scope has no summary."""
     cond, params = lacks(conn, "e", base)
-    sql = (
-        f"SELECT c.*, (SELECT projection_version FROM {projection_checkpoints.name} WHERE name = 'tasks') AS v_, "
-        f"(SELECT count(*) FROM events e WHERE e.scope_id = :sid AND {cond}) AS n_ "
-        f"FROM {counts.name} c WHERE c.scope_id = :sid"
-    )
-    # Straight to the driver (the most frequent read after a page): SQLite takes the :named parameters as they
-    # are, psycopg as %(named)s.
-    if conn.dialect.name == "postgresql":
-        sql = _NAMED.sub(r"%(\1)s", sql)
-    cur = driver_execute(conn, sql, {"sid": scope_id, **params})
+    names = tuple(counts.c.keys())
+    # Straight to the driver (the most frequent read after a page), its text made once per condition.
+    cur = driver_execute(conn, _unchanged_sql(conn.dialect.name, counts.name, names, cond), {"sid": scope_id, **params})
     found = cur.fetchone()
     if found is None:
         return None
-    row = dict(zip((d[0] for d in cur.description), found))
-    return row, row["v_"], int(row["n_"])
+    row = dict(zip(names, found))
+    return row, found[-2], int(found[-1])
+
+
+@functools.lru_cache(maxsize=256)
+def _unchanged_sql(dialect: str, counts: str, names: tuple[str, ...], cond: str) -> str:
+    sql = (
+        f"SELECT {', '.join(f'c.{n}' for n in names)}, "
+        f"(SELECT projection_version FROM {projection_checkpoints.name} WHERE name = 'tasks'), "
+        f"(SELECT count(*) FROM events e WHERE e.scope_id = :sid AND {cond}) "
+        f"FROM {counts} c WHERE c.scope_id = :sid"
+    )
+    # SQLite takes the :named parameters as they are, psycopg as %(named)s.
+    return _NAMED.sub(r"%(\1)s", sql) if dialect == "postgresql" else sql
 
 
 _NAMED = re.compile(r"(?<![:\w]):([a-z_]+)\b")

@@ -147,8 +147,9 @@ class TaskQueries:
             sid = self.log.scope_id(scope)
             if sid is not None and (quick := self.validator.unchanged(scope, sid, self.counts_table)) is not None:
                 return quick
-        # Validation compares the summary with other reads: they must all see one state (REPEATABLE READ on PostgreSQL).
-        with (consistent(self.log) if validate else self.log.reading()) as conn:
+        # Validation compares the summary with other reads: they must all see one state (REPEATABLE READ on PostgreSQL);
+        # the summary alone is one statement.
+        with (consistent(self.log) if validate else self.log.reading_one()) as conn:
             sid = self.log.scope_id(scope, conn)
             if sid is None:
                 return replace(empty_summary(scope), validation_status="validated")
