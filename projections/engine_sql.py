@@ -11,7 +11,6 @@ it lacks are found exactly later (those of the transactions it did not see), eve
 from __future__ import annotations
 
 import functools
-
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -24,7 +23,8 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import StaticPool
 
 from eventstore import EventLog
-from eventstore.dialects.base import driver_execute, driver_executemany, json_text as _dumps
+from eventstore.dialects.base import driver_execute, driver_executemany
+from eventstore.dialects.base import json_text as _dumps
 from eventstore.task import TASK_ADDED, TASK_TRANSITIONED
 
 from .snapshot_tables import projection_checkpoints

@@ -10,8 +10,8 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
 from eventstore import Scope
-from eventstore.lifecycle import State
 from eventstore.dialects import postgresql as pg_dialect
+from eventstore.lifecycle import State
 from tests.conftest import PG_URL
 
 SCOPE = Scope("ws", "job")
