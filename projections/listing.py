@@ -6,7 +6,9 @@ Every page is index seeks plus the page, whatever its depth: no OFFSET into the 
   per state into an index that leads with (scope, state, sort key), merged; ``limit + 1`` rows are read, so
   ``has_more`` is exact; and the scope's total, all in one statement (``engine_sql.page_with_total``).
 - Any other filter or ``q``: the sort index is walked from the cursor for at most ``budget`` rows, and the filter is
-  applied to those (in windows that grow eightfold from 8 pages, so that dense matches cost a few hundred rows). When the budget runs out before a page fills, the page comes back short (possibly empty) with a
+  applied to those, in windows that grow eightfold from 8 pages, each bounded by the key of its last row (read from
+  the index alone) and stopped at the last match the page needs, so that dense matches cost about a page of rows.
+  When the budget runs out before a page fills, the page comes back short (possibly empty) with a
   cursor that resumes where the walk stopped, exactly as Azure Batch's filtered pages do. ``has_more`` then means
   "the walk is not finished", not "another match exists": finding that out could mean reading the whole scope.
 """
@@ -24,19 +26,16 @@ from sqlalchemy import (
     Table,
     and_,
     false,
-    func,
-    literal_column,
     or_,
     select,
     true,
     tuple_,
-    union_all,
 )
-from sqlalchemy.engine import Connection, RowMapping
+from sqlalchemy.engine import Connection
 
 from eventstore import State, Task, ValidationError
 
-from .engine_sql import page_with_total, view_rows
+from .engine_sql import page_with_total
 from .filters import And, Cmp, Expr, Or, canonical
 
 SORTS: dict[str, tuple[tuple[str, ...], bool]] = {
@@ -231,110 +230,107 @@ def walk_page(
     q: str | None,
     where: Expr | None,
     budget: int = SCAN_BUDGET,
-) -> tuple[list[RowMapping], bool, list[Any] | None]:
-    """One page of any other filter, or a q search: its rows, whether to offer a next page, and the key to resume
-    after."""
-    # A window that grows eightfold up to the budget: a page whose matches are dense reads a few hundred rows, not
-    # the whole budget; a sparse one reads at most about 1.15 times the budget. Each window is one statement.
-    window = min(budget, 8 * (limit + 1))
-    while (found := _walk_window(conn, view, scope_id, sort, limit, after, q, where, window, window >= budget)) is None:
-        window = min(budget, window * 8)
-    keys, edge = found
-    if len(keys) > limit:
-        rows = _rows(conn, view, scope_id, keys[:limit], sort)
-        return rows, True, key_of(rows[-1], sort)
-    rows = _rows(conn, view, scope_id, keys, sort)
-    # The page is not full: either the scope ends inside the walk, or the budget ran out first.
-    if edge is None:
-        return rows, False, None
-    return rows, True, key_of(edge, sort)
+) -> tuple[list[Sequence[Any]], bool, list[Any] | None]:
+    """One page of any other filter, or a q search: its rows (each the values of every column of ``view``, JSON
+    decoded, for ``rows.task_builder``), whether to offer a next page, and the key to resume after.
+
+    The walk goes window by window, each growing eightfold from 8 pages up to what is left of ``budget``: first the
+    key of the window's last row (an index-only read of the sort's index), then the matches up to it in sort order,
+    at most as many as the page still lacks (the engine stops at the last one it needs). A page whose matches are
+    dense reads a page and a bit of rows; a sparse one at most ``budget``. All of it in the caller's transaction,
+    one snapshot, so no window can see a task that another did not."""
+    n = limit + 1
+    hits: list[Sequence[Any]] = []
+    cursor = after
+    walked = 0
+    window = min(budget, 8 * n)
+    key_at = [c.name for c in view.columns].index
+    names = SORTS[sort][0]
+    while True:
+        edge = _window_edge(conn, view, scope_id, sort, cursor, window)
+        hits += _matches(conn, view, scope_id, sort, cursor, edge, q, where, n - len(hits))
+        if len(hits) > limit:
+            rows = hits[:limit]
+            return rows, True, [rows[-1][key_at(name)] for name in names]
+        if edge is None:  # the scope ends inside this window
+            return hits, False, None
+        walked += window
+        if walked >= budget:  # the page comes back short: the next one resumes after the last row walked
+            return hits, True, edge
+        cursor, window = edge, min(budget - walked, window * 8)
 
 
 _WALKS: dict[tuple[Any, ...], tuple[Table, Any]] = {}
 
 
-def _walk_statement(view: Table, sort: str, first: bool, where: Expr | None, searching: bool) -> Any:
-    """The statement of one walk window, built once per (table, sort, first page or not, filter, q or not); the
-    scope, the key to resume after, the window, the page size and the q pattern are bound when it runs."""
-    key = (view.name, sort, first, canonical(where), searching)
+def _cached(key: tuple[Any, ...], view: Table, make: Any) -> Any:
     got = _WALKS.get(key)
     if got is not None and got[0] is view:
         return got[1]
-    c = view.c
-    names, desc = SORTS[sort]
-    wanted = {"key", "search", *names, *_COLUMN.values()}
-    after = None if first else [bindparam(f"a{i}") for i in range(len(names))]
-    walked = (
-        select(*[c[n] for n in sorted(wanted)])
-        .where(c.scope_id == bindparam("sid"), _seek(c, sort, after))
-        .order_by(*_order(c, sort))
-        .limit(bindparam("window"))
-        .cte("walked")
-    )
-    cond: list[ColumnElement[bool]] = []
-    if where is not None:
-        cond.append(compile_filter(where, walked.c))
-    if searching:
-        cond.append(walked.c.search.like(bindparam("pattern"), escape="\\"))
-    # The matches and the last row walked come from one statement, so from one snapshot: a second statement could
-    # see a task added meanwhile (PostgreSQL, read committed), put the edge before the end of the walk, and make the
-    # next page return a match of this one again.
-    key_cols = ["key", *[n for n in names if n != "key"]]
-    hits = (
-        select(literal_column("0").label("edge"), *[walked.c[n] for n in key_cols])
-        .where(*cond)
-        .order_by(*_order(walked.c, sort))
-        .limit(bindparam("n"))
-        .subquery()
-    )
-    full = select(func.count()).select_from(walked).scalar_subquery() >= bindparam("window")
-    last = (
-        select(literal_column("1").label("edge"), *[walked.c[n] for n in key_cols])
-        .where(full)
-        .order_by(*[walked.c[n].asc() if desc else walked.c[n].desc() for n in names])
-        .limit(1)
-        .subquery()
-    )
-    both = union_all(select(hits), select(last)).subquery()
-    stmt = select(both).order_by(both.c.edge, *_order(both.c, sort))
     if len(_WALKS) >= 512:  # filters vary without end; the cache must not
         _WALKS.clear()
+    stmt = make()
     _WALKS[key] = (view, stmt)
     return stmt
 
 
-def _walk_window(
-    conn: Connection,
-    view: Table,
-    scope_id: int,
-    sort: str,
-    limit: int,
-    after: Sequence[Any] | None,
-    q: str | None,
-    where: Expr | None,
-    budget: int,
-    final: bool = False,
-) -> tuple[list[str], RowMapping | None] | None:
-    """The matches among the next ``budget`` rows of the sort, and the last row walked when the walk filled its
-    budget; None when the window neither filled a page nor reached the end of the scope (unless ``final``)."""
-    params: dict[str, Any] = {"sid": scope_id, "window": budget, "n": limit + 1}
+def _window_edge(
+    conn: Connection, view: Table, scope_id: int, sort: str, after: Sequence[Any] | None, window: int
+) -> list[Any] | None:
+    """The sort key of the ``window``-th row after ``after`` (from the scope's first row when None), or None when
+    the scope has fewer rows there: read from the sort's index alone."""
+    names = SORTS[sort][0]
+
+    def make() -> Any:
+        c = view.c
+        marks = None if after is None else [bindparam(f"a{i}") for i in range(len(names))]
+        return (
+            select(*[c[n] for n in names])
+            .where(c.scope_id == bindparam("sid"), _seek(c, sort, marks))
+            .order_by(*_order(c, sort))
+            .limit(1)
+            .offset(bindparam("skip"))
+        )
+
+    stmt = _cached(("edge", view.name, sort, after is None), view, make)
+    params: dict[str, Any] = {"sid": scope_id, "skip": window - 1}
     if after is not None:
         params.update({f"a{i}": v for i, v in enumerate(after)})
+    found = conn.execute(stmt, params).first()
+    return None if found is None else list(found)
+
+
+def _matches(
+    conn: Connection, view: Table, scope_id: int, sort: str, after: Sequence[Any] | None, edge: Sequence[Any] | None,
+    q: str | None, where: Expr | None, n: int,
+) -> list[Sequence[Any]]:
+    """At most ``n`` rows that match the filter and ``q``, after ``after`` and up to ``edge`` (included; to the end
+    of the scope when None), in sort order, every column."""
+    names, desc = SORTS[sort]
+
+    def make() -> Any:
+        c = view.c
+        marks = None if after is None else [bindparam(f"a{i}") for i in range(len(names))]
+        cond: list[ColumnElement[bool]] = [c.scope_id == bindparam("sid"), _seek(c, sort, marks)]
+        if edge is not None:
+            # Up to the edge, included: the seek of the other direction, turned around.
+            bound = [bindparam(f"e{i}") for i in range(len(names))]
+            left = c[names[0]] if len(names) == 1 else tuple_(*[c[n] for n in names])
+            right = bound[0] if len(names) == 1 else tuple_(*bound)
+            cond.append(left >= right if desc else left <= right)
+        if where is not None:
+            cond.append(compile_filter(where, c))
+        if q is not None:
+            cond.append(c.search.like(bindparam("pattern"), escape="\\"))
+        return select(*view.c).where(*cond).order_by(*_order(c, sort)).limit(bindparam("n"))
+
+    key = ("match", view.name, sort, after is None, edge is None, canonical(where), q is not None)
+    stmt = _cached(key, view, make)
+    params: dict[str, Any] = {"sid": scope_id, "n": n}
+    if after is not None:
+        params.update({f"a{i}": v for i, v in enumerate(after)})
+    if edge is not None:
+        params.update({f"e{i}": v for i, v in enumerate(edge)})
     if q is not None:
         params["pattern"] = "%" + re.sub(r"([\\%_])", r"\\\1", q) + "%"
-    stmt = _walk_statement(view, sort, after is None, where, q is not None)
-    found = conn.execute(stmt, params).mappings().all()
-    keys = [r["key"] for r in found if r["edge"] == 0]
-    edge = next((r for r in found if r["edge"] == 1), None)
-    if len(keys) > limit or edge is None or final:
-        return keys, edge
-    return None
-
-
-def _rows(conn: Connection, view: Table, scope_id: int, keys: list[str], sort: str) -> list[Mapping[str, Any]]:
-    """The rows of ``keys``, in that order (read by the driver, as the commands' reads are)."""
-    if not keys:
-        return []
-    found = view_rows(conn, view, scope_id, keys)
-    order = {k: i for i, k in enumerate(keys)}
-    return sorted(found, key=lambda r: order[r["key"]])
+    return list(conn.execute(stmt, params).all())

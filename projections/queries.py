@@ -131,7 +131,8 @@ class TaskQueries:
                     budget=self.scan_budget,
                 )
                 total = self._summary(conn, scope, sid).total
-            items = [task_of(r, scope) for r in rows]
+            build = self._task_of_values
+            items = [build(r, scope) for r in rows]
         next_cursor = self.cursors.encode({"k": last}, fp) if has_more and last is not None else ""
         return Page(items, has_more and bool(next_cursor), next_cursor, total)
 

@@ -988,6 +988,24 @@ def test_a_walk_that_fills_its_page_stops_at_the_page(tstore):
     assert ids(rest) == [f"t{i:02}" for i in range(4, 20, 2)]
 
 
+@pytest.mark.parametrize("sort", ALL_SORTS)
+@pytest.mark.parametrize("budget", [10_000, 300, 30])
+def test_sparse_matches_are_found_across_the_growing_windows_of_one_walk(tstore, sort, budget):
+    """A page of 2 walks windows of 24, 192, then what is left of the budget: matches in each are gathered into
+    one page, in order, none twice, none skipped, and no page walks past its budget."""
+    needles = {3, 100, 250, 590}
+    tstore.add_tasks(SCOPE, [{"id": f"t{i:03}", "displayName": "needle" if i in needles else "hay"}
+                             for i in range(600)])
+    tstore.queries.scan_budget = budget
+    got, pages = walk(tstore.queries, SCOPE, sort=sort, limit=2, q="needle")
+    wanted = in_order([tstore.get_task(SCOPE, f"t{i:03}") for i in needles], sort)
+    assert ids(got) == ids(wanted)
+    assert len(pages) >= 600 // budget  # each page walked at most the budget
+    if budget == 10_000:  # the whole scope in reach of every page: exact pages
+        assert [len(p.items) for p in pages] == [2, 2] and pages[0].has_more and not pages[1].has_more
+    assert pages[-1].next_cursor == "" and not pages[-1].has_more
+
+
 def test_unfiltered_and_state_filtered_pages_do_not_depend_on_the_walk_budget(tstore):
     _states_scope(tstore)
     tstore.queries.scan_budget = 1
