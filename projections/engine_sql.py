@@ -391,8 +391,7 @@ class _PageRead:
                 seek = f" AND ({', '.join(f'v.{n}' for n in names)}) {op} ({', '.join(mark for _ in names)})"
         order = ", ".join(f"v.{n} {'DESC' if desc else 'ASC'}" for n in names)
         cols = ", ".join(f"v.{n}" for n in self.names)
-        total = f"(SELECT {' + '.join(STATE_COLUMNS)} FROM {counts.name} WHERE scope_id = {mark})"
-        self.total_sql = total[1:-1]
+        total = f"({_total_sql('postgresql' if pg else 'sqlite', counts.name)})"
 
         def arm(state: str | None) -> str:
             which = "" if state is None else f" AND v.state = '{state}'"  # a State value: [a-z]+
@@ -414,8 +413,7 @@ class _PageRead:
             params = (scope_id, *one) if self.arms == 1 else (scope_id, *(one * self.arms), n)
             got = driver_execute(conn, self.sql, params).fetchall()
         if not got:
-            found = driver_execute(conn, self.total_sql, (scope_id,)).fetchone()
-            return [], int(found[0]) if found else 0
+            return [], scope_total(conn, self.counts, scope_id)
         total = int(got[0][-1])
         json_at, loads = self.json, orjson.loads
         out = []
@@ -447,6 +445,68 @@ def page_with_total(
     if got is None or got.view is not view or got.counts is not counts:
         got = _PAGE_READ[key] = _PageRead(view, counts, names, desc, after is None, states, pg)
     return got.rows(conn, scope_id, after, n)
+
+
+class DriverQuery:
+    """A SELECT built with SQLAlchemy Core, compiled once for one dialect, then run by the driver (see
+    ``eventstore.dialects.base``): the values bound when it was built travel with it, the caller's parameters by
+    name; rows come back as value lists in the order of its columns, JSON columns decoded (psycopg decodes them
+    itself). For statements run on every page, where Core's per-execution work is a good part of the cost."""
+
+    def __init__(self, stmt: Any, dialect: Any) -> None:
+        compiled = stmt.compile(dialect=dialect)
+        # A statement with a parameter expanded as it runs (an IN list) is left to Core.
+        self.stmt = stmt if compiled.post_compile_params else None
+        self.sql = compiled.string
+        self.defaults = dict(compiled.params)
+        self.order = compiled.positiontup if dialect.paramstyle in ("qmark", "numeric") else None
+        self.json = [] if dialect.name == "postgresql" else [
+            i for i, col in enumerate(stmt.selected_columns) if isinstance(col.type, JSON)
+        ]
+
+    def rows(self, conn: Connection, params: Mapping[str, Any]) -> list[list[Any]]:
+        if self.stmt is not None:
+            return [list(r) for r in conn.execute(self.stmt, dict(params))]
+        values = {**self.defaults, **params}
+        args: Any = values if self.order is None else tuple(values[n] for n in self.order)
+        got = driver_execute(conn, self.sql, args).fetchall()
+        if not self.json:
+            return [list(r) for r in got]
+        json_at, loads = self.json, orjson.loads
+        out = []
+        for r in got:
+            row = list(r)
+            for i in json_at:
+                if row[i] is not None:
+                    row[i] = loads(row[i])
+            out.append(row)
+        return out
+
+
+def summary_row(conn: Connection, counts: Table, scope_id: int) -> dict[str, Any] | None:
+    """The scope's count summary row in ``counts`` as a mapping of its columns (None when it has none), by the
+    driver."""
+    names = tuple(counts.c.keys())
+    found = driver_execute(conn, _summary_sql(conn.dialect.name, counts.name, names), (scope_id,)).fetchone()
+    return None if found is None else dict(zip(names, found))
+
+
+@functools.lru_cache(maxsize=64)
+def _summary_sql(dialect: str, counts: str, names: tuple[str, ...]) -> str:
+    mark = "%s" if dialect == "postgresql" else "?"
+    return f"SELECT {', '.join(names)} FROM {counts} WHERE scope_id = {mark}"
+
+
+def scope_total(conn: Connection, counts: Table, scope_id: int) -> int:
+    """The scope's task total from its count summary in ``counts`` (0 when it has none), by the driver."""
+    found = driver_execute(conn, _total_sql(conn.dialect.name, counts.name), (scope_id,)).fetchone()
+    return int(found[0]) if found else 0
+
+
+@functools.lru_cache(maxsize=64)
+def _total_sql(dialect: str, counts: str) -> str:
+    mark = "%s" if dialect == "postgresql" else "?"
+    return f"SELECT {' + '.join(STATE_COLUMNS)} FROM {counts} WHERE scope_id = {mark}"
 
 
 def summary_unchanged_since(conn: Connection, counts: Table, scope_id: int, base: Point) -> tuple[Any, Any, int] | None:

@@ -22,9 +22,9 @@ from typing import Any, Mapping, Sequence
 
 from sqlalchemy import (
     ColumnElement,
-    bindparam,
     Table,
     and_,
+    bindparam,
     false,
     or_,
     select,
@@ -35,7 +35,7 @@ from sqlalchemy.engine import Connection
 
 from eventstore import State, Task, ValidationError
 
-from .engine_sql import page_with_total
+from .engine_sql import DriverQuery, page_with_total
 from .filters import And, Cmp, Expr, Or, canonical
 
 SORTS: dict[str, tuple[tuple[str, ...], bool]] = {
@@ -292,12 +292,13 @@ def _window_edge(
             .offset(bindparam("skip"))
         )
 
-    stmt = _cached(("edge", view.name, sort, after is None), view, make)
+    query = _cached(("edge", conn.dialect.name, view.name, sort, after is None), view,
+                    lambda: DriverQuery(make(), conn.dialect))
     params: dict[str, Any] = {"sid": scope_id, "skip": window - 1}
     if after is not None:
         params.update({f"a{i}": v for i, v in enumerate(after)})
-    found = conn.execute(stmt, params).first()
-    return None if found is None else list(found)
+    found = query.rows(conn, params)
+    return found[0] if found else None
 
 
 def _matches(
@@ -324,8 +325,8 @@ def _matches(
             cond.append(c.search.like(bindparam("pattern"), escape="\\"))
         return select(*view.c).where(*cond).order_by(*_order(c, sort)).limit(bindparam("n"))
 
-    key = ("match", view.name, sort, after is None, edge is None, canonical(where), q is not None)
-    stmt = _cached(key, view, make)
+    key = ("match", conn.dialect.name, view.name, sort, after is None, edge is None, canonical(where), q is not None)
+    query = _cached(key, view, lambda: DriverQuery(make(), conn.dialect))
     params: dict[str, Any] = {"sid": scope_id, "n": n}
     if after is not None:
         params.update({f"a{i}": v for i, v in enumerate(after)})
@@ -333,4 +334,4 @@ def _matches(
         params.update({f"e{i}": v for i, v in enumerate(edge)})
     if q is not None:
         params["pattern"] = "%" + re.sub(r"([\\%_])", r"\\\1", q) + "%"
-    return list(conn.execute(stmt, params).all())
+    return query.rows(conn, params)

@@ -130,7 +130,7 @@ class TaskQueries:
                     conn, self.view, sid, sort=sort, limit=limit, after=after, q=query, where=where,
                     budget=self.scan_budget,
                 )
-                total = self._summary(conn, scope, sid).total
+                total = engine_sql.scope_total(conn, self.counts_table, sid)
             build = self._task_of_values
             items = [build(r, scope) for r in rows]
         next_cursor = self.cursors.encode({"k": last}, fp) if has_more and last is not None else ""
@@ -160,8 +160,7 @@ class TaskQueries:
             return self._validate(conn, sid, summary)
 
     def _summary(self, conn: Connection, scope: Scope, sid: int) -> CountSummary:
-        row = conn.execute(select(self.counts_table).where(self.counts_table.c.scope_id == sid)).mappings().first()
-        return summary_of(row, scope)
+        return summary_of(engine_sql.summary_row(conn, self.counts_table, sid), scope)
 
     def _validate(self, conn: Connection, sid: int, summary: CountSummary) -> CountSummary:
         if summary.total <= self.recount_limit:

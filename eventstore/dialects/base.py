@@ -104,6 +104,16 @@ def driver_copy(conn: Connection, sql: str, rows: Any) -> None:
 
 
 def _wrapped(conn: Connection, sql: str, params: Any, exc: Exception) -> Exception:
+    """The driver's error as Core raises it; a connection the error says is gone is invalidated first, as Core does
+    (so that the pool never hands it out again), and the error says so (``connection_invalidated``)."""
     from sqlalchemy.exc import DBAPIError
 
-    return DBAPIError.instance(sql, params, exc, conn.dialect.loaded_dbapi.Error, dialect=conn.dialect)
+    gone = False
+    try:
+        gone = conn.dialect.is_disconnect(exc, conn.connection.dbapi_connection, None)
+    except Exception:  # noqa: BLE001 - deciding must never hide the error itself
+        gone = False
+    if gone and not conn.invalidated:
+        conn.invalidate(exc)
+    return DBAPIError.instance(sql, params, exc, conn.dialect.loaded_dbapi.Error, dialect=conn.dialect,
+                               connection_invalidated=gone)
