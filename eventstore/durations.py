@@ -6,6 +6,7 @@ for "unlimited"); Blaxel writes Go-style durations (``30m``, ``1h30m``). Both ar
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import timedelta
 
@@ -19,6 +20,7 @@ _GO_UNIT = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0
 UNLIMITED = timedelta.max
 
 
+@functools.lru_cache(maxsize=1024)  # a job's tasks mostly repeat a few durations
 def parse_duration(text: str) -> timedelta:
     """A ``timedelta`` for an ISO 8601 or Go-style duration; ``ValueError`` when it is neither."""
     m = _ISO.match(text)

@@ -84,7 +84,9 @@ class TaskProjection:
                 # an event of another type on a task's stream goes through evolve, as a rebuild folds it.
                 self.skipped += 1
                 continue
-            d = deltas.setdefault(e.scope_id, Deltas())
+            d = deltas.get(e.scope_id)
+            if d is None:  # (not setdefault: that would make a Deltas for every event)
+                d = deltas[e.scope_id] = Deltas()
             if e.type == TASK_ADDED and before is not None:
                 if not self.catch_up:
                     raise ValidationError(
