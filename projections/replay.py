@@ -77,7 +77,7 @@ def scope_streams(
     through ``conn`` or else each page in a read transaction of its own; ``on_page(n)`` after each. Memory holds
     one page and one stream."""
     upcast = log.upcasters.upcast
-    current = log.upcasters.current_versions()
+    current = dict(log.upcasters.current_versions())  # a dict: looked up once per event
     loads = orjson.loads
     first, before = streams
     after: tuple[str, int] | None = None if first is None else (first, 0)

@@ -13,6 +13,7 @@ an in-memory SQLite database), or a scope is small, it is folded in this process
 from __future__ import annotations
 
 import functools
+import gc
 import multiprocessing
 import os
 import queue
@@ -25,6 +26,7 @@ from typing import Any
 from sqlalchemy import insert
 
 from eventstore import EventLog, Scope, State
+from eventstore.log import gc_paused
 from eventstore.task import TASK_ADDED
 
 from . import engine_sql
@@ -118,6 +120,12 @@ def bulk_fold(log: EventLog, sid: int, scope: Scope, view: Any, batch: int, adva
     one page, one stream and one batch of rows. Events of a stream before its first TaskAdded (not a task's) are
     counted, and folded into nothing.
     """
+    with gc_paused():  # decoded events and folded rows hold no cycles: the collector's passes would find none
+        return _bulk_fold(log, sid, scope, view, batch, advance, streams, write_lock)
+
+
+def _bulk_fold(log: EventLog, sid: int, scope: Scope, view: Any, batch: int, advance: Callable[[int], None],
+               streams: tuple[str | None, str | None], write_lock: AbstractContextManager[Any] | None) -> Folded:
     fold_row = seeding_fold(view, scope)
     columns = [c.name for c in view.columns]
     at_state, at_slots = columns.index("state"), columns.index("required_slots")
@@ -207,6 +215,9 @@ def _run(log: EventLog, sid: int, scope: Scope, view: Any, batch: int, run: tupl
          lock: Any, reports: Any, i: int) -> None:
     """A seeding worker, in a forked process: its own connections (the parent's are left alone), one run folded."""
     try:
+        # What this process inherited is this process's to keep, not to collect: out of the collector's sight, its
+        # objects are neither traversed nor written to (so their pages stay shared with the parent).
+        gc.freeze()
         log.engine.dispose(close=False)
         folded = bulk_fold(log, sid, scope, view, batch, lambda n: reports.put(("progress", i, n)), run, lock)
         reports.put(("done", i, folded))
