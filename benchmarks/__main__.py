@@ -22,7 +22,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 
 from . import report
 from .harness import (
+    POSTGRESQL,
     SHORT_OPS_PER_SAMPLE,
+    SQLITE_MAX_SIZE,
     SHORT_REPS_FACTOR,
     Comparison,
     Context,
@@ -58,7 +60,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
                         "still runs, its figures mean nothing")
     p.add_argument("--pg", metavar="URL", help="also run on PostgreSQL, e.g. postgresql+psycopg://postgres@127.0.0.1/test")
     p.add_argument("--sizes", nargs="+", type=size_arg, metavar="N",
-                   help="job sizes in tasks (10k, 200k, 1m); default 10k (quick) or 10k 200k 1m (full)")
+                   help="job sizes in tasks (10k, 200k, 1m; 10m runs on PostgreSQL only); default 10k (quick) or "
+                        "10k 200k 1m (full)")
     p.add_argument("--only", nargs="+", metavar="QUESTION", choices=[q.KEY for q in QUESTIONS],
                    help="run only these questions")
     p.add_argument("--engines", nargs="+", choices=["sqlite", "postgresql"], metavar="ENGINE",
@@ -128,7 +131,10 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.pg_url:
         with pg_connect(cfg.pg_url) as c:
             pg_version = "PostgreSQL " + c.execute("SHOW server_version").fetchone()[0]
-    units = [(size, q, e) for size in cfg.sizes for q in questions for e in q.ENGINES if e in cfg.engines]
+    # Jobs above 1,000,000 tasks are PostgreSQL's alone (the issue asks for 10,000,000 there; a job that size is built
+    # by COPY and a rebuild, see harness.COPY_BUILD_ABOVE).
+    units = [(size, q, e) for size in cfg.sizes for q in questions for e in q.ENGINES
+             if e in cfg.engines and (e == POSTGRESQL or size <= SQLITE_MAX_SIZE)]
     dbs = Databases(cfg)
     results: list[Measurement] = []
     started = time.monotonic()
