@@ -20,9 +20,18 @@ _GO_UNIT = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0
 UNLIMITED = timedelta.max
 
 
-@functools.lru_cache(maxsize=1024)  # a job's tasks mostly repeat a few durations
 def parse_duration(text: str) -> timedelta:
     """A ``timedelta`` for an ISO 8601 or Go-style duration; ``ValueError`` when it is neither."""
+    # A job's tasks mostly repeat a few durations: short ones are parsed once each (bounded in number and size).
+    return _parse_short(text) if len(text) <= 64 else _parse(text)
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_short(text: str) -> timedelta:
+    return _parse(text)
+
+
+def _parse(text: str) -> timedelta:
     m = _ISO.match(text)
     if m:
         parts = {k: float(v) for k, v in m.groupdict().items() if v is not None}
