@@ -690,15 +690,15 @@ def stream_page(conn: Connection, scope_id: int, after: tuple[str, int] | None, 
     data = "data::text" if pg else "data"
     sql = (f"SELECT position, stream, version, type, schema_version, {data} FROM events "
            f"WHERE {' AND '.join(where)} ORDER BY stream, version LIMIT {mark}")
-    walk_stream_index(conn)
+    walk_in_index_order(conn)
     return driver_execute(conn, sql, (*params, limit)).fetchall()
 
 
-def walk_stream_index(conn: Connection) -> None:
-    """Before reading a scope's events in (stream, version) order a page at a time, on PostgreSQL: walk the unique
-    index, in its order. The planner's estimate of the scope's rows is often far too low (a rebuild or an audit
-    typically runs on tables that no ANALYZE has seen since they grew): it then picks a bitmap scan of the whole
-    keyset range and a sort spilled to disk for every page. For the rest of this transaction only."""
+def walk_in_index_order(conn: Connection) -> None:
+    """On PostgreSQL, for the rest of this transaction: read in the order of an index, never by a bitmap scan and a
+    sort. For reads that walk an index a page or a window at a time (a scope's events in (stream, version) order, a
+    list's walked windows): the planner's estimate of a scope's rows is often far too low (tables that no ANALYZE has
+    seen since they grew), and it then picks a bitmap scan of the whole range and a sort of it for every page."""
     if conn.engine.dialect.name == "postgresql":
         driver_execute(conn, "SELECT set_config('enable_bitmapscan', 'off', true), "
                              "set_config('enable_sort', 'off', true)")

@@ -35,7 +35,7 @@ from sqlalchemy.engine import Connection
 
 from eventstore import State, Task, ValidationError
 
-from .engine_sql import DriverQuery, page_with_total
+from .engine_sql import DriverQuery, page_with_total, walk_in_index_order
 from .filters import And, Cmp, Expr, Or, canonical
 
 SORTS: dict[str, tuple[tuple[str, ...], bool]] = {
@@ -239,6 +239,7 @@ def walk_page(
     at most as many as the page still lacks (the engine stops at the last one it needs). A page whose matches are
     dense reads a page and a bit of rows; a sparse one at most ``budget``. All of it in the caller's transaction,
     one snapshot, so no window can see a task that another did not."""
+    walk_in_index_order(conn)
     n = limit + 1
     hits: list[Sequence[Any]] = []
     cursor = after
