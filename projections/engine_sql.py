@@ -414,18 +414,23 @@ class _PageRead:
             got = driver_execute(conn, self.sql, params).fetchall()
         if not got:
             return [], scope_total(conn, self.counts, scope_id)
-        total = int(got[0][-1])
-        json_at, loads = self.json, orjson.loads
-        out = []
-        for r in got:
-            row = list(r)
-            row.pop()  # the total
-            for i in json_at:
-                value = row[i]
-                if value is not None:
-                    row[i] = loads(value)
-            out.append(row)
-        return out, total
+        return decoded_rows(got, self.json, drop_last=True), int(got[0][-1])  # each row's last value: the total
+
+
+def decoded_rows(rows: Sequence[Sequence[Any]], json_at: Sequence[int], *, drop_last: bool = False) -> list[list[Any]]:
+    """Driver rows as value lists, the JSON text at ``json_at`` decoded (psycopg decodes JSON itself: pass none),
+    without each row's last value when ``drop_last``."""
+    loads = orjson.loads
+    out = []
+    for r in rows:
+        row = list(r)
+        if drop_last:
+            row.pop()
+        for i in json_at:
+            if row[i] is not None:
+                row[i] = loads(row[i])
+        out.append(row)
+    return out
 
 
 _PAGE_READ: dict[tuple[Any, ...], _PageRead] = {}
@@ -469,18 +474,7 @@ class DriverQuery:
             return [list(r) for r in conn.execute(self.stmt, dict(params))]
         values = {**self.defaults, **params}
         args: Any = values if self.order is None else tuple(values[n] for n in self.order)
-        got = driver_execute(conn, self.sql, args).fetchall()
-        if not self.json:
-            return [list(r) for r in got]
-        json_at, loads = self.json, orjson.loads
-        out = []
-        for r in got:
-            row = list(r)
-            for i in json_at:
-                if row[i] is not None:
-                    row[i] = loads(row[i])
-            out.append(row)
-        return out
+        return decoded_rows(driver_execute(conn, self.sql, args).fetchall(), self.json)
 
 
 def summary_row(conn: Connection, counts: Table, scope_id: int) -> dict[str, Any] | None:

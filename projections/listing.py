@@ -275,6 +275,18 @@ def _cached(key: tuple[Any, ...], view: Table, make: Any) -> Any:
     return stmt
 
 
+def _after_marks(sort: str, after: Sequence[Any] | None) -> list[Any] | None:
+    """The bind parameters of the key a walk resumes after (``a0``, ``a1``, ...), or None from the scope's start."""
+    return None if after is None else [bindparam(f"a{i}") for i in range(len(SORTS[sort][0]))]
+
+
+def _walk_params(scope_id: int, after: Sequence[Any] | None, **more: Any) -> dict[str, Any]:
+    params = {"sid": scope_id, **more}
+    if after is not None:
+        params.update({f"a{i}": v for i, v in enumerate(after)})
+    return params
+
+
 def _window_edge(
     conn: Connection, view: Table, scope_id: int, sort: str, after: Sequence[Any] | None, window: int
 ) -> list[Any] | None:
@@ -284,10 +296,9 @@ def _window_edge(
 
     def make() -> Any:
         c = view.c
-        marks = None if after is None else [bindparam(f"a{i}") for i in range(len(names))]
         return (
             select(*[c[n] for n in names])
-            .where(c.scope_id == bindparam("sid"), _seek(c, sort, marks))
+            .where(c.scope_id == bindparam("sid"), _seek(c, sort, _after_marks(sort, after)))
             .order_by(*_order(c, sort))
             .limit(1)
             .offset(bindparam("skip"))
@@ -295,10 +306,7 @@ def _window_edge(
 
     query = _cached(("edge", conn.dialect.name, view.name, sort, after is None), view,
                     lambda: DriverQuery(make(), conn.dialect))
-    params: dict[str, Any] = {"sid": scope_id, "skip": window - 1}
-    if after is not None:
-        params.update({f"a{i}": v for i, v in enumerate(after)})
-    found = query.rows(conn, params)
+    found = query.rows(conn, _walk_params(scope_id, after, skip=window - 1))
     return found[0] if found else None
 
 
@@ -312,8 +320,7 @@ def _matches(
 
     def make() -> Any:
         c = view.c
-        marks = None if after is None else [bindparam(f"a{i}") for i in range(len(names))]
-        cond: list[ColumnElement[bool]] = [c.scope_id == bindparam("sid"), _seek(c, sort, marks)]
+        cond: list[ColumnElement[bool]] = [c.scope_id == bindparam("sid"), _seek(c, sort, _after_marks(sort, after))]
         if edge is not None:
             # Up to the edge, included: the seek of the other direction, turned around.
             bound = [bindparam(f"e{i}") for i in range(len(names))]
@@ -328,9 +335,7 @@ def _matches(
 
     key = ("match", conn.dialect.name, view.name, sort, after is None, edge is None, canonical(where), q is not None)
     query = _cached(key, view, lambda: DriverQuery(make(), conn.dialect))
-    params: dict[str, Any] = {"sid": scope_id, "n": n}
-    if after is not None:
-        params.update({f"a{i}": v for i, v in enumerate(after)})
+    params = _walk_params(scope_id, after, n=n)
     if edge is not None:
         params.update({f"e{i}": v for i, v in enumerate(edge)})
     if q is not None:
