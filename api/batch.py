@@ -39,7 +39,7 @@ from eventstore import (
 )
 from eventstore.durations import parse_duration
 from eventstore.lifecycle import AZURE_BATCH, AZURE_BATCH_RESULT, TERMINAL
-from eventstore.spec import parse_spec
+from eventstore.spec import TaskSpec, parse_spec
 from eventstore.task import stream_key
 
 from .auth import AuthFailure, authenticate_shared_key
@@ -526,8 +526,9 @@ def _second(iso: str) -> datetime:
 # -- Add Task ---------------------------------------------------------------------------------------------------------
 
 
-def _batch_spec(raw: Any, where: str = "") -> dict[str, Any]:
-    """An Add Task body, checked as Batch checks it (id and commandLine are required), then as the store does."""
+def _batch_spec(raw: Any, where: str = "") -> TaskSpec:
+    """An Add Task body, checked as Batch checks it (id and commandLine are required), then validated as the store
+    validates it (the store takes the result as it is, without validating it again)."""
     prefix = f"{where}." if where else ""
     if not isinstance(raw, dict):
         raise ValidationError(where or "task", "a task is a JSON object")
@@ -543,8 +544,7 @@ def _batch_spec(raw: Any, where: str = "") -> dict[str, Any]:
                     parse_duration(value)
                 except ValueError as exc:
                     raise ValidationError(f"{prefix}constraints.{name}", str(exc)) from None
-    parse_spec(raw, where=where)
-    return raw
+    return parse_spec(raw, where=where)
 
 
 @router.post(
@@ -601,7 +601,7 @@ def add_task_collection(
     if not raw_tasks:
         raise _property_error("value", "must hold at least one task")
     results: list[dict[str, Any] | None] = [None] * len(raw_tasks)
-    valid: dict[str, tuple[int, dict[str, Any]]] = {}  # stream key -> (index, spec)
+    valid: dict[str, tuple[int, TaskSpec]] = {}  # stream key -> (index, spec)
     for i, raw in enumerate(raw_tasks):
         task_id = raw.get("id") if isinstance(raw, dict) and isinstance(raw.get("id"), str) else ""
         try:
@@ -614,7 +614,7 @@ def add_task_collection(
                 "error": _result_error(err.code, err.message, err.values),
             }
             continue
-        key = stream_key(spec["id"])
+        key = stream_key(spec.id)
         if key in valid:
             results[i] = {
                 "status": "clienterror",
@@ -628,7 +628,7 @@ def add_task_collection(
         for key, events in existing.items():
             if events:
                 i, spec = valid.pop(key)
-                results[i] = _exists_result(spec["id"])
+                results[i] = _exists_result(spec.id)
     while valid:
         try:
             added = ctx.store.add_tasks(scope, [spec for _, spec in valid.values()])
@@ -637,7 +637,7 @@ def add_task_collection(
             if key not in valid:  # pragma: no cover - the store names a task of this batch
                 raise
             i, spec = valid.pop(key)
-            results[i] = _exists_result(spec["id"])
+            results[i] = _exists_result(spec.id)
             continue
         for task in added:
             i, _ = valid[task.key]

@@ -4,11 +4,14 @@ free labels. Unknown or malformed fields are refused with a message that names t
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal, Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, Mapping, cast
 
+import orjson
 import pydantic
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt
+from pydantic import AfterValidator, ConfigDict, Field, StrictBool, StrictInt
 from pydantic import StrictStr as _StrictStr
+from typing_extensions import Required, TypedDict  # pydantic needs this TypedDict before Python 3.12
 
 from .durations import parse_duration
 from .errors import ValidationError
@@ -16,14 +19,10 @@ from .errors import ValidationError
 TASK_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
 
 
-def _no_nul(value: str) -> str:
-    if "\x00" in value:
-        raise ValueError("must not contain NUL characters")
-    return value
-
-
-# Every string a task carries: PostgreSQL cannot store NUL characters, so neither engine accepts them.
-StrictStr = Annotated[_StrictStr, AfterValidator(_no_nul)]
+# Every string a task carries: PostgreSQL cannot store NUL characters, so neither engine accepts them. A pattern,
+# checked by pydantic itself (a Python validator on every string costs a quarter of a specification's validation).
+_NO_NUL = r"\A[^\x00]*\z"
+StrictStr = Annotated[_StrictStr, pydantic.StringConstraints(pattern=_NO_NUL)]
 
 
 def _duration(value: str) -> str:
@@ -42,188 +41,228 @@ TaskId = Annotated[StrictStr, AfterValidator(_task_id)]
 Int32 = Annotated[StrictInt, Field(ge=-(2**31), le=2**31 - 1)]
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+# Each part of a specification is a TypedDict: validated by pydantic into plain dicts (what the TaskAdded event
+# records), with no model instances to build and dump again.
+_FORBID = ConfigDict(extra="forbid")
 
 
-class IdentityReference(_Model):
-    resourceId: StrictStr | None = None
+class IdentityReference(TypedDict, total=False):
+    __pydantic_config__ = _FORBID  # type: ignore[misc]
+    resourceId: StrictStr | None
 
 
-class ResourceFile(_Model):
-    autoStorageContainerName: StrictStr | None = None
-    storageContainerUrl: StrictStr | None = None
-    httpUrl: StrictStr | None = None
-    blobSource: StrictStr | None = None  # the older API's name for httpUrl, as in the seed's examples
-    blobPrefix: StrictStr | None = None
-    filePath: StrictStr | None = None
-    fileMode: StrictStr | None = None
-    identityReference: IdentityReference | None = None
+class ResourceFile(TypedDict, total=False):
+    __pydantic_config__ = _FORBID  # type: ignore[misc]
+    autoStorageContainerName: StrictStr | None
+    storageContainerUrl: StrictStr | None
+    httpUrl: StrictStr | None
+    blobSource: StrictStr | None  # the older API's name for httpUrl, as in the seed's examples
+    blobPrefix: StrictStr | None
+    filePath: StrictStr | None
+    fileMode: StrictStr | None
+    identityReference: IdentityReference | None
 
 
-class NameValue(_Model):
-    name: StrictStr
-    value: StrictStr | None = None
+class NameValue(TypedDict, total=False):
+    __pydantic_config__ = _FORBID  # type: ignore[misc]
+    name: Required[StrictStr]
+    value: StrictStr | None
 
 
-class TaskConstraints(_Model):
-    maxWallClockTime: Duration | None = None
-    retentionTime: Duration | None = None
-    maxTaskRetryCount: Annotated[StrictInt, Field(ge=-1, le=2**31 - 1)] | None = None
+class TaskConstraints(TypedDict, total=False):
+    __pydantic_config__ = _FORBID  # type: ignore[misc]
+    maxWallClockTime: Duration | None
+    retentionTime: Duration | None
+    maxTaskRetryCount: Annotated[StrictInt, Field(ge=-1, le=2**31 - 1)] | None
 
 
-class TaskIdRange(_Model):
-    start: Int32
-    end: Int32
+class TaskIdRange(TypedDict, total=False):
+    __pydantic_config__ = _FORBID  # type: ignore[misc]
+    start: Required[Int32]
+    end: Required[Int32]
 
 
-class TaskDependencies(_Model):
-    taskIds: list[TaskId] | None = None
-    taskIdRanges: list[TaskIdRange] | None = None
+class TaskDependencies(TypedDict, total=False):
+    __pydantic_config__ = _FORBID  # type: ignore[misc]
+    taskIds: list[TaskId] | None
+    taskIdRanges: list[TaskIdRange] | None
 
 
-class ExitOptions(_Model):
-    jobAction: Literal["none", "disable", "terminate"] | None = None
-    dependencyAction: Literal["satisfy", "block"] | None = None
+class ExitOptions(TypedDict, total=False):
+    __pydantic_config__ = _FORBID  # type: ignore[misc]
+    jobAction: Literal["none", "disable", "terminate"] | None
+    dependencyAction: Literal["satisfy", "block"] | None
 
 
-class ExitCodeMapping(_Model):
-    code: Int32
-    exitOptions: ExitOptions
+class ExitCodeMapping(TypedDict, total=False):
+    __pydantic_config__ = _FORBID  # type: ignore[misc]
+    code: Required[Int32]
+    exitOptions: Required[ExitOptions]
 
 
-class ExitCodeRangeMapping(_Model):
-    start: Int32
-    end: Int32
-    exitOptions: ExitOptions
+class ExitCodeRangeMapping(TypedDict, total=False):
+    __pydantic_config__ = _FORBID  # type: ignore[misc]
+    start: Required[Int32]
+    end: Required[Int32]
+    exitOptions: Required[ExitOptions]
 
 
-class ExitConditions(_Model):
-    exitCodes: list[ExitCodeMapping] | None = None
-    exitCodeRanges: list[ExitCodeRangeMapping] | None = None
-    preProcessingError: ExitOptions | None = None
-    fileUploadError: ExitOptions | None = None
-    default: ExitOptions | None = None
+class ExitConditions(TypedDict, total=False):
+    __pydantic_config__ = _FORBID  # type: ignore[misc]
+    exitCodes: list[ExitCodeMapping] | None
+    exitCodeRanges: list[ExitCodeRangeMapping] | None
+    preProcessingError: ExitOptions | None
+    fileUploadError: ExitOptions | None
+    default: ExitOptions | None
 
 
-class OutputFileBlobContainerDestination(_Model):
-    path: StrictStr | None = None
-    containerUrl: StrictStr
-    identityReference: IdentityReference | None = None
-    uploadHeaders: list[NameValue] | None = None
+class OutputFileBlobContainerDestination(TypedDict, total=False):
+    __pydantic_config__ = _FORBID  # type: ignore[misc]
+    path: StrictStr | None
+    containerUrl: Required[StrictStr]
+    identityReference: IdentityReference | None
+    uploadHeaders: list[NameValue] | None
 
 
-class OutputFileDestination(_Model):
-    container: OutputFileBlobContainerDestination
+class OutputFileDestination(TypedDict, total=False):
+    __pydantic_config__ = _FORBID  # type: ignore[misc]
+    container: Required[OutputFileBlobContainerDestination]
 
 
-class OutputFileUploadOptions(_Model):
-    uploadCondition: Literal["tasksuccess", "taskfailure", "taskcompletion"]
+class OutputFileUploadOptions(TypedDict, total=False):
+    __pydantic_config__ = _FORBID  # type: ignore[misc]
+    uploadCondition: Required[Literal["tasksuccess", "taskfailure", "taskcompletion"]]
 
 
-class OutputFile(_Model):
-    filePattern: StrictStr
-    destination: OutputFileDestination
-    uploadOptions: OutputFileUploadOptions
+class OutputFile(TypedDict, total=False):
+    __pydantic_config__ = _FORBID  # type: ignore[misc]
+    filePattern: Required[StrictStr]
+    destination: Required[OutputFileDestination]
+    uploadOptions: Required[OutputFileUploadOptions]
 
 
-class ContainerRegistry(_Model):
-    username: StrictStr | None = None
-    password: StrictStr | None = None
-    registryServer: StrictStr | None = None
-    identityReference: IdentityReference | None = None
+class ContainerRegistry(TypedDict, total=False):
+    __pydantic_config__ = _FORBID  # type: ignore[misc]
+    username: StrictStr | None
+    password: StrictStr | None
+    registryServer: StrictStr | None
+    identityReference: IdentityReference | None
 
 
-class ContainerHostBatchBindMountEntry(_Model):
-    source: Literal["Shared", "Startup", "VfsMounts", "Task", "JobPrep", "Applications"] | None = None
-    isReadOnly: StrictBool | None = None
+class ContainerHostBatchBindMountEntry(TypedDict, total=False):
+    __pydantic_config__ = _FORBID  # type: ignore[misc]
+    source: Literal["Shared", "Startup", "VfsMounts", "Task", "JobPrep", "Applications"] | None
+    isReadOnly: StrictBool | None
 
 
-class TaskContainerSettings(_Model):
-    imageName: StrictStr
-    containerRunOptions: StrictStr | None = None
-    registry: ContainerRegistry | None = None
-    workingDirectory: Literal["taskWorkingDirectory", "containerImageDefault"] | None = None
-    containerHostBatchBindMounts: list[ContainerHostBatchBindMountEntry] | None = None
-
-    @pydantic.field_validator("containerHostBatchBindMounts")
-    @classmethod
-    def _distinct_sources(cls, mounts: list[ContainerHostBatchBindMountEntry] | None) -> Any:
-        sources = [m.source for m in mounts or [] if m.source is not None]
-        if len(sources) != len(set(sources)):
-            raise ValueError("each source may be mounted once")
-        return mounts
+def _distinct_sources(mounts: list[ContainerHostBatchBindMountEntry]) -> list[ContainerHostBatchBindMountEntry]:
+    sources = [m["source"] for m in mounts if m.get("source") is not None]
+    if len(sources) != len(set(sources)):
+        raise ValueError("each source may be mounted once")
+    return mounts
 
 
-class AutoUserSpecification(_Model):
-    scope: Literal["task", "pool"] | None = None
-    elevationLevel: Literal["nonadmin", "admin"] | None = None
+BindMounts = Annotated[list[ContainerHostBatchBindMountEntry], AfterValidator(_distinct_sources)]
 
 
-class UserIdentity(_Model):
-    username: StrictStr | None = None
-    autoUser: AutoUserSpecification | None = None
+class TaskContainerSettings(TypedDict, total=False):
+    __pydantic_config__ = _FORBID  # type: ignore[misc]
+    imageName: Required[StrictStr]
+    containerRunOptions: StrictStr | None
+    registry: ContainerRegistry | None
+    workingDirectory: Literal["taskWorkingDirectory", "containerImageDefault"] | None
+    containerHostBatchBindMounts: BindMounts | None
 
 
-class MultiInstanceSettings(_Model):
-    numberOfInstances: Annotated[StrictInt, Field(ge=1, le=2**31 - 1)] | None = None
-    coordinationCommandLine: StrictStr | None = None
-    commonResourceFiles: list[ResourceFile] | None = None
+class AutoUserSpecification(TypedDict, total=False):
+    __pydantic_config__ = _FORBID  # type: ignore[misc]
+    scope: Literal["task", "pool"] | None
+    elevationLevel: Literal["nonadmin", "admin"] | None
 
 
-class ApplicationPackageReference(_Model):
-    applicationId: StrictStr
-    version: StrictStr | None = None
+class UserIdentity(TypedDict, total=False):
+    __pydantic_config__ = _FORBID  # type: ignore[misc]
+    username: StrictStr | None
+    autoUser: AutoUserSpecification | None
 
 
-class AffinityInformation(_Model):
-    affinityId: StrictStr
+class MultiInstanceSettings(TypedDict, total=False):
+    __pydantic_config__ = _FORBID  # type: ignore[misc]
+    numberOfInstances: Annotated[StrictInt, Field(ge=1, le=2**31 - 1)] | None
+    coordinationCommandLine: StrictStr | None
+    commonResourceFiles: list[ResourceFile] | None
 
 
-class AuthenticationTokenSettings(_Model):
-    access: list[Literal["job"]] | None = None
+class ApplicationPackageReference(TypedDict, total=False):
+    __pydantic_config__ = _FORBID  # type: ignore[misc]
+    applicationId: Required[StrictStr]
+    version: StrictStr | None
 
 
-class Resources(_Model):
+class AffinityInformation(TypedDict, total=False):
+    __pydantic_config__ = _FORBID  # type: ignore[misc]
+    affinityId: Required[StrictStr]
+
+
+class AuthenticationTokenSettings(TypedDict, total=False):
+    __pydantic_config__ = _FORBID  # type: ignore[misc]
+    access: list[Literal["job"]] | None
+
+
+class Resources(TypedDict, total=False):
     """HealthOmics' task resources."""
 
-    cpus: Annotated[StrictInt, Field(ge=0)] | None = None
-    memory: Annotated[StrictInt, Field(ge=0)] | None = None
-    gpus: Annotated[StrictInt, Field(ge=0)] | None = None
-    instanceType: StrictStr | None = None
+    __pydantic_config__ = _FORBID  # type: ignore[misc]
+    cpus: Annotated[StrictInt, Field(ge=0)] | None
+    memory: Annotated[StrictInt, Field(ge=0)] | None
+    gpus: Annotated[StrictInt, Field(ge=0)] | None
+    instanceType: StrictStr | None
 
 
 LabelKey = Annotated[StrictStr, Field(min_length=1, max_length=63)]
 LabelValue = Annotated[StrictStr, Field(max_length=256)]
 
 
-class TaskSpec(_Model):
-    id: TaskId
-    displayName: Annotated[StrictStr, Field(max_length=1024)] | None = None
-    commandLine: StrictStr | None = None
-    constraints: TaskConstraints | None = None
-    dependsOn: TaskDependencies | None = None
-    exitConditions: ExitConditions | None = None
-    environmentSettings: list[NameValue] | None = None
-    resourceFiles: list[ResourceFile] | None = None
-    outputFiles: list[OutputFile] | None = None
-    requiredSlots: Annotated[StrictInt, Field(ge=1, le=2**31 - 1)] | None = None
-    containerSettings: TaskContainerSettings | None = None
-    userIdentity: UserIdentity | None = None
-    multiInstanceSettings: MultiInstanceSettings | None = None
-    applicationPackageReferences: list[ApplicationPackageReference] | None = None
-    affinityInfo: AffinityInformation | None = None
-    authenticationTokenSettings: AuthenticationTokenSettings | None = None
+class TaskSpecDocument(TypedDict, total=False):
+    __pydantic_config__ = _FORBID  # type: ignore[misc]
+    id: Required[TaskId]
+    displayName: Annotated[StrictStr, Field(max_length=1024)] | None
+    commandLine: StrictStr | None
+    constraints: TaskConstraints | None
+    dependsOn: TaskDependencies | None
+    exitConditions: ExitConditions | None
+    environmentSettings: list[NameValue] | None
+    resourceFiles: list[ResourceFile] | None
+    outputFiles: list[OutputFile] | None
+    requiredSlots: Annotated[StrictInt, Field(ge=1, le=2**31 - 1)] | None
+    containerSettings: TaskContainerSettings | None
+    userIdentity: UserIdentity | None
+    multiInstanceSettings: MultiInstanceSettings | None
+    applicationPackageReferences: list[ApplicationPackageReference] | None
+    affinityInfo: AffinityInformation | None
+    authenticationTokenSettings: AuthenticationTokenSettings | None
     # Blaxel's spec
-    maxRetries: Annotated[StrictInt, Field(ge=-1, le=2**31 - 1)] | None = None
-    timeout: Duration | None = None
+    maxRetries: Annotated[StrictInt, Field(ge=-1, le=2**31 - 1)] | None
+    timeout: Duration | None
     # HealthOmics' resources
-    resources: Resources | None = None
-    labels: dict[LabelKey, LabelValue] | None = None
+    resources: Resources | None
+    labels: dict[LabelKey, LabelValue] | None
+
+
+_DOCUMENT = pydantic.TypeAdapter(TaskSpecDocument)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSpec:
+    """A validated specification: the task's id, and the rest as its TaskAdded event records it."""
+
+    id: str
+    data: dict[str, Any]
 
     def to_data(self) -> dict[str, Any]:
-        """The specification as recorded in the TaskAdded event: camelCase, absent fields left out, no id."""
-        return self.model_dump(exclude_none=True, exclude={"id"})
+        """The specification as recorded in the TaskAdded event: camelCase, in the order of ``TaskSpecDocument``'s
+        fields, absent and null fields left out, no id."""
+        return self.data
 
 
 def parse_spec(raw: Mapping[str, Any] | TaskSpec, *, where: str = "") -> TaskSpec:
@@ -233,16 +272,37 @@ def parse_spec(raw: Mapping[str, Any] | TaskSpec, *, where: str = "") -> TaskSpe
     if not isinstance(raw, Mapping):
         raise ValidationError(where or "task", "a task is a JSON object")
     try:
-        return TaskSpec.model_validate(raw)
+        document = cast(dict[str, Any], _DOCUMENT.validate_python(raw))
     except pydantic.ValidationError as exc:
         err = exc.errors()[0]
         field = _path(err["loc"])
         if where:
             field = f"{where}.{field}" if field else where
-        message = "unknown field" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
-        if err["type"] == "missing":
-            message = "is required"
-        raise ValidationError(field, message) from None
+        raise ValidationError(field, error_message(err)) from None
+    task_id = document.pop("id")
+    if b"null" in orjson.dumps(document):  # cheap: a field given as null is a field left out
+        document = _without_nulls(document)
+    return TaskSpec(task_id, document)
+
+
+def error_message(err: Mapping[str, Any]) -> str:
+    """What one of pydantic's errors says, in this store's words."""
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return "unknown field"
+    if kind == "missing":
+        return "is required"
+    if kind == "string_pattern_mismatch" and err.get("ctx", {}).get("pattern") == _NO_NUL:
+        return "must not contain NUL characters"
+    return str(err["msg"]).removeprefix("Value error, ")
+
+
+def _without_nulls(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
 
 
 def _path(loc: tuple[Any, ...]) -> str:

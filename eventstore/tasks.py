@@ -21,7 +21,7 @@ from .events import Expect, NewEvent, RecordedEvent, Scope, StreamAppend
 from .lifecycle import TERMINAL, Cause, State, plan
 from .log import EventLog, iso
 from .projection import TaskStateSource
-from .spec import TASK_ID, StrictStr, TaskSpec, parse_spec
+from .spec import TASK_ID, StrictStr, TaskSpec, error_message, parse_spec
 from .task import (
     TASK_ADDED,
     TASK_CONDITION_RECORDED,
@@ -84,8 +84,7 @@ def _validated(model: type[BaseModel], value: Any, field: str) -> dict[str, Any]
     except pydantic.ValidationError as exc:
         err = exc.errors()[0]
         path = ".".join(str(p) for p in (field, *err["loc"]))
-        msg = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
-        raise ValidationError(path, msg) from None
+        raise ValidationError(path, error_message(err)) from None
 
 
 class TaskService:

@@ -318,6 +318,37 @@ def test_errors_in_a_bulk_add_name_the_task_by_index(store):
         store.get_task(scope, "a")
 
 
+def test_a_spec_is_recorded_without_its_null_fields_and_in_one_field_order(store):
+    given = {
+        "labels": {"b": "2", "a": "1"},
+        "resources": {"memory": 4, "cpus": None, "instanceType": None},
+        "displayName": None,
+        "environmentSettings": [{"name": "A", "value": None}, {"value": "v", "name": "B"}],
+        "id": "t-nulls",
+        "commandLine": "run",
+    }
+    spec = parse_spec(given)
+    assert spec.id == "t-nulls"
+    assert spec.to_data() == {
+        "commandLine": "run",
+        "environmentSettings": [{"name": "A"}, {"name": "B", "value": "v"}],
+        "resources": {"memory": 4},
+        "labels": {"b": "2", "a": "1"},
+    }
+    # The field order is the specification's, whatever the order given (label keys are the caller's).
+    assert list(spec.to_data()) == ["commandLine", "environmentSettings", "resources", "labels"]
+    assert list(spec.to_data()["environmentSettings"][1]) == ["name", "value"]
+    task = store.add_task(SCOPE, given)
+    assert task.spec == spec.to_data()
+    assert store.log.read_stream(SCOPE, "t-nulls")[0].data["spec"] == spec.to_data()
+
+
+def test_a_validated_spec_is_taken_as_it_is(store):
+    spec = parse_spec({"id": "t-parsed", "commandLine": "run"})
+    assert parse_spec(spec) is spec
+    assert store.add_tasks(SCOPE, [spec])[0].spec == {"commandLine": "run"}
+
+
 @pytest.mark.parametrize("duration", ["PT1H", "PT01H00M00S", "P10675199DT2H48M5.4775807S", "P7D", "PT0.5S", "P1W"])
 def test_iso_8601_durations_are_accepted_and_kept_as_written(duration):
     spec = parse_spec({"id": "t", "constraints": {"maxWallClockTime": duration, "retentionTime": duration}})
