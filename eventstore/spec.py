@@ -11,7 +11,7 @@ import orjson
 import pydantic
 from pydantic import AfterValidator, ConfigDict, Field, StrictBool, StrictInt
 from pydantic import StrictStr as _StrictStr
-from typing_extensions import Required, TypedDict  # pydantic needs this TypedDict before Python 3.12
+from typing_extensions import Required, TypedDict  # pydantic takes this TypedDict before Python 3.12
 
 from .durations import parse_duration
 from .errors import ValidationError
