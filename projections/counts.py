@@ -102,8 +102,12 @@ class Deltas:
         if before is not None:
             self.tasks[before.value] -= 1
             self.slots[before.value] -= slots
-        self.tasks[after.value] += 1
-        self.slots[after.value] += slots
+        self.add(after.value, slots)
+
+    def add(self, state: str, slots: int) -> None:
+        """A new task in ``state`` (a state's value)."""
+        self.tasks[state] += 1
+        self.slots[state] += slots
 
 
 def apply_deltas(conn: Connection, table: Table, scope_id: int, d: Deltas) -> None:

@@ -245,14 +245,17 @@ def _columns(rows: Sequence[Mapping[str, Any]], order: list[tuple[str, bool]]) -
     return tuple([_dumps(r[n]) for r in rows] if j else [r[n] for r in rows] for n, j in order)
 
 
-def insert_view_rows(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Insert whole rows (every column): one statement of array parameters on PostgreSQL (one round trip, one
-    statement text whatever the number of rows, arrays in binary), one executemany on SQLite."""
+def insert_view_rows(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]],
+                     values: Sequence[tuple] = ()) -> None:
+    """Insert whole rows (every column), given as ``rows`` (by column name) and as ``values`` (tuples in the
+    table's column order, JSON columns as JSON text): one statement of array parameters on PostgreSQL (one round
+    trip, one statement text whatever the number of rows, arrays in binary), one executemany on SQLite."""
     sql = _row_sql(conn, table)
-    if sql.pg and len(rows) > 1:
-        driver_execute(conn, sql.insert_many, _columns(rows, sql._insert_order))
-        return
-    _execute_rows(conn, sql.insert, sql.insert_tuples(rows))
+    every = [*values, *sql.insert_tuples(rows)] if rows else list(values)
+    if sql.pg and len(every) > 1:
+        driver_execute(conn, sql.insert_many, tuple(list(column) for column in zip(*every)))
+    elif every:
+        _execute_rows(conn, sql.insert, every)
 
 
 def update_view_rows(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]],

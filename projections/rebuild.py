@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import MetaData, func, insert, inspect, select, text
+from sqlalchemy import MetaData, func, insert, inspect, select, text, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.schema import CreateTable
@@ -46,8 +46,8 @@ from .projector import (
 )
 from .replay import COLUMNS, decode, log_after
 from .seeding import default_workers, seed_scope
-from .snapshot_tables import SNAPSHOT_COLUMNS, snapshot_tasks
-from .snapshots import FULL, Snapshots, scope_ids
+from .snapshot_tables import SNAPSHOT_COLUMNS, projection_checkpoints, snapshot_tasks
+from .snapshots import FULL, Snapshots, live_version, scope_ids
 from .tables import (
     STATE_COLUMNS,
     counts_table,
@@ -329,6 +329,20 @@ def _swap(log: EventLog, projection: TaskProjection, view: Any, counts: Any, bat
     return after
 
 
+def _stamp_empty_view(log: EventLog) -> None:
+    """An empty task view of a log without tasks is what every version of the projection code makes of it: say it
+    is this version's (a new store's migrations record the version they were written for)."""
+    with log.reading() as conn:
+        if live_version(conn) == PROJECTION_VERSION:
+            return
+    with log.writing() as conn:
+        conn.execute(
+            update(projection_checkpoints)
+            .where(projection_checkpoints.c.name == LIVE)
+            .values(projection_version=PROJECTION_VERSION)
+        )
+
+
 def backfill_if_needed(log: EventLog, snapshots: Snapshots | None = None) -> RebuildResult | None:
     """Fold the log into an empty task view: a store whose events were written before it had projections (an older
     taskstore, upgraded in place) gets its task view and count summaries when it is first opened with them.
@@ -341,6 +355,7 @@ def backfill_if_needed(log: EventLog, snapshots: Snapshots | None = None) -> Reb
             return None
         has_tasks = conn.execute(select(exists().where(events.c.type == TASK_ADDED))).scalar()
     if not has_tasks:
+        _stamp_empty_view(log)
         return None
     try:
         return rebuild(log, snapshots=snapshots)

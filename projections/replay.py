@@ -9,6 +9,7 @@ a ``Task`` per event, and is kept equal to it by a property test over random his
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -292,6 +293,20 @@ SEED_COLUMNS = (
 SEED_STATE = SEED_COLUMNS.index("state")
 SEED_SLOTS = SEED_COLUMNS.index("required_slots")
 
+
+def seed_row_fits(table: Table) -> bool:
+    """Whether ``seed_row`` makes ``table``'s rows: its columns are ``SEED_COLUMNS``, and ``row_of`` still makes
+    exactly those (else ``seed_row`` is out of date, and a fold must go through ``evolve`` and ``row_of``)."""
+    return tuple(c.name for c in table.columns) == SEED_COLUMNS and _row_of_columns() == SEED_COLUMNS
+
+
+@functools.cache
+def _row_of_columns() -> tuple[str, ...]:
+    """The keys ``row_of`` makes, of a task folded from one sample TaskAdded."""
+    sample = [(1, 1, TASK_ADDED, {"taskId": "t", "at": "2000-01-01T00:00:00.000000Z", "spec": {}})]
+    task = fold_events(sample)
+    return tuple(row_of(task, 0, 1)) if task is not None else ()
+
 _STATES = {s.value: s.value for s in State}
 _CAUSES = {c.value: c.value for c in Cause}
 _PENDING, _STARTING, _RUNNING = State.PENDING.value, State.STARTING.value, State.RUNNING.value
@@ -377,7 +392,7 @@ def seed_row(scope_id: int, stream: Sequence[tuple[int, int, str, Any]]) -> tupl
         raise ValueError(f"a stream does not start with {TASK_ADDED}")
     display = spec.get("displayName")
     parts = [task_id, display or ""]
-    for k, v in (spec.get("labels") or {}).items():
+    for k, v in sorted((spec.get("labels") or {}).items()):
         parts += [k, v]
     return (
         scope_id, task_id.lower(), task_id, number, state, previous, ver, last, created, transition_time,

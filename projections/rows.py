@@ -14,9 +14,10 @@ _STATE = {s.value: s for s in State}
 
 
 def search_text(task: Task) -> str:
-    """What ``q`` searches: the id, the display name, label keys and values, lower-cased."""
+    """What ``q`` searches: the id, the display name, label keys and values (in the order of their keys: the
+    order a document was given in is not kept by PostgreSQL's jsonb), lower-cased."""
     parts = [task.task_id, task.display_name or ""]
-    for k, v in task.labels.items():
+    for k, v in sorted(task.labels.items()):
         parts += [k, v]
     return "\n".join(parts).lower()
 

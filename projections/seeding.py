@@ -30,8 +30,7 @@ from eventstore.log import gc_paused
 from eventstore.task import TASK_ADDED
 
 from . import engine_sql
-from .replay import SEED_COLUMNS, evolve_row, fold_events, scope_streams, seed_row
-from .rows import row_of
+from .replay import evolve_row, scope_streams, seed_row, seed_row_fits
 
 PARALLEL_MIN_EVENTS = 20_000  # a scope with fewer events is folded in this process (forking costs more than it saves)
 MAX_WORKERS = 8
@@ -45,18 +44,9 @@ class SeedingFailed(RuntimeError):
 def seeding_fold(table: Any, scope: Scope) -> Callable[[int, list[tuple[int, int, str, Any]]], tuple]:
     """The fold that gives a stream's insert values for ``table``: ``seed_row`` when the table's columns are the
     ones it makes (and ``row_of`` still makes exactly those), else ``evolve_row`` (the definition, slower)."""
-    columns = tuple(c.name for c in table.columns)
-    if columns == SEED_COLUMNS and _row_of_columns() == SEED_COLUMNS:
+    if seed_row_fits(table):
         return seed_row
     return functools.partial(evolve_row, scope=scope, table=table)
-
-
-@functools.cache
-def _row_of_columns() -> tuple[str, ...]:
-    """The keys ``row_of`` makes, of a task folded from one sample TaskAdded."""
-    sample = [(1, 1, TASK_ADDED, {"taskId": "t", "at": "2000-01-01T00:00:00.000000Z", "spec": {}})]
-    task = fold_events(sample)
-    return tuple(row_of(task, 0, 1)) if task is not None else ()
 
 
 def can_fork() -> bool:
