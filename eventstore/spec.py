@@ -267,10 +267,11 @@ class TaskSpec:
 
 def parse_spec(raw: Mapping[str, Any] | TaskSpec, *, where: str = "") -> TaskSpec:
     """Validate one task's specification; :class:`ValidationError` names the first offending field."""
-    if isinstance(raw, TaskSpec):
-        return raw
-    if not isinstance(raw, Mapping):
-        raise ValidationError(where or "task", "a task is a JSON object")
+    if type(raw) is not dict:  # (a dict is a Mapping: asking the ABC costs more than the rest of this function)
+        if isinstance(raw, TaskSpec):
+            return raw
+        if not isinstance(raw, Mapping):
+            raise ValidationError(where or "task", "a task is a JSON object")
     try:
         document = cast(dict[str, Any], _DOCUMENT.validate_python(raw))
     except pydantic.ValidationError as exc:
