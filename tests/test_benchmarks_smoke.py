@@ -55,3 +55,17 @@ def test_every_question_measures_on_postgresql(tmp_path, question):
             pytest.fail(f"TASKSTORE_REQUIRE_PG=1 but {reason}")
         pytest.skip(reason)
     _check(_run(tmp_path, question, PG_URL), question, "postgresql")
+
+
+@pytest.mark.parametrize("key", ["lists", "counts"])
+def test_above_the_fold_bound_the_event_history_baseline_is_reported_as_not_run(tmp_path, monkeypatch, key):
+    from benchmarks import harness
+
+    monkeypatch.setattr(harness, "FOLD_UP_TO", 0)  # the smoke job is then "too large" to fold
+    question = next(q for q in QUESTIONS if q.KEY == key)
+    report = _run(tmp_path, question, None)
+    fold = [line for line in report.splitlines() if line.startswith(f"| {question.FOLD} | sqlite |")]
+    assert fold and all("skipped: not run above 0 tasks: it holds every task in memory" in line for line in fold)
+    measured = [line for line in report.splitlines()
+                if line.startswith(("| taskstore", "| TaskQueries")) and "| sqlite |" in line and "skipped" not in line]
+    assert measured, "the questions' own rows are measured still"
