@@ -34,7 +34,7 @@ from .harness import (
     machine,
     pg_connect,
 )
-from .suite import QUESTIONS
+from .suite import QUESTIONS, in_run_order
 
 DEFAULT_OUT = Path(__file__).parent / "RESULTS.md"
 
@@ -133,8 +133,8 @@ def main(argv: list[str] | None = None) -> int:
             pg_version = "PostgreSQL " + c.execute("SHOW server_version").fetchone()[0]
     # Jobs above 1,000,000 tasks are PostgreSQL's alone (the issue asks for 10,000,000 there; a job that size is built
     # by COPY and a rebuild, see harness.COPY_BUILD_ABOVE).
-    units = [(size, q, e) for size in cfg.sizes for q in questions for e in q.ENGINES
-             if e in cfg.engines and (e == POSTGRESQL or size <= SQLITE_MAX_SIZE)]
+    units = in_run_order([(size, q, e) for size in cfg.sizes for q in questions for e in q.ENGINES
+                          if e in cfg.engines and (e == POSTGRESQL or size <= SQLITE_MAX_SIZE)])
     dbs = Databases(cfg)
     results: list[Measurement] = []
     started = time.monotonic()

@@ -415,6 +415,7 @@ def build_job(store: Any, size: int, *, lifecycle: list[str] | None) -> None:
 # projections made afterwards by a rebuild: through the append path, building one would take hours. The events are
 # the same (the same decisions, in the same order), and so is what a rebuild makes of them (the audit checks it).
 COPY_BUILD_ABOVE = 1_000_000
+CLONE_UP_TO = 1_000_000  # PostgreSQL templates of larger jobs are used in place, not copied (see Databases.fresh)
 SQLITE_MAX_SIZE = 1_000_000  # larger jobs are measured on PostgreSQL only
 COPY_ROWS = 50_000  # event rows per COPY transaction
 # The event-history baselines (Blaxel's approach: fold the scope's events into tasks) hold every task of the job in
@@ -613,9 +614,27 @@ class Databases:
     # fresh databases
 
     @contextmanager
-    def fresh(self, engine: str, shape: JobShape | None, size: int) -> Iterator[Target]:
-        """A database of its own holding a job of ``size`` tasks of ``shape`` (or an empty store), removed after."""
+    def fresh(self, engine: str, shape: JobShape | None, size: int, *, changes: bool = True) -> Iterator[Target]:
+        """A database of its own holding a job of ``size`` tasks of ``shape`` (or an empty store), removed after.
+
+        ``changes``: whether the question writes to the job (adds events, snapshots or tables). On PostgreSQL above
+        ``CLONE_UP_TO`` tasks the template is not copied (a copy of a 10,000,000-task template needs another 50 GB):
+        a question that does not change the job reads the template itself, and one that does takes it over and
+        drops it after, so that a later question of the size builds it again (``suite.in_run_order`` puts the
+        questions that change the job last).
+        """
         from taskstore import open_store
+
+        if engine == POSTGRESQL and shape is not None and size > CLONE_UP_TO:
+            assert self.cfg.pg_url
+            tpl = self.pg_template(shape, size)
+            try:
+                yield Target(POSTGRESQL, self.cfg.pg_url, schema=tpl, pg_url=libpq_url(self.cfg.pg_url))
+            finally:
+                if changes:
+                    del self._pg[(shape.name, size)]
+                    drop_schema(self.cfg.pg_url, tpl)
+            return
 
         if engine == SQLITE:
             path = self.root / f"run-{uuid.uuid4().hex[:10]}.db"

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import text
 
 from benchmarks import harness
-from tests.conftest import make_database
+from tests.conftest import PG_URL, make_database, pg_unavailable
 
 # What differs between two builds of one job: the moment each was built.
 _TIMES = {"created_at", "state_transition_time", "previous_state_transition_time", "last_modified", "scheduled_at",
@@ -64,3 +64,52 @@ def test_a_job_built_by_copy_and_rebuild_holds_what_the_append_path_builds(two_p
         kinds = [tuple(r) for r in conn.execute(text("SELECT kind, verified, position FROM scope_snapshots"))]
     assert kinds == [("full", True, a[0][-1][0])]  # one, at the last event
     assert copied.audit(scope).ok
+
+
+def _schemas(prefix: str) -> set[str]:
+    with harness.pg_connect(harness.libpq_url(PG_URL)) as pg:
+        return {r[0] for r in pg.execute("SELECT nspname FROM pg_namespace WHERE nspname LIKE %s", (prefix + "%",))}
+
+
+def test_above_the_clone_bound_questions_use_the_postgresql_template_in_place(tmp_path, monkeypatch):
+    """A 10,000,000-task template is not copied per question: readers share it, and a question that changes the job
+    takes it over, after which the next question of the size gets a template built again."""
+    if reason := pg_unavailable():
+        pytest.skip(reason)
+    monkeypatch.setattr(harness, "CLONE_UP_TO", 100)
+    cfg = harness.default_config(quick=True, sizes=[150], pg_url=PG_URL, workdir=tmp_path / "w", smoke=True)
+    dbs = harness.Databases(cfg)
+    shape = harness.SimulatedJob()
+    try:
+        with dbs.fresh(harness.POSTGRESQL, shape, 150, changes=False) as first:
+            pass
+        with dbs.fresh(harness.POSTGRESQL, shape, 150, changes=False) as second:
+            assert second.schema == first.schema  # the same template, read in place
+        with dbs.fresh(harness.POSTGRESQL, shape, 150) as writer:
+            assert writer.schema == first.schema
+            store = writer.open_store()
+            try:
+                assert store.queries.counts(writer.scope()).total == 150
+            finally:
+                store.close()
+        assert first.schema not in _schemas("bench_tpl_")  # taken over, then dropped
+        with dbs.fresh(harness.POSTGRESQL, shape, 150, changes=False) as again:
+            assert again.schema != first.schema and again.schema in _schemas("bench_tpl_")
+        with dbs.fresh(harness.POSTGRESQL, shape, 100, changes=False) as small:  # at the bound: a copy of its own
+            assert not small.schema.startswith("bench_tpl_")
+    finally:
+        dbs.close([100, 150])
+    assert not _schemas("bench_tpl_") & {first.schema, again.schema}
+
+
+def test_above_the_clone_bound_the_questions_that_change_the_job_run_last():
+    from benchmarks import counts, lists, rebuild, replay, transitions
+    from benchmarks.suite import in_run_order
+
+    pg, lite = harness.POSTGRESQL, harness.SQLITE
+    big = harness.CLONE_UP_TO * 10
+    units = [(10_000, q, e) for q in (transitions, lists) for e in (lite, pg)]
+    units += [(big, q, pg) for q in (transitions, replay, rebuild, lists, counts)]
+    ordered = in_run_order(units)
+    assert ordered[:4] == units[:4]  # at or below the bound: as given
+    assert [q.KEY for _, q, _ in ordered[4:]] == ["replay", "lists", "counts", "transitions", "rebuild"]
