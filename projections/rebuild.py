@@ -161,6 +161,7 @@ def rebuild(
     projection = TaskProjection(log, fresh_view, fresh_counts, catch_up=True)
     projector = CatchUpProjector(log, projection, REBUILD, batch_size=batch_size)
     done = 0
+    seeded_in: Point | None = None  # a state whose every visible event is in the fresh tables (PostgreSQL)
     seeded = 0  # events read while seeding: each scope's stream-by-stream fold, or its snapshot's tail
     from_snap = from_log = 0
     total: int | None = None
@@ -175,6 +176,10 @@ def rebuild(
         # Every event at or before ``start`` is in the fresh tables once each scope is seeded; the catch-up
         # projector follows the log from there (skipping, by version, what seeding already folded).
         start = log.head()
+        # PostgreSQL: every event visible in this state is read by the seeding below, which starts later; the
+        # catch-up before the swap reads only the others. (The head stops below the commit horizon, which any long
+        # transaction in the database holds back: from it alone, the catch-up would read such events again.)
+        seeded_in = _visible_now(log)
         with log.reading() as conn:
             plan = []
             for sid, scope in scope_ids(conn):
@@ -207,8 +212,9 @@ def rebuild(
             save_checkpoint(conn, REBUILD, start, status="catching-up", detail=view_name)
         seeded = done
     for attempt in range(1, SWAP_ATTEMPTS + 1):
-        projector.run(progress=advance)
-        seen = _catch_up_visible(log, projection, batch_size, advance)
+        if seeded_in is None:  # (on PostgreSQL after seeding, what it would read is what the next step reads)
+            projector.run(progress=advance)
+        seen = _catch_up_visible(log, projection, batch_size, advance, seeded_in)
         try:
             final = _swap(log, projection, fresh_view, fresh_counts, batch_size, advance, seen)
             break
@@ -274,12 +280,21 @@ def _fold_scope(log: EventLog, projection: TaskProjection, sid: int, base: Any, 
             return
 
 
+def _visible_now(log: EventLog) -> Point | None:
+    """PostgreSQL: the state a transaction begun now sees (None on SQLite)."""
+    if not engine_sql.is_postgresql(log.engine):
+        return None
+    with consistent(log) as conn:
+        return engine_sql.point_of(conn, 0)
+
+
 def _catch_up_visible(log: EventLog, projection: TaskProjection, batch: int,
-                      advance: Callable[[int], None]) -> Point | None:
+                      advance: Callable[[int], None], seeded_in: Point | None = None) -> Point | None:
     """PostgreSQL: the catch-up projector stops below the commit horizon, which one long transaction anywhere in
     the database holds back. Before the swap takes its locks, apply every event visible now after the stored
-    checkpoint (read in one REPEATABLE READ snapshot, applied a batch per write transaction; the checkpoint stays
-    where it is), and return that snapshot: the swap then reads only the events it did not see."""
+    checkpoint but those visible in ``seeded_in`` (the seeding read them), read in one REPEATABLE READ snapshot and
+    applied a batch per write transaction (the checkpoint stays where it is), and return that snapshot: the swap
+    then reads only the events it did not see."""
     if not engine_sql.is_postgresql(log.engine):
         return None
     with log.reading() as conn:
@@ -288,7 +303,7 @@ def _catch_up_visible(log: EventLog, projection: TaskProjection, batch: int,
     with consistent(log) as rconn:
         seen = engine_sql.point_of(rconn, 0)
         while True:
-            page = log_after(log, rconn, after, batch)
+            page = log_after(log, rconn, after, batch, unseen_in=seeded_in)
             if page:
                 with log.writing() as conn:
                     projection.apply(conn, page)

@@ -398,8 +398,8 @@ def seed_row(scope_id: int, stream: Sequence[tuple[int, int, str, Any]]) -> tupl
         scope_id, task_id.lower(), task_id, number, state, previous, ver, last, created, transition_time,
         previous_time, modified, scheduled, start, end, exit_code, result, retry_count, requeue_count, retried,
         requeued, spec.get("requiredSlots") or 1, display, message, "\n".join(parts).lower(),
-        dumps(dict(spec)).decode(), dumps(failure).decode(), dumps(node).decode(),
-        dumps(list(conditions) if conditions else None).decode(),
+        dumps(spec).decode(), "null" if failure is None else dumps(failure).decode(),
+        "null" if node is None else dumps(node).decode(), dumps(list(conditions)).decode() if conditions else "null",
     )
 
 

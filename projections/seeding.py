@@ -34,6 +34,10 @@ from .replay import evolve_row, scope_streams, seed_row, seed_row_fits
 
 PARALLEL_MIN_EVENTS = 20_000  # a scope with fewer events is folded in this process (forking costs more than it saves)
 MAX_WORKERS = 8
+# SQLite: rows a seeding worker writes in one turn of the write lock. A run takes about TURNS turns (rows estimated
+# at EVENTS_PER_ROW events each), of at least MIN_TURN_ROWS and at most ``batch`` rows: in turns that short, one run
+# writes while the others fold, rather than all folding and then queueing for the lock with one long batch each.
+TURNS, EVENTS_PER_ROW, MIN_TURN_ROWS = 5, 4, 1000
 WAIT = 0.5  # seconds between looks at the workers while none reports
 
 
@@ -99,23 +103,24 @@ def seed_scope(log: EventLog, sid: int, scope: Scope, view: Any, counts: Any, ba
 
 def bulk_fold(log: EventLog, sid: int, scope: Scope, view: Any, batch: int, advance: Callable[[int], None],
               streams: tuple[str | None, str | None] = (None, None),
-              write_lock: AbstractContextManager[Any] | None = None) -> Folded:
+              write_lock: AbstractContextManager[Any] | None = None, rows_per_write: int | None = None) -> Folded:
     """Fold a scope's streams from their first event into the fresh task view, one stream at a time: all of them,
     or those from ``streams[0]`` (included) to ``streams[1]`` (excluded).
 
     Each stream's events are gathered as they go by, folded into its row at once (``seeding_fold``: ``seed_row``,
     kept equal to ``evolve`` and ``row_of`` by a property test) and the row written once (no reads of the fresh
-    tables, no updates), a page of events per read (with the driver), ``batch`` rows per write transaction
-    (``engine_sql.load_rows``: COPY on PostgreSQL), each taken under ``write_lock`` when one is given. Memory holds
-    one page, one stream and one batch of rows. Events of a stream before its first TaskAdded (not a task's) are
-    counted, and folded into nothing.
+    tables, no updates), a page of ``batch`` events per read (with the driver), ``rows_per_write`` rows (by default
+    ``batch``) per write transaction (``engine_sql.load_rows``: COPY on PostgreSQL), each taken under ``write_lock``
+    when one is given. Memory holds one page, one stream and one batch of rows. Events of a stream before its first
+    TaskAdded (not a task's) are counted, and folded into nothing.
     """
     with gc_paused():  # decoded events and folded rows hold no cycles: the collector's passes would find none
-        return _bulk_fold(log, sid, scope, view, batch, advance, streams, write_lock)
+        return _bulk_fold(log, sid, scope, view, batch, advance, streams, write_lock, rows_per_write or batch)
 
 
 def _bulk_fold(log: EventLog, sid: int, scope: Scope, view: Any, batch: int, advance: Callable[[int], None],
-               streams: tuple[str | None, str | None], write_lock: AbstractContextManager[Any] | None) -> Folded:
+               streams: tuple[str | None, str | None], write_lock: AbstractContextManager[Any] | None,
+               rows_per_write: int) -> Folded:
     fold_row = seeding_fold(view, scope)
     columns = [c.name for c in view.columns]
     at_state, at_slots = columns.index("state"), columns.index("required_slots")
@@ -143,7 +148,7 @@ def _bulk_fold(log: EventLog, sid: int, scope: Scope, view: Any, batch: int, adv
         slots[row[at_state]] += row[at_slots]
         if evs[-1][0] > last_position:  # a stream's last event is its latest
             last_position = evs[-1][0]
-        if len(rows) >= batch:
+        if len(rows) >= rows_per_write:
             write()
     write()
     out.last_position = last_position
@@ -163,10 +168,12 @@ def fold_in_parallel(log: EventLog, sid: int, scope: Scope, view: Any, batch: in
         return None
     ctx = multiprocessing.get_context("fork")
     lock = None if engine_sql.is_postgresql(log.engine) else ctx.Lock()
+    rows_per_turn = events_in_scope // (workers * EVENTS_PER_ROW * TURNS)
+    turn = None if lock is None else min(batch, max(MIN_TURN_ROWS, rows_per_turn))
     reports: Any = ctx.Queue()
     runs = list(zip([None, *cuts], [*cuts, None], strict=True))
     procs = [
-        ctx.Process(target=_run, args=(log, sid, scope, view, batch, run, lock, reports, i), daemon=True,
+        ctx.Process(target=_run, args=(log, sid, scope, view, batch, run, lock, turn, reports, i), daemon=True,
                     name=f"taskstore-seed-{sid}-{i}")
         for i, run in enumerate(runs)
     ]
@@ -202,14 +209,14 @@ def fold_in_parallel(log: EventLog, sid: int, scope: Scope, view: Any, batch: in
 
 
 def _run(log: EventLog, sid: int, scope: Scope, view: Any, batch: int, run: tuple[str | None, str | None],
-         lock: Any, reports: Any, i: int) -> None:
+         lock: Any, turn: int | None, reports: Any, i: int) -> None:
     """A seeding worker, in a forked process: its own connections (the parent's are left alone), one run folded."""
     try:
         # What this process inherited is this process's to keep, not to collect: out of the collector's sight, its
         # objects are neither traversed nor written to (so their pages stay shared with the parent).
         gc.freeze()
         log.engine.dispose(close=False)
-        folded = bulk_fold(log, sid, scope, view, batch, lambda n: reports.put(("progress", i, n)), run, lock)
+        folded = bulk_fold(log, sid, scope, view, batch, lambda n: reports.put(("progress", i, n)), run, lock, turn)
         reports.put(("done", i, folded))
     except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises it
         reports.put(("error", i, f"{type(exc).__name__}: {exc}"))

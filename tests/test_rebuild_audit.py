@@ -149,6 +149,32 @@ def test_a_writer_thread_goes_on_through_a_rebuild(store):
     assert store.audit().ok
 
 
+def test_a_long_transaction_elsewhere_does_not_make_a_rebuild_read_the_log_twice(postgresql_database):
+    """PostgreSQL: the log's head stops below the commit horizon, which a transaction open anywhere in the database
+    holds back. A rebuild then starts its catch-up below every event; it still reads each event once (the seeding
+    read all that were visible when it began), and ends with the live tables."""
+    from sqlalchemy import create_engine
+
+    from tests.conftest import PG_URL
+
+    other = create_engine(PG_URL)
+    with other.connect() as long_tx, postgresql_database.open_store() as store:
+        long_tx.execute(text("SELECT pg_current_xact_id()"))  # a transaction id, held until the end of the test
+        populate(store)
+        assert store.log.head().position == 0  # every event is above the horizon
+        live = tables(store)
+        with store.log.reading() as conn:
+            logged = conn.execute(text("SELECT count(*) FROM events")).scalar_one()
+        for workers in (1, 2):
+            result = store.rebuild(workers=workers)
+            assert (result.events, result.seeded) == (logged, logged)
+            assert tables(store) == live
+        store.add_tasks(JOB, [{"id": "after-the-rebuild"}])  # appends still reach the swapped tables
+        assert store.queries.get_task(JOB, "after-the-rebuild") is not None
+        long_tx.rollback()
+    other.dispose()
+
+
 def test_an_interrupted_rebuild_resumes_from_its_checkpoint(store, monkeypatch):
     populate(store)
     live = tables(store)

@@ -71,7 +71,8 @@ def test_splits_cut_a_scope_into_runs_of_about_equal_events(store):
         assert all((lo is None or row[1] >= lo) and (hi is None or row[1] < hi) for row in page)
 
 
-def test_a_parallel_rebuild_equals_the_inline_projection_and_a_rebuild_in_one_process(store, parallel):
+def test_a_parallel_rebuild_equals_the_inline_projection_and_a_rebuild_in_one_process(store, parallel, monkeypatch):
+    monkeypatch.setattr(seeding, "MIN_TURN_ROWS", 7)  # SQLite: turns of the write lock shorter than the batch
     populate(store)
     live = tables(store)
     one = store.rebuild(workers=1)
@@ -94,10 +95,10 @@ def test_a_failing_worker_fails_the_rebuild_and_the_next_one_succeeds(store, par
     parent = os.getpid()
     real = seeding.bulk_fold
 
-    def failing(log, sid, scope, view, batch, advance, streams=(None, None), write_lock=None):
+    def failing(log, sid, scope, view, batch, advance, streams=(None, None), write_lock=None, rows_per_write=None):
         if os.getpid() != parent and streams[0] is not None:  # a worker of a later run
             raise OSError("disk on fire")
-        return real(log, sid, scope, view, batch, advance, streams, write_lock)
+        return real(log, sid, scope, view, batch, advance, streams, write_lock, rows_per_write)
 
     monkeypatch.setattr(seeding, "bulk_fold", failing)
     with pytest.raises(seeding.SeedingFailed, match="disk on fire"):
