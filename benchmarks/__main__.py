@@ -157,8 +157,9 @@ def main(argv: list[str] | None = None) -> int:
                         got = q.run(ctx, engine, size)
                         results.extend(got)
                         for m in got:
-                            progress.console.log(f"{q.KEY:12} {engine:10} {size:>9,} {m.operation:45} "
-                                                 f"{report.fmt_seconds(m.median):>10}  {report.fmt_rate(m.rate):>10} {m.rate_unit}/s")
+                            figure = (f"{report.fmt_seconds(m.median):>10}  {report.fmt_rate(m.rate):>10} {m.rate_unit}/s"
+                                      if m.samples and not m.skipped else f"skipped: {m.skipped or 'no samples'}")
+                            progress.console.log(f"{q.KEY:12} {engine:10} {size:>9,} {m.operation:45} {figure}")
                     except Exception as exc:  # noqa: BLE001 - one failed step is reported, the rest still runs
                         progress.console.print(traceback.format_exc())
                         results.append(Measurement(q.KEY, "(all)", engine, size, "", [], 0,

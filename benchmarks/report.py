@@ -30,7 +30,7 @@ def fmt_bytes(b: int | None) -> str:
 
 
 def fmt_rate(r: float) -> str:
-    return f"{r:,.0f}"
+    return f"{r:,.0f}" if r >= 10 else f"{r:.2g}"
 
 
 def fmt_ratio(r: float | None) -> str:
@@ -113,9 +113,14 @@ def headline(ms: Sequence[Measurement], questions: Sequence[ModuleType]) -> list
 
         m, b, r, verdict = max(rows, key=badness)
         figure = (fmt_ratio(r) + f" {b}") if b else fmt_seconds(m.median)
-        met = sum(1 for row in rows if row[3] == "met")
-        if len(rows) > 1:
-            verdict = "met" if met == len(rows) else f"NOT met ({met} of {len(rows)} met)"
+        measured = [row for row in rows if row[3] != "not measured"]
+        met = sum(1 for row in measured if row[3] == "met")
+        if not measured:
+            verdict = "not measured"
+        elif len(rows) > 1:
+            verdict = "met" if met == len(measured) else f"NOT met ({met} of {len(measured)} met)"
+            if len(measured) < len(rows):
+                verdict += f"; {len(rows) - len(measured)} not measured"
         lines.append(f"| {titles.get(q, q)} | {g} | {engine} | {fmt_size(size)} | {m.operation} | {figure} "
                      f"| **{verdict}** |")
     return lines
