@@ -618,7 +618,7 @@ class Databases:
         """A database of its own holding a job of ``size`` tasks of ``shape`` (or an empty store), removed after.
 
         ``changes``: whether the question writes to the job (adds events, snapshots or tables). On PostgreSQL above
-        ``CLONE_UP_TO`` tasks the template is not copied (a copy of a 10,000,000-task template needs another 50 GB):
+        ``CLONE_UP_TO`` tasks the template is not copied (a copy of a 10,000,000-task template needs another 41 GB):
         a question that does not change the job reads the template itself, and one that does takes it over and
         drops it after, so that a later question of the size builds it again (``suite.in_run_order`` puts the
         questions that change the job last).

@@ -13,7 +13,6 @@ from __future__ import annotations
 from typing import Any
 
 from . import append, concurrency, counts, http, lists, peers, rebuild, replay, transitions
-
 from .harness import CLONE_UP_TO, POSTGRESQL
 
 QUESTIONS = [append, transitions, peers, replay, concurrency, lists, counts, rebuild, http]

@@ -173,12 +173,12 @@ def rebuild(
             progress(n, total)
 
     if not resumed:
-        # Every event at or before ``start`` is in the fresh tables once each scope is seeded; the catch-up
-        # projector follows the log from there (skipping, by version, what seeding already folded).
+        # Every event at or before ``start`` is in the fresh tables once each scope is seeded. On SQLite the
+        # catch-up projector follows the log from there (skipping, by version, what seeding already folded). On
+        # PostgreSQL the seeding below, which starts later, reads every event visible in ``seeded_in``, and the
+        # catch-up reads only the others: the head stops below the commit horizon, which a long transaction
+        # anywhere in the database holds back, and from the head alone the catch-up would read such events again.
         start = log.head()
-        # PostgreSQL: every event visible in this state is read by the seeding below, which starts later; the
-        # catch-up before the swap reads only the others. (The head stops below the commit horizon, which any long
-        # transaction in the database holds back: from it alone, the catch-up would read such events again.)
         seeded_in = _visible_now(log)
         with log.reading() as conn:
             plan = []
@@ -212,7 +212,7 @@ def rebuild(
             save_checkpoint(conn, REBUILD, start, status="catching-up", detail=view_name)
         seeded = done
     for attempt in range(1, SWAP_ATTEMPTS + 1):
-        if seeded_in is None:  # (on PostgreSQL after seeding, what it would read is what the next step reads)
+        if seeded_in is None:  # (after a fresh seeding on PostgreSQL, _catch_up_visible reads all it would)
             projector.run(progress=advance)
         seen = _catch_up_visible(log, projection, batch_size, advance, seeded_in)
         try:
