@@ -25,8 +25,7 @@ from pathlib import Path
 from sqlalchemy import Column, MetaData, String, Table, func, insert, select
 from sqlalchemy.engine import Engine
 
-from eventstore.dialects.sqlite import WRITE
-from eventstore.engine import upgrade
+from eventstore.engine import upgrade, write_transaction
 from eventstore.errors import ValidationError
 from eventstore.events import Scope
 
@@ -121,18 +120,17 @@ class CredentialStore:
             created_at=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
             description=description,
         )
-        with self.engine.connect().execution_options(**{WRITE: True}) as conn:
-            with conn.begin():
-                conn.execute(
-                    insert(credentials_table).values(
-                        key_id=cred.key_id,
-                        workspace=cred.workspace,
-                        secret=cred.secret,
-                        secret_sha256=secret_digest(cred.secret),
-                        created_at=cred.created_at,
-                        description=description,
-                    )
+        with write_transaction(self.engine) as conn:
+            conn.execute(
+                insert(credentials_table).values(
+                    key_id=cred.key_id,
+                    workspace=cred.workspace,
+                    secret=cred.secret,
+                    secret_sha256=secret_digest(cred.secret),
+                    created_at=cred.created_at,
+                    description=description,
                 )
+            )
         self._add(cred)
         return cred
 

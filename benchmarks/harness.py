@@ -40,7 +40,11 @@ class Config:
     reps: int  # timed repetitions after the warm-up
     warmup: int  # untimed repetitions first
     batches: int  # batches of 100 tasks per repetition (bulk appends)
-    singles: int  # single-task operations per repetition
+    # Single-task operations per repetition. Long enough that each repetition holds its share of the periodic costs:
+    # SQLite checkpoints its WAL every 1,000 pages, which a one-row transition (about 11 pages with the projections,
+    # 3 for a bare event) reaches every 90 to 330 transitions. With 40 (as before), a repetition held one or none,
+    # and the median of a few said more about which than about the writer.
+    singles: int
     threads: list[int]  # concurrent writers (PostgreSQL)
     budget_s: float  # soft bound: a step not started by then is skipped and the report says so
     started: float = field(default_factory=time.monotonic)
@@ -70,7 +74,7 @@ def default_config(*, quick: bool, sizes: Sequence[int] | None, pg_url: str | No
             reps=3,
             warmup=1,
             batches=5,
-            singles=40,
+            singles=300,
             threads=[1, 2, 4],
             budget_s=270.0,  # every question starts by then; the run ends within about 5 minutes
         )
@@ -82,7 +86,7 @@ def default_config(*, quick: bool, sizes: Sequence[int] | None, pg_url: str | No
         reps=7,
         warmup=2,
         batches=20,
-        singles=100,
+        singles=600,
         threads=[1, 2, 4],
         budget_s=6 * 3600.0,
     )

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import re
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import orjson
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import create_engine, make_url
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import StaticPool
 
 from .dialects import dialect_for
@@ -65,6 +66,16 @@ def open_engine(
     return engine
 
 
+@contextmanager
+def write_transaction(engine: Engine) -> Iterator[Connection]:
+    """A write transaction on ``engine`` (``BEGIN IMMEDIATE`` on SQLite: the write lock before the first read);
+    commits on success, rolls back on any exception. ``EventLog.writing`` is this on the log's engine."""
+    with engine.connect() as conn:
+        dialect_for(engine).begin_write(conn)
+        with conn.begin():
+            yield conn
+
+
 def alembic_config(versions: Path = MIGRATIONS / "versions", version_table: str = "eventstore_version") -> Config:
     """An Alembic configuration for one package's migrations; each package keeps its own version table."""
     cfg = Config()
@@ -89,11 +100,10 @@ def upgrade(
     """
     dialect = dialect_for(engine)
     cfg = alembic_config(versions, version_table)
-    with engine.connect().execution_options(taskstore_write=True) as conn:
-        with conn.begin():
-            dialect.lock_for_migration(conn)
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, revision)
+    with write_transaction(engine) as conn:
+        dialect.lock_for_migration(conn)
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, revision)
 
 
 def current_revision(engine: Engine, version_table: str = "eventstore_version") -> str | None:

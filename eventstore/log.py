@@ -14,7 +14,6 @@ from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from .dialects import dialect_for
-from .dialects.sqlite import WRITE
 from .errors import ConcurrencyError, IdempotencyConflict, ValidationError
 from .events import (
     START,
@@ -108,7 +107,8 @@ class EventLog:
     @contextmanager
     def writing(self) -> Iterator[Connection]:
         """A write transaction (``BEGIN IMMEDIATE`` on SQLite); commits on success, rolls back on any exception."""
-        with self.engine.connect().execution_options(**{WRITE: True}) as conn:
+        with self.engine.connect() as conn:
+            self.dialect.begin_write(conn)
             with conn.begin():
                 yield conn
 

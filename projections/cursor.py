@@ -21,6 +21,7 @@ from sqlalchemy.engine import Engine
 
 from eventstore import ValidationError
 from eventstore.dialects import dialect_for
+from eventstore.engine import write_transaction
 
 from .tables import settings
 
@@ -95,12 +96,11 @@ def _lifetime(seconds: float) -> str:
 def store_key(engine: Engine) -> bytes:
     """The store's cursor signing key, made once (by whichever process opens the store first) and kept."""
     dialect = dialect_for(engine)
-    with engine.connect().execution_options(taskstore_write=True) as conn:
-        with conn.begin():
-            conn.execute(
-                dialect.insert_ignoring_conflicts(
-                    settings, [{"name": "cursor_key", "value": _b64(secrets.token_bytes(32))}]
-                )
+    with write_transaction(engine) as conn:
+        conn.execute(
+            dialect.insert_ignoring_conflicts(
+                settings, [{"name": "cursor_key", "value": _b64(secrets.token_bytes(32))}]
             )
-            value = conn.execute(select(settings.c.value).where(settings.c.name == "cursor_key")).scalar_one()
+        )
+        value = conn.execute(select(settings.c.value).where(settings.c.name == "cursor_key")).scalar_one()
     return _unb64(value)

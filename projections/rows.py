@@ -56,6 +56,47 @@ def row_of(task: Task, scope_id: int, position: int) -> dict[str, Any]:
     }
 
 
+# The columns of ``row_of`` after the key and the position, in its order: each is a Task field of the same name
+# stored as it is, an enum stored as its value, or one of the columns made from the specification.
+_PLAIN, _ENUM, _SPEC = "plain", "enum", "spec"
+_UPDATE_COLUMNS: tuple[tuple[str, str], ...] = tuple(
+    (name, _ENUM if name in ("state", "previous_state") else _SPEC if name in (
+        "required_slots", "display_name", "search", "spec") else _PLAIN)
+    for name in (
+        "task_id", "number", "state", "previous_state", "version", "created_at", "state_transition_time",
+        "previous_state_transition_time", "last_modified", "scheduled_at", "start_time", "end_time", "exit_code",
+        "result", "retry_count", "requeue_count", "last_retry_time", "last_requeue_time", "required_slots",
+        "display_name", "status_message", "search", "spec", "failure_info", "node_info", "conditions",
+    )
+)
+
+
+def changed_row(before: Task, after: Task, scope_id: int, position: int) -> dict[str, Any]:
+    """The update that turns the row of ``before`` into the row of ``after``: the key, the position, and exactly
+    the columns in which ``row_of`` of the two differs (in its column order), found from the tasks' fields
+    without making either row; the columns made from the specification are compared only when it changed."""
+    out: dict[str, Any] = {"scope_id": scope_id, "key": after.key, "position": position}
+    spec_changed = after.spec is not before.spec and after.spec != before.spec
+    new_row = row_of(after, scope_id, position) if spec_changed else None
+    old_row = row_of(before, scope_id, 0) if spec_changed else None
+    for name, kind in _UPDATE_COLUMNS:
+        if kind is _SPEC:
+            if new_row is not None and new_row[name] != old_row[name]:  # type: ignore[index]
+                out[name] = new_row[name]
+            continue
+        if name == "conditions":
+            if after.conditions != before.conditions:
+                out[name] = list(after.conditions) if after.conditions else None
+            continue
+        value = getattr(after, name)
+        if kind is _ENUM:
+            if value is not getattr(before, name):
+                out[name] = value.value if value is not None else None
+        elif value != getattr(before, name):
+            out[name] = value
+    return out
+
+
 def task_of(row: Mapping[str, Any], scope: Scope) -> Task:
     return Task(
         scope=scope,

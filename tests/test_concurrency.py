@@ -506,3 +506,73 @@ def test_an_abandoned_transaction_holds_readers_back_only_until_the_timeout(post
         assert [e.type for e in log.iter_all()] == ["Setup", "B"]
     finally:
         engine.dispose()
+
+
+# -- (d) SQLite: how transactions begin ---------------------------------------------------------------------------
+
+
+def _sqlite_log(tmp_path) -> EventLog:
+    from eventstore.engine import open_engine
+
+    return EventLog(open_engine(f"sqlite:///{tmp_path / 'begin.db'}"))
+
+
+def _other_writer_can_begin(path) -> bool:
+    """Whether a second connection gets the write lock at once (it waits at most 50 ms)."""
+    import sqlite3
+
+    other = sqlite3.connect(path, isolation_level=None, timeout=0.05)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("ROLLBACK")
+        return True
+    except sqlite3.OperationalError:
+        return False
+    finally:
+        other.close()
+
+
+def test_sqlite_writers_hold_the_write_lock_from_their_first_statement(tmp_path):
+    """``EventLog.writing`` and ``eventstore.engine.write_transaction`` begin with BEGIN IMMEDIATE: before the
+    writer has read anything, no other writer can begin (so two writers never both read a version and then race
+    to upgrade their locks). A read transaction takes no write lock."""
+    from eventstore.engine import write_transaction
+
+    log = _sqlite_log(tmp_path)
+    path = tmp_path / "begin.db"
+    try:
+        assert _other_writer_can_begin(path)
+        with log.writing() as conn:
+            assert conn.connection.driver_connection.in_transaction
+            assert not _other_writer_can_begin(path)
+        with write_transaction(log.engine):
+            assert not _other_writer_can_begin(path)
+        with log.reading() as conn:
+            assert conn.connection.driver_connection.in_transaction
+            assert _other_writer_can_begin(path)
+        assert _other_writer_can_begin(path)
+    finally:
+        log.engine.dispose()
+
+
+def test_sqlite_reads_in_a_transaction_see_one_snapshot_and_plain_connections_begin_one_too(tmp_path):
+    """``EventLog.reading`` and a plain ``engine.connect()`` (which begins on its first statement) each read one
+    snapshot: an append committed meanwhile by another connection is not seen until the transaction ends."""
+    log = _sqlite_log(tmp_path)
+    one = [StreamAppend(SCOPE, "a", [NewEvent("Noted", {})], Expect.ANY)]
+    count = "SELECT count(*) FROM events"
+    try:
+        log.append(one)
+        with log.reading() as conn:
+            before = conn.execute(text(count)).scalar_one()
+            log.append(one)
+            assert conn.execute(text(count)).scalar_one() == before
+        with log.engine.connect() as conn:
+            before = conn.execute(text(count)).scalar_one()
+            assert conn.connection.driver_connection.in_transaction
+            log.append(one)
+            assert conn.execute(text(count)).scalar_one() == before
+            conn.rollback()
+            assert conn.execute(text(count)).scalar_one() == before + 1
+    finally:
+        log.engine.dispose()

@@ -23,12 +23,12 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Column, Integer, MetaData, text
 
-from eventstore import NewEvent, Scope, State, StreamAppend
+from eventstore import NewEvent, RecordedEvent, Scope, State, StreamAppend
 from eventstore.lifecycle import Cause
 from eventstore.task import TASK_ADDED, TASK_CONDITION_RECORDED, TASK_TRANSITIONED, fold, stream_key
 from projections.seeding import seeding_fold
 from projections.replay import SEED_COLUMNS, evolve_row, seed_row
-from projections.rows import row_of
+from projections.rows import changed_row, row_of
 from projections.tables import task_view, task_view_table
 
 SCOPE = Scope("ws", "fold")
@@ -119,6 +119,30 @@ def test_a_stream_that_does_not_start_with_task_added_is_refused_by_both(before,
         seed_row(1, stream)
     with pytest.raises(ValueError):
         evolve_row(1, stream, scope=SCOPE)
+
+
+def _recorded(stream: list[tuple[int, int, str, dict]], scope_id: int) -> list[RecordedEvent]:
+    return [RecordedEvent(position=p, scope=SCOPE, stream="s", version=v, type=t, schema_version=1, data=d,
+                          metadata={}, scope_id=scope_id) for p, v, t, d in stream]
+
+
+@settings(max_examples=400, deadline=None)
+@given(histories(), st.integers(0, 15), st.integers(1, 2**40))
+def test_the_update_of_a_changed_row_is_exactly_where_the_two_rows_differ(history, cut, scope_id):
+    """The inline projection writes a changed row as ``changed_row`` of the task before and after: for any two
+    points of a history, exactly the columns in which ``row_of`` of the two differs, with the later values, and
+    the key and position (always set)."""
+    events = _recorded(numbered(history), scope_id)
+    cut = min(cut, len(events) - 1)
+    before, after = fold(events[: cut + 1]), fold(events)
+    position = events[-1].position
+    old, new = row_of(before, scope_id, position - 1), row_of(after, scope_id, position)
+    expected = {"scope_id": scope_id, "key": after.key, "position": position}
+    expected |= {n: v for n, v in new.items() if n not in expected and v != old[n]}
+    got = changed_row(before, after, scope_id, position)
+    assert got == expected
+    changed = [n for n in got if n not in ("scope_id", "key", "position")]
+    assert changed == [n for n in new if n in changed]  # in the row's column order: one statement text per change
 
 
 def test_seed_columns_are_the_task_views_and_another_table_is_folded_by_the_definition():

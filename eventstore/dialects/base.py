@@ -18,6 +18,9 @@ class Dialect(Protocol):
     def configure(self, engine: Engine, *, schema: str | None) -> None:
         """Install per-connection settings (pragmas, session options, transaction style)."""
 
+    def begin_write(self, conn: Connection) -> None:
+        """Begin ``conn``'s transaction as a writer's, before ``conn.begin()`` (SQLite: take the write lock)."""
+
     def insert_ignoring_conflicts(self, table: Table, rows: list[dict[str, Any]]) -> Any:
         """An INSERT that silently skips rows whose unique key exists (an upsert that changes nothing)."""
 

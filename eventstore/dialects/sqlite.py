@@ -3,9 +3,13 @@
 - WAL journal, ``synchronous=NORMAL`` (durable across application crashes; the last transactions may be lost on
   power failure, the usual trade of an embedded store), foreign keys on, a busy timeout so that concurrent writers
   wait instead of failing.
-- Writers begin with ``BEGIN IMMEDIATE``: they take the write lock first, so two writers never both read a stream
-  version and then race to upgrade their locks. SQLite serialises writers, so positions commit in order and a reader
-  of the whole log may simply follow positions.
+- Writers begin with ``BEGIN IMMEDIATE`` (``begin_write``, through ``eventstore.engine.write_transaction``): they
+  take the write lock first, so two writers never both read a stream version and then race to upgrade their locks.
+  SQLite serialises writers, so positions commit in order and a reader of the whole log may simply follow positions.
+- Every other transaction begins with a plain ``BEGIN``, issued by the engine's dialect when SQLAlchemy begins one
+  (the driver's own implicit transactions are off). Not an engine event listener: any connection listener makes
+  SQLAlchemy dispatch events around every connection, transaction and statement, which cost a one-row append more
+  than its own statements.
 """
 
 from __future__ import annotations
@@ -18,9 +22,6 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
 
 from .base import driver_execute, driver_executemany, json_text, metadata_texts
-
-WRITE = "taskstore_write"
-
 
 @functools.cache
 def _max_position(table: str) -> str:
@@ -67,10 +68,17 @@ class SQLiteDialect:
             cur.execute("PRAGMA secure_delete=OFF")
             cur.close()
 
-        @event.listens_for(engine, "begin")
-        def _on_begin(conn: Connection) -> None:
-            # Straight to the driver: a BEGIN through Core costs more than an append's own statements do.
-            driver_execute(conn, "BEGIN IMMEDIATE" if conn.get_execution_options().get(WRITE) else "BEGIN")
+        def do_begin(dbapi_connection: Any) -> None:
+            # SQLAlchemy begins a transaction: BEGIN, unless ``begin_write`` has begun one already.
+            driver = dbapi_connection.driver_connection
+            if not driver.in_transaction:
+                driver.execute("BEGIN")
+
+        engine.dialect.do_begin = do_begin  # type: ignore[method-assign]
+
+    def begin_write(self, conn: Connection) -> None:
+        """Take the write lock before anything is read: ``BEGIN IMMEDIATE``, ahead of ``conn.begin()``."""
+        driver_execute(conn, "BEGIN IMMEDIATE")
 
     def insert_ignoring_conflicts(self, table: Table, rows: list[dict[str, Any]]) -> Any:
         return sqlite_insert(table).values(rows).on_conflict_do_nothing()
@@ -90,15 +98,14 @@ class SQLiteDialect:
         before = driver_execute(conn, _max_position(name)).fetchone()[0] or 0
         meta = metadata_texts()
 
-        cur = driver_executemany(
-            conn,
-            _insert_events(name),
-            [
-                (before + i, r["scope_id"], r["stream"], r["version"], r["type"], r["schema_version"],
-                 json_text(r["data"]), meta(r["metadata"]), r["after"], r["scope_id"], r["stream"], r["after"])
-                for i, r in enumerate(rows, 1)
-            ],
-        )
+        params = [
+            (before + i, r["scope_id"], r["stream"], r["version"], r["type"], r["schema_version"],
+             json_text(r["data"]), meta(r["metadata"]), r["after"], r["scope_id"], r["stream"], r["after"])
+            for i, r in enumerate(rows, 1)
+        ]
+        # One row (a transition) is one plain execution: an executemany costs a cursor of its own.
+        sql = _insert_events(name)
+        cur = driver_execute(conn, sql, params[0]) if len(params) == 1 else driver_executemany(conn, sql, params)
         if cur.rowcount != len(rows):
             return None  # a row's stream did not hold its ``after`` version (the caller finds which)
         return [(before + i, 0) for i in range(1, len(rows) + 1)]
