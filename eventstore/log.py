@@ -12,8 +12,10 @@ import orjson
 from sqlalchemy import func, insert, select, tuple_
 from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.pool import StaticPool
 
 from .dialects import dialect_for
+from .held_writer import HeldWriter
 from .errors import ConcurrencyError, IdempotencyConflict, ValidationError
 from .events import (
     START,
@@ -101,12 +103,31 @@ class EventLog:
         self.clock = clock
         self._scope_ids: dict[Scope, int] = {}
         self._scopes: dict[int, Scope] = {}
+        # Serial writers (SQLite) share one held connection when it is free (see ``held_writer``); not with a single
+        # shared connection (in-memory SQLite), which readers use too.
+        self._writer = (
+            HeldWriter(engine) if self.dialect.serial_writers and not isinstance(engine.pool, StaticPool) else None
+        )
+
+    def close(self) -> None:
+        """Give back the connection this log holds for writing (the engine itself is the caller's to dispose)."""
+        if self._writer is not None:
+            self._writer.close()
 
     # -- connections -------------------------------------------------------------------------------------------
 
     @contextmanager
     def writing(self) -> Iterator[Connection]:
         """A write transaction (``BEGIN IMMEDIATE`` on SQLite); commits on success, rolls back on any exception."""
+        held = self._writer.acquire() if self._writer is not None else None
+        if held is not None:
+            try:
+                self.dialect.begin_write(held)
+                with held.begin():
+                    yield held
+            finally:
+                self._writer.release()  # type: ignore[union-attr]
+            return
         with self.engine.connect() as conn:
             self.dialect.begin_write(conn)
             with conn.begin():

@@ -60,6 +60,7 @@ class TaskStore(TaskService):
     def close(self) -> None:
         if self.queries.snapshots is not None:
             self.queries.snapshots.close()
+        self.log.close()
         self.engine.dispose()
 
     def __enter__(self) -> "TaskStore":

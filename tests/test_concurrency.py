@@ -10,12 +10,14 @@
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 import time
 from collections import Counter
 from typing import Any
 
+import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
@@ -575,4 +577,94 @@ def test_sqlite_reads_in_a_transaction_see_one_snapshot_and_plain_connections_be
             conn.rollback()
             assert conn.execute(text(count)).scalar_one() == before + 1
     finally:
+        log.engine.dispose()
+
+
+def test_sqlite_writers_share_the_held_connection_only_when_it_is_free(tmp_path):
+    """One writer at a time gets the log's held connection; a writer that finds it taken (another thread's
+    transaction is open on it) writes on a connection of its own, waiting for SQLite's write lock as before."""
+    log = _sqlite_log(tmp_path)
+    one = [StreamAppend(SCOPE, "a", [NewEvent("Noted", {})], Expect.ANY)]
+    seen: list[Any] = []
+    inside, done = threading.Event(), threading.Event()
+
+    def other() -> None:
+        inside.wait(10)
+        with log.writing() as conn:  # the held connection is taken: a pooled one, once the lock is free
+            seen.append(conn)
+            conn.execute(text("SELECT 1"))
+        done.set()
+
+    try:
+        with log.writing() as first:
+            pass
+        thread = threading.Thread(target=other)
+        thread.start()
+        with log.writing() as again:
+            assert again is first  # free again: the same held connection
+            inside.set()
+            assert not done.wait(0.3)  # the other writer waits for the write lock, on its own connection
+        thread.join(10)
+        assert done.is_set() and seen and seen[0] is not first
+        log.append(one)
+        with log.writing() as after:
+            assert after is first
+    finally:
+        log.close()
+        log.engine.dispose()
+
+
+def test_sqlite_a_held_connection_is_replaced_when_invalidated_and_given_back_on_close(tmp_path):
+    log = _sqlite_log(tmp_path)
+    one = [StreamAppend(SCOPE, "a", [NewEvent("Noted", {})], Expect.ANY)]
+    try:
+        with log.writing() as first:
+            pass
+        first.invalidate()
+        log.append(one)
+        with log.writing() as second:
+            assert second is not first and not second.invalidated
+        checked_out = log.engine.pool.checkedout()
+        log.close()
+        assert log.engine.pool.checkedout() == checked_out - 1
+        with log.writing() as third:  # after close, a pooled connection per writer
+            assert third is not second
+        log.append(one)
+        assert len(log.read_all(limit=10).events) == 2
+    finally:
+        log.engine.dispose()
+
+
+def test_sqlite_a_forked_process_writes_on_its_own_connection(tmp_path):
+    """A process forked from one that holds a writing connection (the rebuild's seeding workers are) never
+    uses its parent's database handle: it makes its own, and both processes' appends land."""
+    import multiprocessing
+
+    from projections.seeding import can_fork
+
+    if not can_fork():
+        pytest.skip("this platform cannot fork")
+    log = _sqlite_log(tmp_path)
+    try:
+        log.append([StreamAppend(SCOPE, "parent", [NewEvent("Noted", {})], Expect.ANY)])
+
+        def child() -> None:
+            log.engine.dispose(close=False)
+            log.append([StreamAppend(SCOPE, "child", [NewEvent("Noted", {})], Expect.ANY)])
+            with log.writing() as conn:
+                os._exit(0 if conn is not held else 3)
+
+        with log.writing() as held:
+            pass
+        proc = multiprocessing.get_context("fork").Process(target=child)
+        proc.start()
+        proc.join(30)
+        assert proc.exitcode == 0
+        log.append([StreamAppend(SCOPE, "parent", [NewEvent("Noted", {})], Expect.ANY)])
+        with log.writing() as conn:
+            assert conn is held
+        streams = Counter(e.stream for e in log.read_all(limit=10).events)
+        assert streams == {"parent": 2, "child": 1}
+    finally:
+        log.close()
         log.engine.dispose()

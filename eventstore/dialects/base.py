@@ -14,6 +14,7 @@ class Dialect(Protocol):
     name: str
     read_isolation: str | None
     one_statement_isolation: str | None
+    serial_writers: bool  # the engine lets one writer in at a time (``EventLog`` then holds one writing connection)
 
     def configure(self, engine: Engine, *, schema: str | None) -> None:
         """Install per-connection settings (pragmas, session options, transaction style)."""

@@ -96,6 +96,7 @@ class PostgreSQLDialect:
     name = "postgresql"
     read_isolation = "REPEATABLE READ"  # the isolation level of read transactions
     # One-statement reads need no transaction (a statement is its own snapshot): no BEGIN and COMMIT round trips.
+    serial_writers = False  # writers run side by side, each on its own connection
     one_statement_isolation = "AUTOCOMMIT"
 
     def configure(self, engine: Engine, *, schema: str | None) -> None:

@@ -45,9 +45,21 @@ def _insert_events(table: str) -> str:
     )
 
 
+@functools.cache
+def _insert_one_event(table: str) -> str:
+    # The position left to SQLite: a rowid the insert does not name is the largest plus one, under the write lock
+    # the same number ``insert_events`` would give, and the cursor's ``lastrowid`` says it without a query.
+    return (
+        f"INSERT INTO {table} (scope_id, stream, version, type, schema_version, data, metadata) "
+        f"SELECT ?, ?, ?, ?, ?, ?, ? WHERE ? = 0 OR EXISTS "
+        f"(SELECT 1 FROM {table} WHERE scope_id = ? AND stream = ? AND version = ?)"
+    )
+
+
 class SQLiteDialect:
     name = "sqlite"
     read_isolation = None  # the isolation level of read transactions
+    serial_writers = True  # one writer at a time: a log may hold one connection for writing
     one_statement_isolation = None  # reads are in a transaction anyway; BEGIN and COMMIT cost no round trip
 
     def configure(self, engine: Engine, *, schema: str | None) -> None:
@@ -95,17 +107,21 @@ class SQLiteDialect:
         checked by the insert); when any was left out, None (the append is then refused and rolled back).
         """
         name = table.name
-        before = driver_execute(conn, _max_position(name)).fetchone()[0] or 0
         meta = metadata_texts()
+        if len(rows) == 1:  # a transition: one plain execution, and no query for the largest position
+            r = rows[0]
+            cur = driver_execute(conn, _insert_one_event(name), (
+                r["scope_id"], r["stream"], r["version"], r["type"], r["schema_version"], json_text(r["data"]),
+                meta(r["metadata"]), r["after"], r["scope_id"], r["stream"], r["after"]))
+            return None if cur.rowcount != 1 else [(cur.lastrowid, 0)]
+        before = driver_execute(conn, _max_position(name)).fetchone()[0] or 0
 
         params = [
             (before + i, r["scope_id"], r["stream"], r["version"], r["type"], r["schema_version"],
              json_text(r["data"]), meta(r["metadata"]), r["after"], r["scope_id"], r["stream"], r["after"])
             for i, r in enumerate(rows, 1)
         ]
-        # One row (a transition) is one plain execution: an executemany costs a cursor of its own.
-        sql = _insert_events(name)
-        cur = driver_execute(conn, sql, params[0]) if len(params) == 1 else driver_executemany(conn, sql, params)
+        cur = driver_executemany(conn, _insert_events(name), params)
         if cur.rowcount != len(rows):
             return None  # a row's stream did not hold its ``after`` version (the caller finds which)
         return [(before + i, 0) for i in range(1, len(rows) + 1)]
