@@ -5,9 +5,12 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass, field
-from typing import Any, Mapping, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, NamedTuple, Sequence
 
 from .errors import ValidationError
+
+if TYPE_CHECKING:
+    from .task import Task
 
 _SCOPE_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}\Z")
 
@@ -114,6 +117,9 @@ class AppendResult:
     events: tuple[RecordedEvent, ...]
     deduplicated: bool = False
     request_id: str | None = None
+    # The tasks after the events, of the streams an inline projection folded from the states they were decided
+    # from (``projection.DecidedStates``): the commands return these instead of folding the events again.
+    states: Mapping[tuple[Scope, str], Task] = field(default_factory=dict)
 
     @property
     def last_position(self) -> int:

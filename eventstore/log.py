@@ -248,11 +248,12 @@ class EventLog:
                                 recorded_at=meta["recordedAt"],
                             )
                         )
+                    states: dict[tuple[Scope, str], Task] = {}
                     for projection in self.projections:
                         # A DecidedStates projection takes the decided states; any other reads what it needs.
                         take_decided = getattr(projection, "apply_decided", None) if decided else None
                         if take_decided is not None:
-                            take_decided(conn, recorded, decided)
+                            states.update(take_decided(conn, recorded, decided) or {})
                         else:
                             projection.apply(conn, recorded)
                 break
@@ -275,7 +276,7 @@ class EventLog:
                     raise
         for scope, sid in scope_ids.items():
             self._remember_scope(scope, sid)
-        return AppendResult(tuple(recorded), request_id=request_id)
+        return AppendResult(tuple(recorded), request_id=request_id, states=states)
 
     def _validate(self, appends: Sequence[StreamAppend], request_id: str | None, namespace: str) -> None:
         _check_request(namespace, request_id)

@@ -34,7 +34,10 @@ class DecidedStates(Protocol):
     ``decided`` maps (scope, stream) to the task the stream's events were decided from. An entry is the stream's
     state before the events only when its version is the one before the stream's first event in ``events``
     (the append's expected version made it so, in this transaction); the projection checks that, and reads any
-    other stream as ``apply`` does. The result must be what ``apply`` would write.
+    other stream as ``apply`` does. What it writes must be what ``apply`` would write.
+
+    It returns the tasks after the events of the streams it folded from ``decided`` (by (scope, stream)), or None:
+    the append hands them back in ``AppendResult.states``, so that a command need not fold its events again.
     """
 
     name: str
@@ -43,7 +46,7 @@ class DecidedStates(Protocol):
 
     def apply_decided(
         self, conn: Connection, events: Sequence[RecordedEvent], decided: Mapping[tuple[Scope, str], Task]
-    ) -> None: ...
+    ) -> Mapping[tuple[Scope, str], Task] | None: ...
 
 
 @runtime_checkable

@@ -233,7 +233,8 @@ class TaskService:
                 continue
             if result.deduplicated:
                 return [self._task_at(scope, e.stream, e.version) for e in result.events]
-            return [fold([e], t) for e, t in zip(result.events, tasks)]  # type: ignore[misc]
+            states = result.states
+            return [states.get((scope, e.stream)) or fold([e], t) for e, t in zip(result.events, tasks)]  # type: ignore[misc]
         raise ConcurrencyError(f"{scope}", "a quiet moment", None, scope=scope)
 
     def terminate(
@@ -320,7 +321,8 @@ class TaskService:
                 continue
             if result.deduplicated:
                 return self._task_at(scope, task_id, result.events[-1].version)
-            return fold(result.events, decided[0])  # type: ignore[return-value]
+            after = result.states.get((scope, key))  # the task view's fold of the same events, when it made one
+            return after if after is not None else fold(result.events, decided[0])  # type: ignore[return-value]
         raise ConcurrencyError(f"{scope}/{key}", "a quiet moment", None, scope=scope, key=key)
 
     # -- queries -----------------------------------------------------------------------------------------------

@@ -329,7 +329,15 @@ class _ViewRead:
             self.one = f"SELECT {cols} FROM {table.name} WHERE scope_id = ? AND key = ?"
             self.many = ""
 
+    def values(self, conn: Connection, scope_id: int, keys: Sequence[str]) -> list[list[Any]]:
+        """The rows as value lists in the table's column order, JSON decoded."""
+        return decoded_rows(self._fetch(conn, scope_id, keys), [] if self.pg else self.json)
+
     def rows(self, conn: Connection, scope_id: int, keys: Sequence[str]) -> list[dict[str, Any]]:
+        names = self.names
+        return [dict(zip(names, v)) for v in self.values(conn, scope_id, keys)]
+
+    def _fetch(self, conn: Connection, scope_id: int, keys: Sequence[str]) -> list[Any]:
         if len(keys) == 1:
             got = driver_execute(conn, self.one, (scope_id, keys[0])).fetchall()
         elif self.pg:
@@ -341,30 +349,30 @@ class _ViewRead:
                 sql = f"SELECT {', '.join(self.names)} FROM {self.table.name} WHERE scope_id = ? AND key IN " \
                       f"({', '.join('?' * len(chunk))})"
                 got += driver_execute(conn, sql, (scope_id, *chunk)).fetchall()
-        names = self.names
-        out = [dict(zip(names, r)) for r in got]
-        if not self.pg:
-            for row in out:
-                for i in self.json:
-                    value = row[names[i]]
-                    if value is not None:
-                        row[names[i]] = orjson.loads(value)
-        return out
+        return got
 
 
 _VIEW_READ: dict[tuple[str, int], _ViewRead] = {}
 
 
-def view_rows(conn: Connection, table: Table, scope_id: int, keys: Sequence[str]) -> list[dict[str, Any]]:
-    """The rows of ``keys`` in one scope of the task view ``table`` (those that exist), as mappings of every
-    column, read with the driver directly (the commands' and the inline projection's one read per append)."""
-    if not keys:
-        return []
+def _view_read(conn: Connection, table: Table) -> _ViewRead:
     key = (conn.dialect.name, id(table))
     got = _VIEW_READ.get(key)
     if got is None or got.table is not table:
         got = _VIEW_READ[key] = _ViewRead(table, conn.dialect.name == "postgresql")
-    return got.rows(conn, scope_id, keys)
+    return got
+
+
+def view_rows(conn: Connection, table: Table, scope_id: int, keys: Sequence[str]) -> list[dict[str, Any]]:
+    """The rows of ``keys`` in one scope of the task view ``table`` (those that exist), as mappings of every
+    column, read with the driver directly."""
+    return _view_read(conn, table).rows(conn, scope_id, keys) if keys else []
+
+
+def view_values(conn: Connection, table: Table, scope_id: int, keys: Sequence[str]) -> list[list[Any]]:
+    """As ``view_rows``, each row as its values in the table's column order (for ``rows.task_builder``): the
+    commands' and the inline projection's one read per append, with no mapping made."""
+    return _view_read(conn, table).values(conn, scope_id, keys) if keys else []
 
 
 # -- one-statement reads: an unfiltered page with its total, a summary with what a check needs ------------------

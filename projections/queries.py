@@ -49,6 +49,7 @@ class TaskQueries:
         self.view = view
         self.counts_table = counts
         self._task_of_values = task_builder([c.name for c in view.columns])  # for the one-statement pages
+        self._at_key = [c.name for c in view.columns].index("key")
         self.scan_budget = scan_budget
         self.validator: Any = None  # set by the snapshot machinery for scopes above recount_limit
         self.recount_limit = RECOUNT_LIMIT  # above it, counts are validated by ``validator``, never by a recount
@@ -83,8 +84,9 @@ class TaskQueries:
         sid = self.log.scope_id(scope, conn)
         if sid is None:
             return out
-        for row in engine_sql.view_rows(conn, self.view, sid, keys):
-            out[row["key"]] = task_of(row, scope)
+        build, at_key = self._task_of_values, self._at_key
+        for values in engine_sql.view_values(conn, self.view, sid, keys):
+            out[values[at_key]] = build(values, scope)
         return out
 
     def scope_exists(self, scope: Scope) -> bool:

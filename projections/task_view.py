@@ -19,7 +19,7 @@ from eventstore.task import TASK_ADDED, evolve
 from . import engine_sql
 from .counts import Deltas, apply_deltas
 from .replay import SEED_SLOTS, SEED_STATE, seed_row, seed_row_fits
-from .rows import changed_row, row_of, task_of
+from .rows import changed_row, row_of, task_builder
 from .tables import scope_counts, task_view
 
 _KEY = ("scope_id", "key")
@@ -40,6 +40,8 @@ class TaskProjection:
         # with ``seed_row`` (the rebuild's fold, kept equal to ``evolve`` and ``row_of`` by a property test), when
         # it makes this view's rows: no Task, no row by name, no second encoding.
         self._seeds = seed_row_fits(view)
+        names = [c.name for c in view.columns]
+        self._task_of_values, self._at_key = task_builder(names), names.index("key")
         # Catch-up mode (rebuilds): an event the tables already reflect (its version is not above the row's) is
         # skipped, so batches may overlap. In both modes an event of a stream that does not start with TaskAdded
         # (not a task) is counted in ``skipped``.
@@ -51,18 +53,20 @@ class TaskProjection:
 
     def apply_decided(
         self, conn: Connection, events: Sequence[RecordedEvent], decided: Mapping[tuple[Scope, str], Task]
-    ) -> None:
+    ) -> dict[tuple[Scope, str], Task]:
         """As ``apply``, starting each stream from the task its events were decided from (an
-        ``eventstore.projection.DecidedStates``): no read of its row, when that task is the row's state."""
-        self._apply(conn, events, decided)
+        ``eventstore.projection.DecidedStates``): no read of its row, when that task is the row's state. Returns
+        those streams' tasks after the events."""
+        return self._apply(conn, events, decided)
 
     def _apply(
         self, conn: Connection, events: Sequence[RecordedEvent], decided: Mapping[tuple[Scope, str], Task] | None
-    ) -> None:
+    ) -> dict[tuple[Scope, str], Task]:
         # A TaskAdded at version 1 starts its stream: no row to read. One at a later version (a raw append to a
         # stream that exists) needs the row, to tell a task added again from a stream that was not a task's.
         wanted = {(e.scope_id, e.stream) for e in events if self.catch_up or e.type != TASK_ADDED or e.version > 1}
         known: dict[tuple[int, str], Task] = {}
+        from_decided: dict[tuple[int, str], tuple[Scope, str]] = {}
         if decided and not self.catch_up and wanted:
             # A decided task stands for the row only when it is the stream's state just before its first event
             # here: its version is that event's version minus one (the append checked the stream was there).
@@ -74,6 +78,7 @@ class TaskProjection:
                 task = decided.get((e.scope, e.stream))
                 if task is not None and task.version == e.version - 1 and task.scope == e.scope:
                     known[k] = task
+                    from_decided[k] = (e.scope, e.stream)
                     wanted.discard(k)
         known.update(self._load(conn, wanted))
         tasks: dict[tuple[int, str], Task] = {}
@@ -142,6 +147,7 @@ class TaskProjection:
             engine_sql.update_view_rows(conn, self.view, rows, columns)
         for scope_id, d in deltas.items():
             apply_deltas(conn, self.counts, scope_id, d)
+        return {name: tasks[k] for k, name in from_decided.items() if k in tasks}
 
     def _load(self, conn: Connection, keys: set[tuple[int, str]]) -> dict[tuple[int, str], Task]:
         out: dict[tuple[int, str], Task] = {}
@@ -152,8 +158,8 @@ class TaskProjection:
             by_scope.setdefault(sid, []).append(key)
         for sid, streams in by_scope.items():
             scope = self.log.scope_of(conn, sid)
-            for row in engine_sql.view_rows(conn, self.view, sid, streams):
-                out[(sid, row["key"])] = task_of(row, scope)
+            for values in engine_sql.view_values(conn, self.view, sid, streams):
+                out[(sid, values[self._at_key])] = self._task_of_values(values, scope)
         return out
 
 

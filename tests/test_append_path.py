@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import text
 
 from eventstore import ConcurrencyError, EventLog, Expect, NewEvent, Scope, State, StreamAppend, TaskNotFound
-from eventstore.task import TASK_TRANSITIONED
+from eventstore.task import TASK_TRANSITIONED, fold
 
 SCOPE = Scope("ws", "job")
 MARK = "2000-01-01T00:00:00.000000Z"
@@ -109,9 +109,13 @@ def test_the_task_projection_starts_from_a_decided_state_at_the_version_before(s
     # A decided state the row does not hold shows whether the projection read the row or took the decided one:
     # the transition makes the state's transition time the previous one.
     marked = replace(task, state_transition_time=MARK)
-    store.log.append([StreamAppend(SCOPE, "a", [_start_event(task)], task.version)], decided={(SCOPE, "a"): marked})
+    result = store.log.append(
+        [StreamAppend(SCOPE, "a", [_start_event(task)], task.version)], decided={(SCOPE, "a"): marked}
+    )
     row = _view_row(store, "a")
     assert (row["state"], row["version"], row["previous_state_transition_time"]) == ("starting", 2, MARK)
+    # The fold it made is handed back (what the commands return): the decided state with the event folded in.
+    assert result.states == {(SCOPE, "a"): fold(result.events, marked)}
 
 
 def test_the_task_projection_reads_the_row_when_a_decided_state_is_not_the_version_before(store):
@@ -120,13 +124,14 @@ def test_the_task_projection_reads_the_row_when_a_decided_state_is_not_the_versi
     b = store.queries.get_task(SCOPE, "b")
     wrong_version = replace(task, state_transition_time=MARK, version=task.version + 1)
     other_scope = replace(b, state_transition_time=MARK, scope=Scope("ws", "other"))
-    store.log.append(
+    result = store.log.append(
         [
             StreamAppend(SCOPE, "a", [_start_event(task)], task.version),
             StreamAppend(SCOPE, "b", [_start_event(b)], b.version),
         ],
         decided={(SCOPE, "a"): wrong_version, (SCOPE, "b"): other_scope},
     )
+    assert result.states == {}  # nothing was folded from a decided state
     for key, added in (("a", task), ("b", b)):
         row = _view_row(store, key)
         assert (row["state"], row["version"]) == ("starting", 2)
