@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{cfg.reps} timed repetitions after {cfg.warmup} warm-up (replay above 200,000 tasks: 3 after 1; list pages "
             f"and count summaries: {cfg.reps * SHORT_REPS_FACTOR} of {SHORT_OPS_PER_SAMPLE} operations each after "
             f"{cfg.warmup * SHORT_REPS_FACTOR}); "
-            f"bulk appends time {cfg.batches} batches per repetition, single transitions {cfg.singles}; "
+            f"bulk appends time {cfg.batches} batches per repetition, single transitions {cfg.sqlite_singles} on SQLite, {cfg.singles} on PostgreSQL; "
             f"engines: {', '.join(cfg.engines)}")
     meta = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),

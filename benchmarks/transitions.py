@@ -56,7 +56,7 @@ API = "TaskStore.transition"
 
 def run(ctx: Context, engine: str, size: int) -> list[Measurement]:
     cfg = ctx.cfg
-    per = cfg.singles
+    per = cfg.sqlite_singles if engine == SQLITE else cfg.singles
     count = (cfg.warmup + cfg.reps) * per
     goal = [Comparison(RAW, 0.5, "≥ 0.5× raw insert")]
     movers = ((RAW, _raw), (RAW_READ, _raw_read), (RAW_ALL, _raw_all), (LOG, _log), (API, _api))
