@@ -139,6 +139,20 @@ def test_the_task_projection_reads_the_row_when_a_decided_state_is_not_the_versi
     assert store.audit(SCOPE).ok
 
 
+def test_one_event_with_a_decided_state_that_is_not_the_version_before_reads_the_row(store):
+    """The one-event path of the projection (a transition) takes a decided state only at the version before."""
+    store.add_tasks(SCOPE, [{"id": "a"}])
+    task = store.queries.get_task(SCOPE, "a")
+    stale = replace(task, state_transition_time=MARK, version=task.version + 1)
+    result = store.log.append([StreamAppend(SCOPE, "a", [_start_event(task)], task.version)],
+                              decided={(SCOPE, "a"): stale})
+    row = _view_row(store, "a")
+    assert (row["state"], row["version"], row["previous_state_transition_time"]) == (
+        "starting", 2, task.state_transition_time)
+    assert result.states == {}
+    assert store.audit(SCOPE).ok
+
+
 def test_a_command_reads_decides_and_appends_in_one_transaction(store):
     store.add_tasks(SCOPE, [{"id": "a"}])
     begins = []
