@@ -14,7 +14,7 @@ from sqlalchemy import create_engine, make_url
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import StaticPool
 
-from .dialects import dialect_for
+from .dialects import Dialect, dialect_for
 
 DEFAULT_URL = "sqlite:///taskstore.db"
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -67,11 +67,12 @@ def open_engine(
 
 
 @contextmanager
-def write_transaction(engine: Engine) -> Iterator[Connection]:
-    """A write transaction on ``engine`` (``BEGIN IMMEDIATE`` on SQLite: the write lock before the first read);
-    commits on success, rolls back on any exception. ``EventLog.writing`` is this on the log's engine."""
+def write_transaction(engine: Engine, dialect: Dialect | None = None) -> Iterator[Connection]:
+    """A write transaction on a connection of ``engine``'s pool (``BEGIN IMMEDIATE`` on SQLite: the write lock
+    before the first read); commits on success, rolls back on any exception. ``EventLog.writing`` uses it when
+    its held connection is taken."""
     with engine.connect() as conn:
-        dialect_for(engine).begin_write(conn)
+        (dialect or dialect_for(engine)).begin_write(conn)
         with conn.begin():
             yield conn
 

@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.pool import StaticPool
 
 from .dialects import dialect_for
+from .engine import write_transaction
 from .held_writer import HeldWriter
 from .errors import ConcurrencyError, IdempotencyConflict, ValidationError
 from .events import (
@@ -128,10 +129,8 @@ class EventLog:
             finally:
                 self._writer.release()  # type: ignore[union-attr]
             return
-        with self.engine.connect() as conn:
-            self.dialect.begin_write(conn)
-            with conn.begin():
-                yield conn
+        with write_transaction(self.engine, self.dialect) as conn:
+            yield conn
 
     @contextmanager
     def reading(self) -> Iterator[Connection]:

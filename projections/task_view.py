@@ -25,6 +25,13 @@ from .tables import scope_counts, task_view
 _KEY = ("scope_id", "key")
 
 
+def _decided_before(decided: Mapping[tuple[Scope, str], Task], e: RecordedEvent) -> Task | None:
+    """The task ``e``'s stream was decided from, when it is the stream's state just before ``e``: its version is
+    the one before (the append checked the stream holds it) and its scope is the event's; else None."""
+    task = decided.get((e.scope, e.stream))
+    return task if task is not None and task.version == e.version - 1 and task.scope == e.scope else None
+
+
 class TaskProjection:
     """An ``InlineProjection`` that keeps the task view and the count summaries."""
 
@@ -59,8 +66,8 @@ class TaskProjection:
         those streams' tasks after the events."""
         if len(events) == 1 and not self.catch_up and events[0].type != TASK_ADDED:
             e = events[0]
-            task = decided.get((e.scope, e.stream))
-            if task is not None and task.version == e.version - 1 and task.scope == e.scope:
+            task = _decided_before(decided, e)
+            if task is not None:
                 return {(e.scope, e.stream): self._apply_one(conn, e, task)}
         return self._apply(conn, events, decided)
 
@@ -92,8 +99,8 @@ class TaskProjection:
                 first.setdefault((e.scope_id, e.stream), e)
             for k in list(wanted):
                 e = first[k]
-                task = decided.get((e.scope, e.stream))
-                if task is not None and task.version == e.version - 1 and task.scope == e.scope:
+                task = _decided_before(decided, e)
+                if task is not None:
                     known[k] = task
                     from_decided[k] = (e.scope, e.stream)
                     wanted.discard(k)
