@@ -606,22 +606,6 @@ def copy_rows_in_database(conn: Connection, columns: Sequence[str], *, source: s
     return last
 
 
-def stream_rows(conn: Connection, columns: Sequence[str], table: str, key: str, key_id: int,
-                batch: int) -> Iterator[list[tuple]]:
-    """A scope's rows as the driver returns them (JSON left as text on SQLite), ``batch`` at a time."""
-    result = conn.exec_driver_sql(f"SELECT {', '.join(columns)} FROM {table} WHERE {key} = ?", (key_id,))
-    while rows := result.fetchmany(batch):
-        yield rows
-
-
-def insert_raw(conn: Connection, columns: Sequence[str], table: str, key: str, key_id: int,
-               rows: list[tuple]) -> None:
-    marks = ", ".join("?" for _ in range(len(columns) + 1))
-    conn.exec_driver_sql(
-        f"INSERT INTO {table} ({key}, {', '.join(columns)}) VALUES ({marks})", [(key_id, *r) for r in rows]
-    )
-
-
 # -- swapping rebuilt tables in ---------------------------------------------------------------------------------
 
 

@@ -21,8 +21,9 @@ background thread of the store (the default), by ``take_due()``, or by ``tasksto
 
 Cost to writers. On PostgreSQL a full snapshot is one ``INSERT ... SELECT`` in a REPEATABLE READ transaction: it
 blocks no writer. On SQLite, a small scope (``chunk`` tasks or fewer) is copied in one write transaction; a larger
-one is read from one read transaction (WAL: a consistent state that writers do not disturb) and written in write
-transactions of ``chunk`` rows, so appends wait at most for one chunk.
+one is copied inside the database (``INSERT ... SELECT``) in write transactions of ``chunk`` rows, so appends wait
+at most for one chunk, and the last transaction copies again the rows of tasks that moved meanwhile: the snapshot is
+the scope at that transaction's position.
 """
 
 from __future__ import annotations
@@ -35,11 +36,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, func, insert, literal, select, update
 from sqlalchemy.engine import Connection
 
 from eventstore import EventLog, RecordedEvent, Scope, State, Task
-from eventstore.schema import scopes
+from eventstore.schema import events, scopes
 
 from . import engine_sql
 from .engine_sql import Point, consistent, point_of
@@ -346,7 +347,7 @@ class Snapshots:
             with self.log.writing() as conn:
                 self._check_version(conn)
                 return self._full_in(conn, sid)
-        return self._full_streamed(sid, cancelled)
+        return self._full_chunked(sid, cancelled)
 
     def _full_in(self, conn: Connection, sid: int) -> Snapshot | None:
         position = last_position(conn, sid)
@@ -365,29 +366,68 @@ class Snapshots:
         )
         return self._finish(conn, new_id, states, slots)
 
-    def _full_streamed(self, sid: int, cancelled: Callable[[], bool] | None) -> Snapshot | None:
-        """SQLite, a large scope: read one consistent state, write it ``chunk`` rows per write transaction."""
-        with self.log.reading() as rconn:
-            self._check_version(rconn)
-            position = last_position(rconn, sid)  # the read transaction's state is fixed from here on
-            if not position:
-                return None
-            point = point_of(rconn, position)
-            states, slots = counts_of_row(self._counts_row(rconn, sid))
-            with self.log.writing() as w:
-                new_id = w.execute(
-                    insert(scope_snapshots)
-                    .values(self._header(sid, FULL, point, states, slots, verified=False, detail="", complete=False))
-                    .returning(scope_snapshots.c.id)
-                ).scalar_one()
-            for rows in engine_sql.stream_rows(rconn, SNAPSHOT_COLUMNS, task_view.name, "scope_id", sid, self.chunk):
-                if cancelled is not None and cancelled():
-                    self._delete(new_id)
-                    return None
-                with self.log.writing() as w:
-                    engine_sql.insert_raw(w, SNAPSHOT_COLUMNS, snapshot_tasks.name, "snapshot_id", new_id, rows)
+    def _full_chunked(self, sid: int, cancelled: Callable[[], bool] | None) -> Snapshot | None:
+        """SQLite, a large scope: copied inside the database ``chunk`` rows (in key order) per write transaction, so
+        that appends wait for one chunk at most; then made the scope's state at the position of the last
+        transaction, in it: the rows of the tasks with events after the first chunk was copied are copied again.
+
+        SQLite has one writer at a time and numbers events in commit order, so a row copied in one transaction and
+        not moved by any event after it is the same row in every later transaction.
+        """
         with self.log.writing() as w:
+            self._check_version(w)
+            first = last_position(w, sid)
+            if not first:
+                return None
+            states, slots = counts_of_row(self._counts_row(w, sid))
+            header = self._header(sid, FULL, point_of(w, first), states, slots, verified=False, detail="",
+                                  complete=False)
+            new_id = w.execute(insert(scope_snapshots).values(header).returning(scope_snapshots.c.id)).scalar_one()
+            after = self._copy_chunk(w, sid, new_id, None)
+        while after is not None:
+            if cancelled is not None and cancelled():
+                self._delete(new_id)
+                return None
+            with self.log.writing() as w:
+                self._check_version(w)
+                after = self._copy_chunk(w, sid, new_id, after)
+        with self.log.writing() as w:
+            self._check_version(w)
+            position = last_position(w, sid)
+            if position > first:
+                moved = list(w.execute(
+                    select(events.c.stream).distinct().where(events.c.scope_id == sid, events.c.position > first)
+                ).scalars())
+                c = snapshot_tasks.c
+                for i in range(0, len(moved), 500):
+                    keys = moved[i : i + 500]
+                    w.execute(delete(snapshot_tasks).where(c.snapshot_id == new_id, c.key.in_(keys)))
+                    w.execute(
+                        insert(snapshot_tasks).from_select(
+                            ["snapshot_id", *SNAPSHOT_COLUMNS],
+                            select(literal(new_id), *(task_view.c[n] for n in SNAPSHOT_COLUMNS)).where(
+                                task_view.c.scope_id == sid, task_view.c.key.in_(keys)
+                            ),
+                        )
+                    )
+            states, slots = counts_of_row(self._counts_row(w, sid))
+            point = point_of(w, position)
+            header = self._header(sid, FULL, point, states, slots, verified=False, detail="", complete=False)
+            w.execute(
+                update(scope_snapshots).where(scope_snapshots.c.id == new_id).values(
+                    {k: header[k] for k in ("position", "snapshot_xmin", "visibility", "tasks", "counts")}
+                )
+            )
             return self._finish(w, new_id, states, slots)
+
+    def _copy_chunk(self, conn: Connection, sid: int, snapshot_id: int, after: str | None) -> str | None:
+        """The scope's next ``chunk`` task rows after key ``after`` into the snapshot; their last key (None: none
+        was left)."""
+        return engine_sql.copy_rows_in_database(
+            conn, SNAPSHOT_COLUMNS, source=task_view.name, source_key="scope_id", source_id=sid,
+            target=snapshot_tasks.name, target_key="snapshot_id", target_id=snapshot_id, after=after,
+            limit=self.chunk,
+        )
 
     # -- the schedule ----------------------------------------------------------------------------------------------
 

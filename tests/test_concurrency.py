@@ -580,9 +580,10 @@ def test_sqlite_reads_in_a_transaction_see_one_snapshot_and_plain_connections_be
         log.engine.dispose()
 
 
-def test_sqlite_writers_share_the_held_connection_only_when_it_is_free(tmp_path):
-    """One writer at a time gets the log's held connection; a writer that finds it taken (another thread's
-    transaction is open on it) writes on a connection of its own, waiting for SQLite's write lock as before."""
+def test_sqlite_writers_of_one_process_take_turns_on_the_held_connection(tmp_path):
+    """A writer of another thread waits for the log's held connection while a transaction is open on it, and gets
+    it when that transaction ends; a nested transaction of the thread that holds it gets a connection of the pool
+    at once (waiting for the held one would wait for itself)."""
     log = _sqlite_log(tmp_path)
     one = [StreamAppend(SCOPE, "a", [NewEvent("Noted", {})], Expect.ANY)]
     seen: list[Any] = []
@@ -590,7 +591,7 @@ def test_sqlite_writers_share_the_held_connection_only_when_it_is_free(tmp_path)
 
     def other() -> None:
         inside.wait(10)
-        with log.writing() as conn:  # the held connection is taken: a pooled one, once the lock is free
+        with log.writing() as conn:  # the held connection, once the first writer is done with it
             seen.append(conn)
             conn.execute(text("SELECT 1"))
         done.set()
@@ -603,9 +604,12 @@ def test_sqlite_writers_share_the_held_connection_only_when_it_is_free(tmp_path)
         with log.writing() as again:
             assert again is first  # free again: the same held connection
             inside.set()
-            assert not done.wait(0.3)  # the other writer waits for the write lock, on its own connection
+            assert not done.wait(0.3)  # the other writer waits
+            started = time.monotonic()
+            assert log._writer.acquire() is None  # nested, in this thread: no wait for the held connection
+            assert time.monotonic() - started < 1
         thread.join(10)
-        assert done.is_set() and seen and seen[0] is not first
+        assert done.is_set() and seen == [first]
         log.append(one)
         with log.writing() as after:
             assert after is first
@@ -636,8 +640,9 @@ def test_sqlite_a_held_connection_is_replaced_when_invalidated_and_given_back_on
 
 
 def test_sqlite_a_forked_process_writes_on_its_own_connection(tmp_path):
-    """A process forked from one that holds a writing connection (the rebuild's seeding workers are) never
-    uses its parent's database handle: it makes its own, and both processes' appends land."""
+    """A process forked from one that holds a writing connection (the rebuild's seeding workers are) never uses
+    its parent's database handle, nor waits for its parent's writers' turns: it makes its own, and both processes'
+    appends land."""
     import multiprocessing
 
     from projections.seeding import can_fork
@@ -650,15 +655,25 @@ def test_sqlite_a_forked_process_writes_on_its_own_connection(tmp_path):
 
         def child() -> None:
             log.engine.dispose(close=False)
+            started = time.monotonic()
             log.append([StreamAppend(SCOPE, "child", [NewEvent("Noted", {})], Expect.ANY)])
+            if time.monotonic() - started > 5:
+                os._exit(4)  # it waited for the parent's lock
             with log.writing() as conn:
                 os._exit(0 if conn is not held else 3)
 
         with log.writing() as held:
             pass
-        proc = multiprocessing.get_context("fork").Process(target=child)
-        proc.start()
-        proc.join(30)
+        # Forked while the parent's turn lock is taken (as by a thread of the parent between its statements; a fork
+        # inside an open SQLite transaction is not safe at all): the child must not wait for that lock.
+        log._writer.wait = 10  # (a child that waited for it would give up after this, not after 30 s)
+        log._writer._lock.acquire()
+        try:
+            proc = multiprocessing.get_context("fork").Process(target=child)
+            proc.start()
+            proc.join(30)
+        finally:
+            log._writer._lock.release()
         assert proc.exitcode == 0
         log.append([StreamAppend(SCOPE, "parent", [NewEvent("Noted", {})], Expect.ANY)])
         with log.writing() as conn:

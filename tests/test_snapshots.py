@@ -173,7 +173,7 @@ def test_a_background_thread_takes_due_snapshots(database):
 
 
 def test_a_large_scope_is_copied_in_chunks_and_old_snapshots_are_pruned(store):
-    store.snapshots.chunk = 7  # SQLite: 30 tasks are read in one transaction and written 7 rows at a time
+    store.snapshots.chunk = 7  # SQLite: 30 tasks are copied 7 rows per write transaction
     simulate(store, JOB, 30, seed=3)
     taken = [store.snapshot(JOB) for _ in range(3)]
     assert all(s.verified and s.tasks == 30 for s in taken)
@@ -192,6 +192,44 @@ def test_a_large_scope_is_copied_in_chunks_and_old_snapshots_are_pruned(store):
     with store.engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM scope_snapshots WHERE NOT complete")).scalar_one() == 0
     assert rows(from_snapshot(store, JOB, taken[-1])) == rows(full_replay(store, JOB))
+
+
+def test_a_large_scope_copied_while_appends_go_on_is_the_scope_at_the_snapshots_position(store):
+    """On SQLite a large scope is copied chunk by chunk, and appends go on between the chunks: tasks added before
+    and after the copied keys, tasks moved in chunks already copied and in chunks still to come. The snapshot is
+    still exactly the scope at its position (on PostgreSQL it is one statement, and nothing runs in between)."""
+    store.snapshots.chunk = 7
+    simulate(store, JOB, 30, seed=4)
+    start = full_replay(store, JOB)
+    unfinished = sorted(t.task_id for t in start.tasks.values() if t.state not in (State.SUCCEEDED, State.FAILED,
+                                                                                    State.CANCELLED))
+    assert len(unfinished) >= 2  # one in the first chunk, one in a later one
+    calls = itertools.count()
+
+    def meanwhile() -> bool:
+        i = next(calls)
+        store.add_tasks(JOB, [{"id": f"a-{i}"}, {"id": f"z-{i}"}])  # keys before and after every task's
+        if i:
+            store.transition_many(JOB, [(f"a-{i - 1}", "running"), (f"z-{i - 1}", "running")])
+        if unfinished:
+            store.terminate(JOB, unfinished.pop(0 if i % 2 else -1))
+        return False
+
+    snap = store.snapshots.take(JOB, FULL, cancelled=meanwhile)
+    copied_between = next(calls)
+    if store.engine.dialect.name == "sqlite":
+        assert copied_between >= 4  # 30 tasks and more, 7 per chunk
+    with consistent(store.log) as conn:
+        sid = store.log.scope_id(JOB, conn)
+        assert snap.position == last_position(conn, sid)
+        at_snapshot = ScopeFold(JOB, sid)
+        for key, (task, position) in store.snapshots.task_rows(conn, snap, JOB).items():
+            at_snapshot.tasks[key] = task
+            at_snapshot.positions[key] = position
+    replayed = full_replay(store, JOB, upto=snap.position)
+    assert rows(at_snapshot) == rows(replayed)
+    assert snap.verified and snap.tasks == len(replayed.tasks) == 30 + 2 * copied_between
+    assert {s: n for s, n in snap.states.items() if n} == dict(+tally(replayed.tasks.values())[0])
 
 
 # -- versions ----------------------------------------------------------------------------------------------------
