@@ -561,12 +561,18 @@ class EventLog:
         return Batch(found, found[-1].checkpoint if found else after)
 
     def iter_all(self, after: Checkpoint = START, *, batch_size: int = 1000) -> Iterator[RecordedEvent]:
+        """The whole log after ``after``, read ``batch_size`` rows per read transaction, each event decoded as it
+        is taken: a reader that does not keep the events never holds more than one batch of rows (strings and
+        numbers, which the garbage collector does not track) and the event in hand."""
         while True:
-            batch = self.read_all(after, limit=batch_size)
-            yield from batch.events
-            if len(batch.events) < batch_size:
+            with self.reading() as conn:
+                rows = self.dialect.read_log(conn, after.as_tuple(), batch_size)
+                for sid in {r[2] for r in rows} - self._scopes.keys():
+                    self.scope_of(conn, sid)
+            yield from self._decoded(None, rows)
+            if len(rows) < batch_size:
                 return
-            after = batch.checkpoint
+            after = Checkpoint(rows[-1][1] or 0, rows[-1][0])
 
     def head(self) -> Checkpoint:
         """The checkpoint of the last event a reader may read now."""
@@ -615,14 +621,16 @@ class EventLog:
             return self._decode_rows(conn, rows)
 
     def _decode_rows(self, conn: Connection, rows: Sequence[tuple]) -> list[RecordedEvent]:
+        return list(self._decoded(conn, rows))
+
+    def _decoded(self, conn: Connection | None, rows: Sequence[tuple]) -> Iterator[RecordedEvent]:
+        """``decode_rows``'s events one by one; without ``conn``, every row's scope must be known already."""
         loads = orjson.loads
         current = self.upcasters.current_versions()
         upcast = self.upcasters.upcast
         scopes_ = self._scopes
         new = tuple.__new__
         metas: dict[Any, Any] = {}
-        out: list[RecordedEvent] = []
-        add = out.append
         for position, txid, scope_id, stream, version, type_, schema_version, data, metadata in rows:
             data = loads(data)
             if schema_version < current.get(type_, 1):
@@ -630,10 +638,9 @@ class EventLog:
             meta = metas.get(metadata)
             if meta is None:
                 meta = metas[metadata] = loads(metadata)
-            scope = scopes_.get(scope_id) or self.scope_of(conn, scope_id)
-            add(new(RecordedEvent, (position, scope, stream, version, type_, schema_version, data, meta, txid or 0,
-                                    scope_id)))
-        return out
+            scope = scopes_.get(scope_id) or self.scope_of(conn, scope_id)  # type: ignore[arg-type]
+            yield new(RecordedEvent, (position, scope, stream, version, type_, schema_version, data, meta, txid or 0,
+                                      scope_id))
 
     def decode(self, conn: Connection, r: Row) -> RecordedEvent:
         """A row of ``EVENT_COLUMNS`` as readers see it: its scope, and its data upcast to the current shape."""

@@ -390,6 +390,19 @@ def test_read_all_in_batches_with_checkpoints(log, engine):
     assert [e.data["n"] for e in log.iter_all(seen[4].checkpoint)] == list(range(5, 11)) + ["late"]
 
 
+def test_iter_all_of_a_log_opened_afresh_names_every_scope_and_equals_read_all(log, engine):
+    """``iter_all`` decodes each event as it is taken, after its batch's read transaction has ended: a log object
+    that has not met the scopes yet (a new process) finds them while the transaction is open."""
+    for i in range(9):
+        log.append([StreamAppend(scope(f"j{i % 3}"), f"s{i % 2}", [ev(i)], Expect.ANY)])
+    settle(log)
+    fresh = EventLog(engine)
+    assert fresh._scopes == {}
+    lazily = list(fresh.iter_all(batch_size=2))
+    assert lazily == log.read_all(limit=100).events
+    assert [e.scope for e in lazily] == [scope(f"j{i % 3}") for i in range(9)]
+
+
 def test_read_all_of_an_empty_log(log):
     batch = log.read_all()
     assert batch.events == [] and batch.checkpoint == START
