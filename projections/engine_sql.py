@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import JSON, Table, text
+from sqlalchemy import JSON, Table, bindparam, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import StaticPool
 
@@ -580,12 +580,17 @@ def single_connection(engine: Engine) -> bool:
 
 def copy_rows_in_database(conn: Connection, columns: Sequence[str], *, source: str, source_key: str,
                           source_id: int, target: str, target_key: str, target_id: int,
-                          after: str | None = None, limit: int | None = None) -> str | None:
+                          after: str | None = None, limit: int | None = None,
+                          keys: Sequence[str] | None = None) -> str | None:
     """INSERT ... SELECT a scope's (or a snapshot's) task rows into another table, renaming the key column; with
-    ``limit``, one chunk in key order after ``after``, returning the chunk's last key (None when none was left)."""
+    ``limit``, one chunk in key order after ``after``, returning the chunk's last key (None when none was left);
+    with ``keys``, only the rows of those keys."""
     cols = ", ".join(columns)
     where = f"{source_key} = :sid"
     params: dict[str, Any] = {"sid": source_id, "tid": target_id}
+    if keys is not None:
+        where += " AND key IN :keys"
+        params["keys"] = list(keys)
     if after is not None:
         where += " AND key > :after"
         params["after"] = after
@@ -599,10 +604,10 @@ def copy_rows_in_database(conn: Connection, columns: Sequence[str], *, source: s
             return None
         where += " AND key <= :last"
         params["last"] = last
-    conn.execute(
-        text(f"INSERT INTO {target} ({target_key}, {cols}) SELECT :tid, {cols} FROM {source} WHERE {where}"),
-        {k: v for k, v in params.items() if k != "n"},
-    )
+    statement = text(f"INSERT INTO {target} ({target_key}, {cols}) SELECT :tid, {cols} FROM {source} WHERE {where}")
+    if keys is not None:
+        statement = statement.bindparams(bindparam("keys", expanding=True))
+    conn.execute(statement, {k: v for k, v in params.items() if k != "n"})
     return last
 
 

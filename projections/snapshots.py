@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, insert, literal, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import Connection
 
 from eventstore import EventLog, RecordedEvent, Scope, State, Task
@@ -402,14 +402,7 @@ class Snapshots:
                 for i in range(0, len(moved), 500):
                     keys = moved[i : i + 500]
                     w.execute(delete(snapshot_tasks).where(c.snapshot_id == new_id, c.key.in_(keys)))
-                    w.execute(
-                        insert(snapshot_tasks).from_select(
-                            ["snapshot_id", *SNAPSHOT_COLUMNS],
-                            select(literal(new_id), *(task_view.c[n] for n in SNAPSHOT_COLUMNS)).where(
-                                task_view.c.scope_id == sid, task_view.c.key.in_(keys)
-                            ),
-                        )
-                    )
+                    self._copy_chunk(w, sid, new_id, None, keys=keys)
             states, slots = counts_of_row(self._counts_row(w, sid))
             point = point_of(w, position)
             header = self._header(sid, FULL, point, states, slots, verified=False, detail="", complete=False)
@@ -420,13 +413,14 @@ class Snapshots:
             )
             return self._finish(w, new_id, states, slots)
 
-    def _copy_chunk(self, conn: Connection, sid: int, snapshot_id: int, after: str | None) -> str | None:
-        """The scope's next ``chunk`` task rows after key ``after`` into the snapshot; their last key (None: none
-        was left)."""
+    def _copy_chunk(self, conn: Connection, sid: int, snapshot_id: int, after: str | None,
+                    keys: Sequence[str] | None = None) -> str | None:
+        """The scope's next ``chunk`` task rows after key ``after`` into the snapshot, returning their last key
+        (None: none was left); with ``keys``, the rows of those keys instead."""
         return engine_sql.copy_rows_in_database(
             conn, SNAPSHOT_COLUMNS, source=task_view.name, source_key="scope_id", source_id=sid,
             target=snapshot_tasks.name, target_key="snapshot_id", target_id=snapshot_id, after=after,
-            limit=self.chunk,
+            limit=None if keys is not None else self.chunk, keys=keys,
         )
 
     # -- the schedule ----------------------------------------------------------------------------------------------
