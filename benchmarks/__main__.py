@@ -13,20 +13,18 @@ import sys
 import tempfile
 import time
 import traceback
-from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from . import report
+from . import report, runs
 from .harness import (
     POSTGRESQL,
     SHORT_OPS_PER_SAMPLE,
     SQLITE_MAX_SIZE,
     SHORT_REPS_FACTOR,
-    Comparison,
     Context,
     Databases,
     Measurement,
@@ -67,8 +65,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--engines", nargs="+", choices=["sqlite", "postgresql"], metavar="ENGINE",
                    help="run on these engines only (sqlite, postgresql; PostgreSQL needs --pg); default: every one")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="the report (charts go beside it)")
-    p.add_argument("--render", type=Path, metavar="JSON",
-                   help="only write the report again from the results.json a run left beside its report")
+    p.add_argument("--render", type=Path, nargs="+", metavar="JSON",
+                   help="only write the report again from the results.json a run left beside its report; with "
+                        "several, one report of those runs (the same code and mode, nothing measured twice)")
     p.add_argument("--budget", type=float, metavar="SECONDS",
                    help="soft time bound: steps not started by then are skipped and reported as such")
     return p.parse_args(argv)
@@ -78,19 +77,21 @@ def _terminate(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
-def render(source: Path, out: Path) -> int:
-    """Write the report again from a run's results.json (after a change to the report's presentation)."""
-    dump = json.loads(source.read_text())
-    results = []
-    for r in dump["results"]:
-        r["comparisons"] = [Comparison(**c) for c in r["comparisons"]]
-        if r.get("limit") is not None:
-            r["limit"] = tuple(r["limit"])
-        results.append(Measurement(**r))
-    questions = [q for q in QUESTIONS if q.KEY in dump["questions"]]
-    meta = dump["meta"]
-    meta["load"] = tuple(meta["load"])
-    files = report.write(out, results, questions, meta=meta, notes=dump["notes"])
+def render(sources: list[Path], out: Path) -> int:
+    """Write the report again from a run's results.json (after a change to the report's presentation), or one report
+    from several runs of the same code (``runs.merge``: a full-mode run of every size is longer than one sitting);
+    the merged results.json is written beside the report."""
+    try:
+        got = runs.merge([runs.load(p) for p in sources])
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"python -m benchmarks --render: {exc}", file=sys.stderr)
+        return 2
+    questions = [q for q in QUESTIONS if q.KEY in got["questions"]]
+    if len(sources) > 1:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        dumped = runs.dump(got["runs"], got["notes"], got["questions"], got["results"])
+        (out.parent / "results.json").write_text(json.dumps(dumped, indent=1, ensure_ascii=False))
+    files = report.write(out, got["results"], questions, runs=got["runs"], notes=got["notes"])
     print(f"wrote {', '.join(str(f) for f in files)}")
     return 0
 
@@ -196,15 +197,15 @@ def main(argv: list[str] | None = None) -> int:
         "elapsed": elapsed,
         "build": sum(builds.values()),
         "code": code_version(),
+        "trees": runs.code_trees(Path(__file__).resolve().parent.parent),
         "load": (load_start, os.getloadavg()[0]),
         "cpu": time.process_time(),
         "spent": spent,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    dump = {"meta": meta, "notes": ctx.notes, "questions": [q.KEY for q in questions],
-            "results": [asdict(m) for m in results]}
+    dump = runs.dump([meta], ctx.notes, [q.KEY for q in questions], results)
     (args.out.parent / "results.json").write_text(json.dumps(dump, indent=1, ensure_ascii=False))
-    files = report.write(args.out, results, questions, meta=meta, notes=ctx.notes)
+    files = report.write(args.out, results, questions, runs=[meta], notes=ctx.notes)
     console.print(f"wrote {', '.join(str(f) for f in files)} in {elapsed:.0f} s")
     return 0
 

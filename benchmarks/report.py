@@ -194,16 +194,37 @@ def chart(ms: Sequence[Measurement], key: str, title: str, path: Path) -> bool:
     return True
 
 
+def _run_lines(run: dict[str, Any], bullet: str) -> list[str]:
+    """What the report says of one run: when, where, which code, the command, the mode, how long, the load."""
+    m_ = run["machine"]
+    return [
+        f"{bullet}**Date**: {run['date']}",
+        f"{bullet}**Machine**: {m_['cores']} cores ({m_.get('cpu', '?')}), {m_['memory']} memory, {m_['os']}; "
+        f"Python {m_['python']}, SQLite {m_['sqlite']}" + (f", {run['pg_version']}" if run.get("pg_version") else ""),
+        f"{bullet}**Code**: {run['code']}",
+        f"{bullet}**Command**: `{run['command']}`",
+        f"{bullet}**Mode**: {run['mode']}",
+        f"{bullet}**Run time**: {run['elapsed']:.0f} s wall, {run['cpu']:.0f} s of CPU in this process (job templates "
+        f"built in {run['build']:.0f} s of it)"
+        + ("; by question, templates built for it included: " + ", ".join(
+            f"{k} {v:.0f} s" for k, v in run["spent"].items()) if run.get("spent") else ""),
+        f"{bullet}**Load average** (1 min) at start and end: {run['load'][0]:.2f}, {run['load'][1]:.2f}"
+        + (" (other processes shared the machine: absolute times are noisier than ratios)"
+           if max(run["load"]) > 0.5 * int(m_["cores"]) else ""),
+    ]
+
+
 def write(
     path: Path,
     ms: Sequence[Measurement],
     questions: Sequence[ModuleType],
     *,
-    meta: dict[str, Any],
+    runs: Sequence[dict[str, Any]],
     notes: dict[str, list[str]],
 ) -> list[Path]:
     """Write RESULTS.md and the charts beside it (when matplotlib, of the ``bench`` extra, is installed); returns the
-    files written."""
+    files written. ``runs``: the description of the run the measurements come from, or of each of several merged
+    runs (``runs.py``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         import matplotlib  # noqa: F401
@@ -211,27 +232,22 @@ def write(
     except ImportError:
         can_draw = False
     written = [path]
-    m_ = meta["machine"]
-    lines = [
-        "# taskstore benchmark results",
-        "",
-        f"- **Date**: {meta['date']}",
-        f"- **Machine**: {m_['cores']} cores ({m_.get('cpu', '?')}), {m_['memory']} memory, {m_['os']}; "
-        f"Python {m_['python']}, SQLite {m_['sqlite']}" + (f", {meta['pg_version']}" if meta.get("pg_version") else ""),
-        f"- **Code**: {meta['code']}",
-        f"- **Command**: `{meta['command']}`",
-        f"- **Mode**: {meta['mode']}",
-        f"- **Run time**: {meta['elapsed']:.0f} s wall, {meta['cpu']:.0f} s of CPU in this process (job templates "
-        f"built in {meta['build']:.0f} s of it)"
-        + ("; by question, templates built for it included: " + ", ".join(
-            f"{k} {v:.0f} s" for k, v in meta["spent"].items()) if meta.get("spent") else ""),
-        f"- **Load average** (1 min) at start and end: {meta['load'][0]:.2f}, {meta['load'][1]:.2f}"
-        + (" (other processes shared the machine: absolute times are noisier than ratios)"
-           if max(meta["load"]) > 0.5 * int(m_["cores"]) else ""),
+    one = len(runs) == 1
+    lines = ["# taskstore benchmark results", ""]
+    if one:
+        lines += _run_lines(runs[0], "- ")
+    else:
+        lines += [(f"- **Runs**: {len(runs)} runs of the same code, in the same mode, merged into this report by "
+                   "`python -m benchmarks --render` (every figure comes from one of them, measured side by side with "
+                   "its baseline in that run):"), ""]
+        for n, run in enumerate(runs, 1):
+            lines += ([""] if n > 1 else []) + [f"{n}. Run {n}:"] + _run_lines(run, "   - ")
+    lines += [
         *([] if can_draw else ["- **Charts**: not drawn (matplotlib is not installed: `pip install -e '.[bench]'`)"]),
         "",
-        "Every figure below was measured in this one run, on this machine, side by side with its baseline: the ratio "
-        "is what matters, the absolute times only describe this machine. Each row is the median of several "
+        f"Every figure below was measured in {'this one run' if one else 'one run'}, on "
+        f"{'this machine' if one else 'the machine that run names'}, side by side with its baseline: the ratio "
+        "is what matters, the absolute times only describe the machine. Each row is the median of several "
         "repetitions after a warm-up; min and max show the spread. *Ratio to baseline* is this operation's rate "
         "divided by the baseline's rate (above 1: faster than the baseline). Each benchmark runs on a database of "
         "its own (a temporary SQLite file; on PostgreSQL a fresh schema, dropped afterwards) that already holds a "

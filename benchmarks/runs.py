@@ -1,0 +1,115 @@
+"""A run's ``results.json``: what it holds, reading it back, and merging several runs into one report.
+
+A full-mode run of every question at every size takes longer than one sitting allows, so the published report may be
+made of several runs (a size or an engine each) of the same code, on the same kind of machine: ``python -m benchmarks
+--render A/results.json B/results.json --out C/RESULTS.md``. Every comparison still comes from one run (a
+measurement and its baseline are always measured side by side); the merge refuses runs of different code (the git
+trees of the measured packages differ, or either run had uncommitted changes in them), runs of different modes
+(quick, full, smoke), and runs that measured the same thing twice. The report lists every run it was made from.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from .harness import Comparison, Measurement
+
+# The packages whose speed the benchmark measures: two runs are of the same code when these trees are equal.
+MEASURED = ("eventstore", "projections", "taskstore", "api")
+
+
+class MergeRefused(ValueError):
+    """The runs cannot make one report; the message says why."""
+
+
+def code_trees(root: Path) -> dict[str, str] | None:
+    """The git tree id of each measured package at HEAD, or None when they are not as committed (uncommitted
+    changes in them) or this is not a git checkout."""
+    try:
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", *MEASURED], cwd=root, capture_output=True,
+                               text=True, check=True).stdout.strip()
+        if dirty:
+            return None
+        ids = subprocess.run(["git", "rev-parse", *(f"HEAD:{p}" for p in MEASURED)], cwd=root, capture_output=True,
+                             text=True, check=True).stdout.split()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return dict(zip(MEASURED, ids, strict=True))
+
+
+def dump(runs: list[dict[str, Any]], notes: dict[str, list[str]], questions: list[str],
+         results: list[Measurement]) -> dict[str, Any]:
+    """What ``results.json`` holds: the runs' descriptions (one for a run, several for a merge), the notes, the
+    questions asked and every measurement."""
+    return {"runs": runs, "notes": notes, "questions": questions, "results": [asdict(m) for m in results]}
+
+
+def load(path: Path) -> dict[str, Any]:
+    """A ``results.json`` read back: measurements as ``Measurement``s and ``runs`` always a list (a file written
+    before merges existed holds one run's ``meta``)."""
+    raw = json.loads(path.read_text())
+    results = []
+    for r in raw["results"]:
+        r["comparisons"] = [Comparison(**c) for c in r["comparisons"]]
+        if r.get("limit") is not None:
+            r["limit"] = tuple(r["limit"])
+        results.append(Measurement(**r))
+    runs = raw["runs"] if "runs" in raw else [raw["meta"]]
+    for run in runs:
+        run["load"] = tuple(run["load"])
+    return {"runs": runs, "notes": raw["notes"], "questions": raw["questions"], "results": results,
+            "source": str(path)}
+
+
+def _mode(run: dict[str, Any]) -> str:
+    return str(run["mode"]).split(":", 1)[0].split(" ", 1)[0]  # "full", "quick" or "smoke"
+
+
+def _identity(run: dict[str, Any]) -> Any:
+    """What says that two runs measured the same code: the measured packages' trees, else (a file written before
+    trees were recorded) the commit, if it was as committed."""
+    if run.get("trees"):
+        return tuple(sorted(run["trees"].items()))
+    code = str(run.get("code", ""))
+    return code if "as committed" in code else None
+
+
+def merge(loaded: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several runs' contents as one, or ``MergeRefused``. A size, question and engine that one run skipped as a
+    whole (its time budget ran out) and another measured keeps the measurement."""
+    if len(loaded) == 1:
+        return loaded[0]
+    runs = [run for d in loaded for run in d["runs"]]
+    identities = {_identity(run) for run in runs}
+    if None in identities or len(identities) > 1:
+        raise MergeRefused(
+            "the runs did not measure the same code: "
+            + "; ".join(f"{d['source']}: {run.get('code', '?')}" for d in loaded for run in d["runs"])
+            + " (runs with uncommitted changes in " + ", ".join(MEASURED) + " are never merged)"
+        )
+    modes = {_mode(run) for run in runs}
+    if len(modes) > 1:
+        raise MergeRefused(f"the runs are of different modes ({', '.join(sorted(modes))}): one report is one mode")
+    results: list[Measurement] = []
+    seen: dict[tuple[str, str, str, int], str] = {}
+    for d in loaded:
+        for m in d["results"]:
+            key = (m.question, m.operation, m.engine, m.size)
+            if key in seen:
+                raise MergeRefused(f"{m.operation!r} ({m.question}, {m.engine}, {m.size:,} tasks) is in both "
+                                   f"{seen[key]} and {d['source']}")
+            seen[key] = d["source"]
+            results.append(m)
+    measured = {(m.question, m.engine, m.size) for m in results if m.operation != "(all)"}
+    results = [m for m in results if not (m.operation == "(all)" and (m.question, m.engine, m.size) in measured)]
+    notes: dict[str, list[str]] = {}
+    for d in loaded:
+        for key, texts in d["notes"].items():
+            mine = notes.setdefault(key, [])
+            mine += [t for t in texts if t not in mine]
+    questions = [q for d in loaded for q in d["questions"]]
+    return {"runs": runs, "notes": notes, "questions": list(dict.fromkeys(questions)), "results": results}
