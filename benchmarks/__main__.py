@@ -102,12 +102,12 @@ def code_version() -> str:
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
                               check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "eventstore", "projections", "taskstore"],
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", *runs.MEASURED],
                                cwd=root, capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown (not a git checkout)"
-    return f"commit {head}" + (" with uncommitted changes in eventstore/projections/taskstore" if dirty else
-                               " (eventstore, projections and taskstore as committed)")
+    return f"commit {head}" + (f" with uncommitted changes in {'/'.join(runs.MEASURED)}" if dirty else
+                               f" ({', '.join(runs.MEASURED)} as committed)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         "elapsed": elapsed,
         "build": sum(builds.values()),
         "code": code_version(),
-        "trees": runs.code_trees(Path(__file__).resolve().parent.parent),
+        "trees": runs.code_trees(),
         "load": (load_start, os.getloadavg()[0]),
         "cpu": time.process_time(),
         "spent": spent,

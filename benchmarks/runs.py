@@ -11,6 +11,7 @@ trees of the measured packages differ, or either run had uncommitted changes in 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from dataclasses import asdict
 from pathlib import Path
@@ -26,16 +27,21 @@ class MergeRefused(ValueError):
     """The runs cannot make one report; the message says why."""
 
 
-def code_trees(root: Path) -> dict[str, str] | None:
-    """The git tree id of each measured package at HEAD, or None when they are not as committed (uncommitted
-    changes in them) or this is not a git checkout."""
+ROOT = Path(__file__).resolve().parent.parent
+_COMMITTED = re.compile(r"commit ([0-9a-f]{7,40}) \(.*as committed\)")
+
+
+def code_trees(root: Path = ROOT, commit: str = "HEAD") -> dict[str, str] | None:
+    """The git tree id of each measured package at ``commit``, or None when the checkout's are not as committed
+    (uncommitted changes in them; asked of HEAD only), the commit is unknown, or this is not a git checkout."""
     try:
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", *MEASURED], cwd=root, capture_output=True,
-                               text=True, check=True).stdout.strip()
-        if dirty:
-            return None
-        ids = subprocess.run(["git", "rev-parse", *(f"HEAD:{p}" for p in MEASURED)], cwd=root, capture_output=True,
-                             text=True, check=True).stdout.split()
+        if commit == "HEAD":
+            dirty = subprocess.run(["git", "status", "--porcelain", "--", *MEASURED], cwd=root, capture_output=True,
+                                   text=True, check=True).stdout.strip()
+            if dirty:
+                return None
+        ids = subprocess.run(["git", "rev-parse", *(f"{commit}:{p}" for p in MEASURED)], cwd=root,
+                             capture_output=True, text=True, check=True).stdout.split()
     except (OSError, subprocess.CalledProcessError):
         return None
     return dict(zip(MEASURED, ids, strict=True))
@@ -61,6 +67,9 @@ def load(path: Path) -> dict[str, Any]:
     runs = raw["runs"] if "runs" in raw else [raw["meta"]]
     for run in runs:
         run["load"] = tuple(run["load"])
+        if "trees" not in run:  # written before runs recorded them: those of its commit, if it ran as committed
+            committed = _COMMITTED.search(str(run.get("code", "")))
+            run["trees"] = code_trees(ROOT, committed.group(1)) if committed else None
     return {"runs": runs, "notes": raw["notes"], "questions": raw["questions"], "results": results,
             "source": str(path)}
 
@@ -69,13 +78,9 @@ def _mode(run: dict[str, Any]) -> str:
     return str(run["mode"]).split(":", 1)[0].split(" ", 1)[0]  # "full", "quick" or "smoke"
 
 
-def _identity(run: dict[str, Any]) -> Any:
-    """What says that two runs measured the same code: the measured packages' trees, else (a file written before
-    trees were recorded) the commit, if it was as committed."""
-    if run.get("trees"):
-        return tuple(sorted(run["trees"].items()))
-    code = str(run.get("code", ""))
-    return code if "as committed" in code else None
+def _identity(run: dict[str, Any]) -> tuple | None:
+    """What says that two runs measured the same code: the measured packages' git trees (None: unknown)."""
+    return tuple(sorted(run["trees"].items())) if run.get("trees") else None
 
 
 def merge(loaded: list[dict[str, Any]]) -> dict[str, Any]:

@@ -104,6 +104,15 @@ def test_a_file_from_before_merges_reads_as_one_run(tmp_path):
     got = runs.load(path)
     assert len(got["runs"]) == 1 and got["runs"][0]["load"] == (0.1, 0.2)
     assert [m.operation for m in got["results"]] == ["raw page", "taskstore page"]
+    assert got["runs"][0]["trees"] is None  # commit abc1234 is not in this repository: its code is unknown
+    head = runs.code_trees(runs.ROOT, "HEAD^{commit}")
+    if head is None:
+        pytest.skip("not a git checkout: an old file's commit cannot be looked up")
+    short = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=runs.ROOT, capture_output=True, text=True,
+                           check=True).stdout.strip()
+    old["meta"]["code"] = f"commit {short} (eventstore, projections and taskstore as committed)"
+    path.write_text(json.dumps(old))
+    assert runs.load(path)["runs"][0]["trees"] == head  # a commit of this repository: the trees it holds
 
 
 def test_code_trees_name_the_measured_packages_as_committed_and_nothing_when_changed(tmp_path):
