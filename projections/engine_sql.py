@@ -654,6 +654,19 @@ def swap(conn: Connection, pairs: Sequence[tuple[str, str, str]], index_names: C
     return []
 
 
+def scopes_estimated_evenly(conn: Connection, table: str) -> None:
+    """PostgreSQL: let the planner estimate every scope of ``table`` (a task view) at an even share of its rows,
+    whatever ANALYZE saw: no statistics are kept of its ``scope_id``. With them, a scope they did not see (a job
+    begun since the table was last analyzed, which on a large table may be hours before autovacuum comes back) is
+    estimated at one row, and a task looked up by (scope_id, key) was then planned on the ``created`` index (whose
+    trailing key column matches too) as readily as on the primary key: a walk of the whole job for every command.
+    The sorts' indexes are chosen by their order and LIMIT, the state filters by the state's statistics: neither needs
+    the scope's. Dropping the column's type in place clears statistics already gathered (no rewrite: the same type)."""
+    if conn.engine.dialect.name == "postgresql":
+        conn.execute(text(f"ALTER TABLE {table} ALTER COLUMN scope_id SET STATISTICS 0, "
+                          "ALTER COLUMN scope_id TYPE bigint"))
+
+
 def drop_tables(conn: Connection, names: Sequence[str]) -> None:
     for name in names:
         conn.execute(text(f"DROP TABLE IF EXISTS {name}"))

@@ -156,6 +156,7 @@ def rebuild(
             # The task view's indexes are made when seeding is done (below): built once from the loaded rows,
             # not kept up to date row by row while every row goes in.
             conn.execute(CreateTable(fresh_view))
+            engine_sql.scopes_estimated_evenly(conn, view_name)
             fresh_counts.create(conn)
             save_checkpoint(conn, REBUILD, START, status="seeding", detail=view_name)
     projection = TaskProjection(log, fresh_view, fresh_counts, catch_up=True)

@@ -294,3 +294,65 @@ def test_concurrent_first_appends_of_a_scope_make_one_count_summary_holding_all_
         assert summary.validation_status == "validated"
     finally:
         store.close()
+
+
+def _task_lookups(store, monkeypatch, scope: Scope, task_id: str) -> list[tuple[str, tuple]]:
+    """The statements (and parameters) with which a transition of ``task_id`` reads its task view row."""
+    from projections import engine_sql
+
+    seen: list[tuple[str, tuple]] = []
+    real = engine_sql.driver_execute
+
+    def spy(conn, sql, params=()):
+        if "FROM task_view WHERE scope_id" in sql and "key" in sql:
+            seen.append((sql, tuple(params)))
+        return real(conn, sql, params)
+
+    monkeypatch.setattr(engine_sql, "driver_execute", spy)
+    store.transition(scope, task_id, "running")
+    monkeypatch.setattr(engine_sql, "driver_execute", real)
+    return seen
+
+
+def _plan(store, sql: str, params: tuple) -> str:
+    from eventstore.dialects.base import driver_execute
+
+    with store.log.engine.connect() as conn:
+        if conn.dialect.name == "postgresql":
+            return "\n".join(r[0] for r in driver_execute(conn, "EXPLAIN " + sql, params).fetchall())
+        return "\n".join(r[-1] for r in driver_execute(conn, "EXPLAIN QUERY PLAN " + sql, params).fetchall())
+
+
+def _analyze(store) -> None:
+    with store.log.engine.begin() as conn:
+        conn.execute(text("ANALYZE task_view"))
+
+
+@pytest.mark.parametrize("rebuilt", [False, True], ids=["migrated", "rebuilt"])
+def test_a_task_of_a_job_begun_after_the_last_analyze_is_read_by_its_primary_key(database, monkeypatch, rebuilt):
+    """PostgreSQL planned a scope that its statistics did not see as one row, and then looked a task up on the
+    ``created`` index (whose trailing key matches too) as readily as on the primary key: every command of a job begun
+    since the last ANALYZE walked the whole job. The task view keeps no statistics of its scope_id (the migration
+    and the rebuild's fresh tables alike), so the primary key is the only plan."""
+    store = database.open_store(snapshot_every=None)
+    try:
+        seen, new = Scope("ws", "seen"), Scope("ws", "begun-later")
+        for b in range(6):
+            store.add_tasks(seen, [{"id": f"t-{b}-{i}", "commandLine": "x"} for i in range(100)])
+        if rebuilt:
+            store.rebuild(workers=1)
+        _analyze(store)  # the statistics see one job
+        for b in range(6):
+            store.add_tasks(new, [{"id": f"t-{b}-{i}", "commandLine": "x"} for i in range(100)])
+        lookups = _task_lookups(store, monkeypatch, new, "t-3-7")
+        assert lookups, "a transition reads its task's row"
+        for sql, params in lookups:
+            plan = _plan(store, sql, params)
+            if database.engine == "postgresql":
+                assert "task_view_pkey" in plan and "Filter" not in plan, plan
+                assert "(scope_id = " in plan and "(key)::text = " in plan, plan
+            else:
+                assert "sqlite_autoindex_task_view_1 (scope_id=? AND key=?)" in plan, plan
+        assert store.get_task(new, "t-3-7").state is State.RUNNING
+    finally:
+        store.close()

@@ -235,3 +235,40 @@ def test_positions_are_assigned_by_the_database(database):
             assert "pg_current_xact_id" in (txid.get("default") or "")
     finally:
         engine.dispose()
+
+
+def test_upgrading_a_store_clears_the_statistics_it_gathered_of_the_task_views_scopes(database):
+    """Revision p0003 of the projections (PostgreSQL): statistics already gathered of task_view.scope_id are cleared
+    and none are gathered again, so that a job ANALYZE did not see is not planned as one row (see
+    tests/test_append_path.py for the plan itself)."""
+    if database.engine != "postgresql":
+        pytest.skip("SQLite gathers statistics only when ANALYZE is run, and plans a task by its primary key anyway")
+    from alembic import command
+
+    import projections
+    from eventstore.engine import alembic_config, write_transaction
+
+    def scope_statistics(engine) -> int:
+        with engine.begin() as conn:
+            conn.execute(text("ANALYZE task_view"))
+            return conn.execute(text("SELECT count(*) FROM pg_stats WHERE schemaname = current_schema() "
+                                     "AND tablename = 'task_view' AND attname = 'scope_id'")).scalar_one()
+
+    def migrate(engine, how, revision: str) -> None:
+        cfg = alembic_config(projections.VERSIONS, projections.VERSION_TABLE)
+        with write_transaction(engine) as conn:
+            cfg.attributes["connection"] = conn
+            how(cfg, revision)
+
+    store = database.open_store(snapshot_every=None)
+    try:
+        store.add_tasks(Scope("ws", "job"), [{"id": f"t{i}", "commandLine": "x"} for i in range(50)])
+        engine = store.log.engine
+        assert scope_statistics(engine) == 0
+        migrate(engine, command.downgrade, "p0002")  # a store of the release before, which gathered them
+        assert scope_statistics(engine) == 1
+        migrate(engine, command.upgrade, "head")
+        assert scope_statistics(engine) == 0
+        assert current_revision(engine, projections.VERSION_TABLE) == "p0003"
+    finally:
+        store.close()
