@@ -81,6 +81,11 @@ def render(sources: list[Path], out: Path) -> int:
     """Write the report again from a run's results.json (after a change to the report's presentation), or one report
     from several runs of the same code (``runs.merge``: a full-mode run of every size is longer than one sitting);
     the merged results.json is written beside the report."""
+    merged = out.parent / "results.json"
+    if len(sources) > 1 and any(p.resolve() == merged.resolve() for p in sources):
+        print(f"python -m benchmarks --render: the merge would overwrite {merged}, one of the runs merged: write it "
+              "to a folder of its own", file=sys.stderr)
+        return 2
     try:
         got = runs.merge([runs.load(p) for p in sources])
     except (OSError, ValueError, KeyError) as exc:
@@ -90,7 +95,7 @@ def render(sources: list[Path], out: Path) -> int:
     if len(sources) > 1:
         out.parent.mkdir(parents=True, exist_ok=True)
         dumped = runs.dump(got["runs"], got["notes"], got["questions"], got["results"])
-        (out.parent / "results.json").write_text(json.dumps(dumped, indent=1, ensure_ascii=False))
+        merged.write_text(json.dumps(dumped, indent=1, ensure_ascii=False))
     files = report.write(out, got["results"], questions, runs=got["runs"], notes=got["notes"])
     print(f"wrote {', '.join(str(f) for f in files)}")
     return 0

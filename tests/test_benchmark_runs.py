@@ -54,6 +54,15 @@ def test_two_runs_of_the_same_code_make_one_report_naming_both(tmp_path):
         (m.size, m.operation) for m in _page(10_000, 0.001) + _page(200_000, 0.002))
 
 
+def test_a_merge_never_overwrites_a_run_it_merges(tmp_path, capsys):
+    a = _save(tmp_path, "a", _run(10_000), _page(10_000, 0.001))
+    b = _save(tmp_path, "b", _run(200_000), _page(200_000, 0.002))
+    before = a.read_text()
+    assert cli.main(["--render", str(a), str(b), "--out", str(a.parent / "RESULTS.md")]) == 2
+    assert "folder of its own" in capsys.readouterr().err
+    assert a.read_text() == before and not (a.parent / "RESULTS.md").exists()
+
+
 def test_runs_of_other_code_are_refused(tmp_path, capsys):
     other = dict(TREES, projections="f" * 40)
     a = _save(tmp_path, "a", _run(10_000), _page(10_000, 0.001))
