@@ -20,7 +20,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 import orjson
 
@@ -223,6 +223,20 @@ class Stopwatch:
 
     def __exit__(self, *exc: Any) -> None:
         self.total += time.perf_counter() - self._t
+
+
+T = TypeVar("T")
+
+
+def in_fresh_process(fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` in a Python process started afresh (multiprocessing's spawn: it imports what ``fn`` needs and
+    nothing of what this process holds), its result returned and its exception raised here. For measurements that
+    fork (a rebuild's seeding workers): forking and ending a child cost what the parent has mapped."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(fn, *args).result()
 
 
 def peak_memory(fn: Callable[[], Any]) -> int:

@@ -38,10 +38,13 @@ from .harness import (
     POSTGRESQL,
     SQLITE,
     Comparison,
+    Config,
     Context,
     Measurement,
     SimulatedJob,
     Stopwatch,
+    Target,
+    in_fresh_process,
     interleaved,
     peak_memory,
     spec_batches,
@@ -68,92 +71,101 @@ AS_OF_SNAP = "counts_as_of(head): snapshot + tail"
 AS_OF_FULL = "counts_as_of(head): from the first event"
 
 
-def run(ctx: Context, engine: str, size: int) -> list[Measurement]:
+def _measure(cfg: Config, target: Target, size: int) -> tuple[dict[str, list[float]], dict[str, int | None],
+                                                             dict[Any, Any]]:
+    """The question's timed work on the fresh database ``target``: its samples, peak memory and facts."""
     from eventstore import State
 
-    cfg = ctx.cfg
-    ctx.status(f"{KEY} · {engine} · {size:,}")
-    facts: dict[str, Any] = {}
-    with ctx.dbs.fresh(engine, SimulatedJob(), size) as target:
-        store = target.open_store()
-        scope = target.scope()
-        raw_read = _raw_reader(target)
-        try:
-            snap = store.snapshot(scope, "full")
-            assert snap is not None and snap.verified, "the full snapshot the question starts from"
-            tail_ids = []
-            for batch in spec_batches("tail", TAIL_TASKS // 100):
-                tail_ids += [t.task_id for t in store.add_tasks(scope, batch)]
-            store.transition_many(scope, [(tid, State.STARTING) for tid in tail_ids])
-            tail = 2 * len(tail_ids)
-            # The tail's last event: this process wrote it and it has committed. (Not ``log.head()``: on PostgreSQL
-            # that stops below the commit horizon, which any long transaction in the database holds back.)
-            with store.log.reading() as conn:
-                head = last_position(conn, store.log.scope_id(scope, conn))
+    facts: dict[Any, Any] = {}
+    store = target.open_store()
+    scope = target.scope()
+    raw_read = _raw_reader(target)
+    try:
+        snap = store.snapshot(scope, "full")
+        assert snap is not None and snap.verified, "the full snapshot the question starts from"
+        tail_ids = []
+        for batch in spec_batches("tail", TAIL_TASKS // 100):
+            tail_ids += [t.task_id for t in store.add_tasks(scope, batch)]
+        store.transition_many(scope, [(tid, State.STARTING) for tid in tail_ids])
+        tail = facts["tail"] = 2 * len(tail_ids)
+        # The tail's last event: this process wrote it and it has committed. (Not ``log.head()``: on PostgreSQL
+        # that stops below the commit horizon, which any long transaction in the database holds back.)
+        with store.log.reading() as conn:
+            head = last_position(conn, store.log.scope_id(scope, conn))
 
-            def raw(_i: int = 0) -> float:
+        def raw(_i: int = 0) -> float:
+            with Stopwatch() as sw:
+                facts["raw events"] = raw_read(None)
+            return sw.total
+
+        def rebuild(from_snapshots: bool, workers: int | None = None) -> Any:
+            def sample(_i: int = 0) -> float:
                 with Stopwatch() as sw:
-                    facts["raw events"] = raw_read(None)
+                    result = store.rebuild(from_snapshots=from_snapshots, workers=workers)
+                if workers is None:
+                    facts[(from_snapshots, "seeded")] = result.seeded
+                    facts[(from_snapshots, "events")] = result.events
+                    facts[(from_snapshots, "snapshot scopes")] = result.scopes_from_snapshots
                 return sw.total
 
-            def rebuild(from_snapshots: bool, workers: int | None = None) -> Any:
-                def sample(_i: int = 0) -> float:
-                    with Stopwatch() as sw:
-                        result = store.rebuild(from_snapshots=from_snapshots, workers=workers)
-                    if workers is None:
-                        facts[(from_snapshots, "seeded")] = result.seeded
-                        facts[(from_snapshots, "events")] = result.events
-                        facts[(from_snapshots, "snapshot scopes")] = result.scopes_from_snapshots
-                    return sw.total
+            return sample
 
-                return sample
+        def audit(from_snapshots: bool) -> Any:
+            def sample(_i: int = 0) -> float:
+                with Stopwatch() as sw:
+                    report = store.audit(scope, from_snapshots=from_snapshots)
+                assert report.ok, f"the audit found differences: {report.differences[:3]}"
+                facts[("audit", from_snapshots)] = (report.events, report.snapshots)
+                return sw.total
 
-            def audit(from_snapshots: bool) -> Any:
-                def sample(_i: int = 0) -> float:
-                    with Stopwatch() as sw:
-                        report = store.audit(scope, from_snapshots=from_snapshots)
-                    assert report.ok, f"the audit found differences: {report.differences[:3]}"
-                    facts[("audit", from_snapshots)] = (report.events, report.snapshots)
-                    return sw.total
+            return sample
 
-                return sample
+        def as_of(snapshots: Any) -> Any:
+            from projections.as_of import counts_as_of
 
-            def as_of(snapshots: Any) -> Any:
-                from projections.as_of import counts_as_of
+            def sample(_i: int = 0) -> float:
+                with Stopwatch() as sw:
+                    summary = counts_as_of(store.log, snapshots, scope, head)
+                assert summary.total == size + len(tail_ids)
+                facts[("as of", snapshots is not None)] = summary.validation_detail
+                return sw.total
 
-                def sample(_i: int = 0) -> float:
-                    with Stopwatch() as sw:
-                        summary = counts_as_of(store.log, snapshots, scope, head)
-                    assert summary.total == size + len(tail_ids)
-                    facts[("as of", snapshots is not None)] = summary.validation_detail
-                    return sw.total
+            return sample
 
-                return sample
+        reps = cfg.reps if size <= 10_000 else 1  # above, one repetition takes minutes
+        warmup = 0 if cfg.quick or size > 10_000 else 1  # each unit takes seconds: a warm-up matters little
+        contenders = {RAW: raw, REBUILD: rebuild(False), REBUILD_ONE: rebuild(False, workers=1),
+                      REBUILD_SNAP: rebuild(True), AUDIT_LOG: audit(False)}
+        if size <= MEMORY_UP_TO:  # above, the audit of the snapshots too takes minutes a repetition
+            contenders[AUDIT_ALL] = audit(True)
+        if warmup == 0 and size <= WARM_RAW_UP_TO:
+            # The raw reader runs first: without a warm-up, its one sample would be the first read of a job just
+            # copied (a cold cache and connection) and every rebuild after it would read a warm one. At 200,000
+            # tasks that made the baseline 3.6 s against 1.7 s for the same reader in the replay question.
+            raw()
+        got = interleaved(cfg, contenders, reps=reps, warmup=warmup)
+        # The full replay of the count deltas takes over a minute at 10,000,000 tasks: 3 repetitions above 200,000.
+        as_of_reps = {} if size <= MEMORY_UP_TO else {"reps": 3, "warmup": 1}
+        got.update(interleaved(cfg, {AS_OF_SNAP: as_of(store.snapshots), AS_OF_FULL: as_of(None)}, **as_of_reps))
+        peaks: dict[str, int | None] = {}
+        if size <= MEMORY_UP_TO:
+            # In one process: tracemalloc sees this one only (each seeding process holds what one would).
+            peaks = {REBUILD: peak_memory(rebuild(False, workers=1)), REBUILD_SNAP: peak_memory(rebuild(True)),
+                     AUDIT_LOG: peak_memory(audit(False))}
+    finally:
+        getattr(raw_read, "close", lambda: None)()
+        store.close()
+    return got, peaks, facts
 
-            reps = cfg.reps if size <= 10_000 else 1  # above, one repetition takes minutes
-            warmup = 0 if cfg.quick or size > 10_000 else 1  # each unit takes seconds: a warm-up matters little
-            contenders = {RAW: raw, REBUILD: rebuild(False), REBUILD_ONE: rebuild(False, workers=1),
-                          REBUILD_SNAP: rebuild(True), AUDIT_LOG: audit(False)}
-            if size <= MEMORY_UP_TO:  # above, the audit of the snapshots too takes minutes a repetition
-                contenders[AUDIT_ALL] = audit(True)
-            if warmup == 0 and size <= WARM_RAW_UP_TO:
-                # The raw reader runs first: without a warm-up, its one sample would be the first read of a job just
-                # copied (a cold cache and connection) and every rebuild after it would read a warm one. At 200,000
-                # tasks that made the baseline 3.6 s against 1.7 s for the same reader in the replay question.
-                raw()
-            got = interleaved(cfg, contenders, reps=reps, warmup=warmup)
-            # The full replay of the count deltas takes over a minute at 10,000,000 tasks: 3 repetitions above 200,000.
-            as_of_reps = {} if size <= MEMORY_UP_TO else {"reps": 3, "warmup": 1}
-            got.update(interleaved(cfg, {AS_OF_SNAP: as_of(store.snapshots), AS_OF_FULL: as_of(None)}, **as_of_reps))
-            peaks: dict[str, int | None] = {}
-            if size <= MEMORY_UP_TO:
-                # In one process: tracemalloc sees this one only (each seeding process holds what one would).
-                peaks = {REBUILD: peak_memory(rebuild(False, workers=1)), REBUILD_SNAP: peak_memory(rebuild(True)),
-                         AUDIT_LOG: peak_memory(audit(False))}
-        finally:
-            getattr(raw_read, "close", lambda: None)()
-            store.close()
-    total = facts["raw events"]
+
+def run(ctx: Context, engine: str, size: int) -> list[Measurement]:
+    ctx.status(f"{KEY} · {engine} · {size:,}")
+    with ctx.dbs.fresh(engine, SimulatedJob(), size) as target:
+        # In a process of its own, started afresh: a rebuild forks its seeding workers, and forking costs what this
+        # process has mapped (about 20 ms per 350 MB here, with the child's exit); the other questions' fold
+        # baselines leave hundreds of MB behind. ``taskstore rebuild`` runs in a process of its own too.
+        got, peaks, facts = in_fresh_process(_measure, ctx.cfg, target, size)
+    total, tail = facts["raw events"], facts["tail"]
     workers = default_workers()
     parallel = workers > 1 and facts[(False, "seeded")] >= PARALLEL_MIN_EVENTS
     seeded = facts[(True, "seeded")]
