@@ -68,6 +68,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--render", type=Path, nargs="+", metavar="JSON",
                    help="only write the report again from the results.json a run left beside its report; with "
                         "several, one report of those runs (the same code and mode, nothing measured twice)")
+    p.add_argument("--supersede", action="store_true",
+                   help="with --render of several runs: a question a later run measured again at an engine and size "
+                        "replaces an earlier run's figures for it (same code; after a fix of the instrument)")
     p.add_argument("--budget", type=float, metavar="SECONDS",
                    help="soft time bound: steps not started by then are skipped and reported as such")
     return p.parse_args(argv)
@@ -77,7 +80,7 @@ def _terminate(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
-def render(sources: list[Path], out: Path) -> int:
+def render(sources: list[Path], out: Path, *, supersede: bool = False) -> int:
     """Write the report again from a run's results.json (after a change to the report's presentation), or one report
     from several runs of the same code (``runs.merge``: a full-mode run of every size is longer than one sitting);
     the merged results.json is written beside the report."""
@@ -87,7 +90,7 @@ def render(sources: list[Path], out: Path) -> int:
               "to a folder of its own", file=sys.stderr)
         return 2
     try:
-        got = runs.merge([runs.load(p) for p in sources])
+        got = runs.merge([runs.load(p) for p in sources], supersede=supersede)
     except (OSError, ValueError, KeyError) as exc:
         print(f"python -m benchmarks --render: {exc}", file=sys.stderr)
         return 2
@@ -119,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse(argv)
     if args.render:
-        return render(args.render, args.out)
+        return render(args.render, args.out, supersede=args.supersede)
     signal.signal(signal.SIGTERM, _terminate)  # clean up temporary files and schemas when stopped
     console = Console(stderr=True)
     if not console.is_terminal:

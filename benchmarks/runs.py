@@ -83,9 +83,11 @@ def _identity(run: dict[str, Any]) -> tuple | None:
     return tuple(sorted(run["trees"].items())) if run.get("trees") else None
 
 
-def merge(loaded: list[dict[str, Any]]) -> dict[str, Any]:
+def merge(loaded: list[dict[str, Any]], *, supersede: bool = False) -> dict[str, Any]:
     """Several runs' contents as one, or ``MergeRefused``. A size, question and engine that one run skipped as a
-    whole (its time budget ran out) and another measured keeps the measurement."""
+    whole (its time budget ran out) and another measured keeps the measurement. With ``supersede``, a question that
+    a later run (later in ``loaded``) measured again at an engine and size replaces the earlier run's figures for it
+    (after a fix of the instrument: the measured code must still be the same), and the report's notes say so."""
     if len(loaded) == 1:
         return loaded[0]
     runs = [run for d in loaded for run in d["runs"]]
@@ -99,19 +101,27 @@ def merge(loaded: list[dict[str, Any]]) -> dict[str, Any]:
     modes = {_mode(run) for run in runs}
     if len(modes) > 1:
         raise MergeRefused(f"the runs are of different modes ({', '.join(sorted(modes))}): one report is one mode")
+    notes: dict[str, list[str]] = {}
     results: list[Measurement] = []
     seen: dict[tuple[str, str, str, int], str] = {}
     for d in loaded:
+        again = {(m.question, m.engine, m.size) for m in d["results"] if m.operation != "(all)"}
+        if supersede:
+            replaced = {(q, e, n) for (q, _, e, n) in seen if (q, e, n) in again}
+            results = [m for m in results if (m.question, m.engine, m.size) not in replaced]
+            seen = {k: v for k, v in seen.items() if (k[0], k[2], k[3]) not in replaced}
+            for q, e, n in sorted(replaced):
+                notes.setdefault(q, []).append(f"{e}, {n:,} tasks: measured again by {d['source']}, which replaces "
+                                               "an earlier run's figures (the same code, the instrument since mended)")
         for m in d["results"]:
             key = (m.question, m.operation, m.engine, m.size)
             if key in seen:
                 raise MergeRefused(f"{m.operation!r} ({m.question}, {m.engine}, {m.size:,} tasks) is in both "
-                                   f"{seen[key]} and {d['source']}")
+                                   f"{seen[key]} and {d['source']} (--supersede: the later one replaces it)")
             seen[key] = d["source"]
             results.append(m)
     measured = {(m.question, m.engine, m.size) for m in results if m.operation != "(all)"}
     results = [m for m in results if not (m.operation == "(all)" and (m.question, m.engine, m.size) in measured)]
-    notes: dict[str, list[str]] = {}
     for d in loaded:
         for key, texts in d["notes"].items():
             mine = notes.setdefault(key, [])

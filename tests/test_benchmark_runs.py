@@ -94,6 +94,18 @@ def test_the_same_measurement_in_two_runs_is_refused(tmp_path):
         runs.merge([a, b])
 
 
+def test_a_question_measured_again_supersedes_the_earlier_figures_only_when_asked(tmp_path):
+    a = runs.load(_save(tmp_path, "a", _run(10_000), _page(10_000, 0.001) + _page(200_000, 0.001)))
+    b = runs.load(_save(tmp_path, "b", _run(10_000), _page(10_000, 0.003)))
+    with pytest.raises(runs.MergeRefused, match="is in both"):
+        runs.merge([a, b])
+    merged = runs.merge([a, b], supersede=True)
+    got = {(m.size, m.operation): m.samples[0] for m in merged["results"]}
+    assert got == {(10_000, "raw page"): 0.006, (10_000, "taskstore page"): 0.003,  # b's, at the size it measured
+                   (200_000, "raw page"): 0.002, (200_000, "taskstore page"): 0.001}  # a's, where b did not
+    assert any("measured again" in t and "10,000 tasks" in t for t in merged["notes"][lists.KEY])
+
+
 def test_what_one_run_skipped_for_its_budget_and_another_measured_keeps_the_measurement(tmp_path):
     skipped = Measurement(lists.KEY, "(all)", "sqlite", 200_000, "", [], 0, skipped="time budget of 60 s spent")
     a = runs.load(_save(tmp_path, "a", _run(10_000), _page(10_000, 0.001) + [skipped]))
