@@ -8,7 +8,6 @@ import json
 import os
 import shlex
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -104,20 +103,6 @@ def render(sources: list[Path], out: Path, *, supersede: bool = False) -> int:
     return 0
 
 
-def code_version() -> str:
-    """The commit measured, and whether the measured packages had uncommitted changes."""
-    root = Path(__file__).resolve().parent.parent
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
-                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", *runs.MEASURED],
-                               cwd=root, capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown (not a git checkout)"
-    return f"commit {head}" + (f" with uncommitted changes in {'/'.join(runs.MEASURED)}" if dirty else
-                               f" ({', '.join(runs.MEASURED)} as committed)")
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse(argv)
@@ -204,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         "mode": mode,
         "elapsed": elapsed,
         "build": sum(builds.values()),
-        "code": code_version(),
+        "code": runs.code_version(),
         "trees": runs.code_trees(),
         "load": (load_start, os.getloadavg()[0]),
         "cpu": time.process_time(),

@@ -5,7 +5,9 @@ made of several runs (a size or an engine each) of the same code, on the same ki
 --render A/results.json B/results.json --out C/RESULTS.md``. Every comparison still comes from one run (a
 measurement and its baseline are always measured side by side); the merge refuses runs of different code (the git
 trees of the measured packages differ, or either run had uncommitted changes in them), runs of different modes
-(quick, full, smoke), and runs that measured the same thing twice. The report lists every run it was made from.
+(quick, full, smoke), and runs that measured the same thing twice, unless asked to let a later run supersede an
+earlier one's figures for a question it measured again (after a fix of the instrument). The report lists every run
+it was made from.
 """
 
 from __future__ import annotations
@@ -45,6 +47,19 @@ def code_trees(root: Path = ROOT, commit: str = "HEAD") -> dict[str, str] | None
     except (OSError, subprocess.CalledProcessError):
         return None
     return dict(zip(MEASURED, ids, strict=True))
+
+
+def code_version(root: Path = ROOT) -> str:
+    """The commit measured, and whether the measured packages had uncommitted changes (as the report says it)."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", *MEASURED], cwd=root, capture_output=True,
+                               text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return f"commit {head}" + (f" with uncommitted changes in {'/'.join(MEASURED)}" if dirty else
+                               f" ({', '.join(MEASURED)} as committed)")
 
 
 def dump(runs: list[dict[str, Any]], notes: dict[str, list[str]], questions: list[str],
