@@ -33,17 +33,22 @@ ROOT = Path(__file__).resolve().parent.parent
 _COMMITTED = re.compile(r"commit ([0-9a-f]{7,40}) \(.*as committed\)")
 
 
+def _git(root: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def _changed(root: Path) -> bool:
+    """Whether the checkout's measured packages have uncommitted changes."""
+    return bool(_git(root, "status", "--porcelain", "--", *MEASURED))
+
+
 def code_trees(root: Path = ROOT, commit: str = "HEAD") -> dict[str, str] | None:
     """The git tree id of each measured package at ``commit``, or None when the checkout's are not as committed
     (uncommitted changes in them; asked of HEAD only), the commit is unknown, or this is not a git checkout."""
     try:
-        if commit == "HEAD":
-            dirty = subprocess.run(["git", "status", "--porcelain", "--", *MEASURED], cwd=root, capture_output=True,
-                                   text=True, check=True).stdout.strip()
-            if dirty:
-                return None
-        ids = subprocess.run(["git", "rev-parse", *(f"{commit}:{p}" for p in MEASURED)], cwd=root,
-                             capture_output=True, text=True, check=True).stdout.split()
+        if commit == "HEAD" and _changed(root):
+            return None
+        ids = _git(root, "rev-parse", *(f"{commit}:{p}" for p in MEASURED)).split()
     except (OSError, subprocess.CalledProcessError):
         return None
     return dict(zip(MEASURED, ids, strict=True))
@@ -52,10 +57,7 @@ def code_trees(root: Path = ROOT, commit: str = "HEAD") -> dict[str, str] | None
 def code_version(root: Path = ROOT) -> str:
     """The commit measured, and whether the measured packages had uncommitted changes (as the report says it)."""
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
-                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", *MEASURED], cwd=root, capture_output=True,
-                               text=True, check=True).stdout.strip()
+        head, dirty = _git(root, "rev-parse", "--short", "HEAD"), _changed(root)
     except (OSError, subprocess.CalledProcessError):
         return "unknown (not a git checkout)"
     return f"commit {head}" + (f" with uncommitted changes in {'/'.join(MEASURED)}" if dirty else
