@@ -36,6 +36,7 @@ from .harness import (
     now_iso,
     pg_connect,
     scope_id,
+    shared_job_note,
     side_by_side,
     spec_batches,
     sqlite_connect,
@@ -46,6 +47,7 @@ TITLE = "Bulk add: 100 tasks per call, one transaction each"
 GOAL = "at least half the raw rate (same rows, same engine, same batch size)"
 UNIT = "batch of 100 tasks"
 BATCH = 100
+SHARES_JOB = True  # it adds tasks of its own (ids tagged by Target.tag)
 
 RAW_SQLITE = "raw sqlite3 executemany"
 RAW_PG = "raw psycopg executemany"
@@ -60,7 +62,6 @@ def run(ctx: Context, engine: str, size: int) -> list[Measurement]:
     cfg = ctx.cfg
     shape = SimulatedJob()
     n_batches = (cfg.warmup + cfg.reps) * cfg.batches + 1  # +1: the memory run
-    specs = spec_batches("add", n_batches)
     contenders: list[tuple[str, Callable[[Target], Any]]]
     if engine == SQLITE:
         contenders = [(RAW_SQLITE, _raw_sqlite), (RAW_ALL_SQLITE, _raw_sqlite_all), (LOG, _log_append), (API, _api)]
@@ -73,7 +74,10 @@ def run(ctx: Context, engine: str, size: int) -> list[Measurement]:
         every_row = Comparison(RAW_ALL_PG, 0.5, "≥ 0.5× raw executemany, every row it writes")
     def setup(make: Callable[[Target], Any]) -> Callable[[ExitStack], Contender]:
         def open_(stack: ExitStack) -> Contender:
-            target = stack.enter_context(ctx.dbs.fresh(engine, shape, size))
+            target = stack.enter_context(ctx.dbs.fresh(engine, shape, size, shared=SHARES_JOB))
+            if target.tag:
+                ctx.note(KEY, shared_job_note(size))
+            specs = spec_batches("add" + target.tag, n_batches)
             write = make(target)  # write(batch_of_specs) -> seconds spent in the timed part
             stack.callback(write.close)
 

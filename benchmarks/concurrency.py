@@ -34,6 +34,7 @@ from .harness import (
     now_iso,
     pg_connect,
     scope_id,
+    shared_job_note,
     side_by_side,
     spec_batches,
 )
@@ -43,6 +44,7 @@ TITLE = "Concurrent writers on PostgreSQL: aggregate rate of bulk adds"
 GOAL = "reported (no goal set): the aggregate rate, and how it scales with writers"
 UNIT = "batch of 100 tasks (aggregate)"
 ENGINES = (POSTGRESQL,)
+SHARES_JOB = True  # it adds tasks of its own (ids and own jobs tagged by Target.tag)
 
 RAW = "raw psycopg executemany"
 LOG = "EventLog.append, events only"
@@ -59,14 +61,16 @@ def run(ctx: Context, engine: str, size: int) -> list[Measurement]:
     out: list[Measurement] = []
     for threads in cfg.threads:
         per_thread = (cfg.warmup + cfg.reps) * cfg.batches
-        specs = [spec_batches(f"w{k}", per_thread, seed=k) for k in range(threads)]
         makers: tuple[tuple[str, Any], ...] = ((RAW, _raw), (LOG, _log), (API, _api))
         if threads > 1:
             makers += ((API_OWN, _api_own_job),)
 
         def setup(make: Any, threads: int = threads) -> Callable[[ExitStack], Contender]:
             def open_(stack: ExitStack) -> Contender:
-                target = stack.enter_context(ctx.dbs.fresh(engine, SimulatedJob(), size))
+                target = stack.enter_context(ctx.dbs.fresh(engine, SimulatedJob(), size, shared=SHARES_JOB))
+                if target.tag:
+                    ctx.note(KEY, shared_job_note(size))
+                specs = [spec_batches(f"w{k}{target.tag}", per_thread, seed=k) for k in range(threads)]
                 writers, close = make(target, threads)
                 stack.callback(close)
                 pool = stack.enter_context(ThreadPoolExecutor(threads))
@@ -116,7 +120,7 @@ def _api_own_job(target: Target, threads: int) -> tuple[list[Callable[[list[dict
     from eventstore import Scope
 
     store = target.open_store()
-    scopes = [Scope("bench", f"job-w{k}") for k in range(threads)]
+    scopes = [Scope("bench", f"job-w{k}{target.tag}") for k in range(threads)]
     return [lambda batch, s=s: store.add_tasks(s, batch) for s in scopes], store.close
 
 

@@ -200,6 +200,14 @@ class Contender:
     memory: Callable[[], Any] | None = None
 
 
+def shared_job_note(size: int) -> str:
+    """What the report says of a writing question run on a job shared with other writers (``Target.tag``)."""
+    return (f"postgresql, {size:,} tasks: the job's template is used in place, not copied for each contender (a copy "
+            "takes another 41 GB): every contender, and every writing question after the first, adds its own tasks to "
+            "the one job, which so grows over the run by what they add (in full mode, the events of about 470,000 tasks: "
+            "under 5% of the job).")
+
+
 def side_by_side(cfg: Config, setups: dict[str, Callable[[ExitStack], Contender]], *, reps: int | None = None,
                  warmup: int | None = None) -> dict[str, tuple[list[float], int | None]]:
     """Set every contender up (each registers its own clean-up on the stack), run their repetitions interleaved,
@@ -326,6 +334,9 @@ class Target:
     schema: str | None = None
     path: Path | None = None
     pg_url: str | None = None  # the plain libpq URL (PostgreSQL)
+    # Added to the ids of the tasks (and jobs) a question writes: "" unless the job is shared with other writers
+    # (a PostgreSQL template used in place, see Databases.fresh), where each holder gets its own ("_1", "_2", ...).
+    tag: str = ""
 
     def open_store(self):
         from taskstore import open_store
@@ -582,6 +593,9 @@ class Databases:
         self.root.mkdir(parents=True, exist_ok=True)
         self._sqlite: dict[tuple[str, int], Path] = {}
         self._pg: dict[tuple[str, int], str] = {}
+        self._pg_written: set[tuple[str, int]] = set()  # templates used in place that shared writers wrote to
+        self._pg_holders: dict[tuple[str, int], int] = {}  # questions holding a template used in place
+        self._pg_tags: dict[tuple[str, int], int] = {}  # shared writers given a template so far (for their tags)
         self.build_seconds: dict[tuple[str, str, int], float] = {}
         self.extras: dict[str, Any] = {}  # a question's own templates (e.g. another library's databases)
         self._release_hooks: list[Callable[[int], None]] = []
@@ -635,26 +649,39 @@ class Databases:
     # fresh databases
 
     @contextmanager
-    def fresh(self, engine: str, shape: JobShape | None, size: int, *, changes: bool = True) -> Iterator[Target]:
+    def fresh(self, engine: str, shape: JobShape | None, size: int, *, changes: bool = True,
+              shared: bool = False) -> Iterator[Target]:
         """A database of its own holding a job of ``size`` tasks of ``shape`` (or an empty store), removed after.
 
-        ``changes``: whether the question writes to the job (adds events, snapshots or tables). On PostgreSQL above
-        ``CLONE_UP_TO`` tasks the template is not copied (a copy of a 10,000,000-task template needs another 41 GB):
-        a question that does not change the job reads the template itself, and one that does takes it over and
-        drops it after, so that a later question of the size builds it again (``suite.in_run_order`` puts the
-        questions that change the job last).
+        ``changes``: whether the question writes to the job (adds events, snapshots or tables). ``shared``: whether
+        it can write to a job that other writers share (it adds tasks of its own, ids tagged by ``Target.tag``, and
+        reads back only those). On PostgreSQL above ``CLONE_UP_TO`` tasks the template is not copied (a copy of a
+        10,000,000-task template needs another 41 GB): a question that does not change the job reads the template
+        itself; shared writers all write to it, the template then marked written; a question that changes the job
+        otherwise (a rebuild) takes it over and drops it after. A reader or a rebuild that finds the template
+        written gets one built again (``suite.in_run_order`` runs readers first, then the rebuild, then the shared
+        writers, so that a run builds it at most twice).
         """
         from taskstore import open_store
 
         if engine == POSTGRESQL and shape is not None and size > CLONE_UP_TO:
             assert self.cfg.pg_url
+            key = (shape.name, size)
+            if key in self._pg_written and not (changes and shared):
+                self._drop_pg_template(key)
             tpl = self.pg_template(shape, size)
+            tag = ""
+            if changes and shared:
+                self._pg_written.add(key)
+                self._pg_tags[key] = self._pg_tags.get(key, 0) + 1
+                tag = f"_{self._pg_tags[key]}"
+            self._pg_holders[key] = self._pg_holders.get(key, 0) + 1
             try:
-                yield Target(POSTGRESQL, self.cfg.pg_url, schema=tpl, pg_url=libpq_url(self.cfg.pg_url))
+                yield Target(POSTGRESQL, self.cfg.pg_url, schema=tpl, pg_url=libpq_url(self.cfg.pg_url), tag=tag)
             finally:
-                if changes:
-                    del self._pg[(shape.name, size)]
-                    drop_schema(self.cfg.pg_url, tpl)
+                self._pg_holders[key] -= 1
+                if changes and not shared and key in self._pg and not self._pg_holders[key]:
+                    self._drop_pg_template(key)
             return
 
         if engine == SQLITE:
@@ -680,6 +707,13 @@ class Databases:
         finally:
             drop_schema(self.cfg.pg_url, schema)
 
+    def _drop_pg_template(self, key: tuple[str, int]) -> None:
+        if self._pg_holders.get(key):
+            raise RuntimeError(f"the {key[0]} template of {key[1]:,} tasks is still in use")
+        self._pg_written.discard(key)
+        self._pg_tags.pop(key, None)
+        drop_schema(self.cfg.pg_url, self._pg.pop(key))  # type: ignore[arg-type]
+
     def release(self, size: int) -> None:
         """Drop the templates of one size (after every question has used them)."""
         for hook in self._release_hooks:
@@ -689,7 +723,7 @@ class Databases:
             for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
                 p.unlink(missing_ok=True)
         for key in [k for k in self._pg if k[1] == size]:
-            drop_schema(self.cfg.pg_url, self._pg.pop(key))  # type: ignore[arg-type]
+            self._drop_pg_template(key)
 
     def close(self, sizes: Sequence[int] = ()) -> None:
         for size in {*sizes, *(k[1] for k in [*self._sqlite, *self._pg])}:

@@ -37,6 +37,7 @@ from .harness import (
     now_iso,
     pg_connect,
     scope_id,
+    shared_job_note,
     side_by_side,
     spec_batches,
     sqlite_connect,
@@ -46,6 +47,7 @@ KEY = "transitions"
 TITLE = "Single transitions: one per transaction"
 GOAL = "at least half the raw single-row insert rate"
 UNIT = "transition"
+SHARES_JOB = True  # it adds tasks of its own (ids tagged by Target.tag) and moves only those
 
 RAW = "raw single-row INSERT"
 RAW_READ = "raw SELECT version + INSERT"
@@ -63,7 +65,9 @@ def run(ctx: Context, engine: str, size: int) -> list[Measurement]:
 
     def setup(make: Callable[[Target], Mover]) -> Callable[[ExitStack], Contender]:
         def open_(stack: ExitStack) -> Contender:
-            target = stack.enter_context(ctx.dbs.fresh(engine, SimulatedJob(), size))
+            target = stack.enter_context(ctx.dbs.fresh(engine, SimulatedJob(), size, shared=SHARES_JOB))
+            if target.tag:
+                ctx.note(KEY, shared_job_note(size))
             ids = _add_pending(target, count)
             move, close = make(target)
             stack.callback(close)
@@ -94,7 +98,7 @@ def _add_pending(target: Target, count: int) -> list[str]:
     store = target.open_store()
     ids: list[str] = []
     try:
-        for batch in spec_batches("single", (count + 99) // 100):
+        for batch in spec_batches("single" + target.tag, (count + 99) // 100):
             store.add_tasks(target.scope(), batch)
             ids.extend(s["id"] for s in batch)
     finally:

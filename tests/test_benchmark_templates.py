@@ -72,8 +72,9 @@ def _schemas(prefix: str) -> set[str]:
 
 
 def test_above_the_clone_bound_questions_use_the_postgresql_template_in_place(tmp_path, monkeypatch):
-    """A 10,000,000-task template is not copied per question: readers share it, and a question that changes the job
-    takes it over, after which the next question of the size gets a template built again."""
+    """A 10,000,000-task template is not copied per question: readers share it, writers that add tasks of their own
+    share it too (each with its own tag), a question that changes the job otherwise takes it over, and a reader or
+    such a question that finds it written or taken gets a template built again."""
     if reason := pg_unavailable():
         pytest.skip(reason)
     monkeypatch.setattr(harness, "CLONE_UP_TO", 100)
@@ -82,34 +83,49 @@ def test_above_the_clone_bound_questions_use_the_postgresql_template_in_place(tm
     shape = harness.SimulatedJob()
     try:
         with dbs.fresh(harness.POSTGRESQL, shape, 150, changes=False) as first:
-            pass
+            assert first.tag == ""
         with dbs.fresh(harness.POSTGRESQL, shape, 150, changes=False) as second:
             assert second.schema == first.schema  # the same template, read in place
-        with dbs.fresh(harness.POSTGRESQL, shape, 150) as writer:
-            assert writer.schema == first.schema
-            store = writer.open_store()
+        with dbs.fresh(harness.POSTGRESQL, shape, 150) as taker:
+            assert taker.schema == first.schema and taker.tag == ""
+            store = taker.open_store()
             try:
-                assert store.queries.counts(writer.scope()).total == 150
+                assert store.queries.counts(taker.scope()).total == 150
             finally:
                 store.close()
         assert first.schema not in _schemas("bench_tpl_")  # taken over, then dropped
+        with dbs.fresh(harness.POSTGRESQL, shape, 150, shared=True) as w1, \
+                dbs.fresh(harness.POSTGRESQL, shape, 150, shared=True) as w2:
+            assert w1.schema == w2.schema != first.schema  # built again, then written by both at once
+            assert w1.tag and w2.tag and w1.tag != w2.tag
+        with dbs.fresh(harness.POSTGRESQL, shape, 150, shared=True) as w3:
+            assert w3.schema == w1.schema and w3.tag not in (w1.tag, w2.tag)  # a later writer: the same, written job
+        assert w1.schema in _schemas("bench_tpl_")  # writers do not drop it
         with dbs.fresh(harness.POSTGRESQL, shape, 150, changes=False) as again:
-            assert again.schema != first.schema and again.schema in _schemas("bench_tpl_")
+            assert again.schema != w1.schema and again.schema in _schemas("bench_tpl_")  # written: built again
+            assert again.tag == ""
+        assert w1.schema not in _schemas("bench_tpl_")
         with dbs.fresh(harness.POSTGRESQL, shape, 100, changes=False) as small:  # at the bound: a copy of its own
             assert not small.schema.startswith("bench_tpl_")
+        with dbs.fresh(harness.POSTGRESQL, shape, 100, shared=True) as small_writer:
+            assert small_writer.tag == ""  # a copy of its own: nothing to share, ids as at every other size
     finally:
         dbs.close([100, 150])
-    assert not _schemas("bench_tpl_") & {first.schema, again.schema}
+    assert not _schemas("bench_tpl_") & {first.schema, w1.schema, again.schema}
 
 
 def test_above_the_clone_bound_the_questions_that_change_the_job_run_last():
-    from benchmarks import counts, lists, rebuild, replay, transitions
+    from benchmarks import append, concurrency, counts, http, lists, rebuild, replay, transitions
     from benchmarks.suite import in_run_order
 
     pg, lite = harness.POSTGRESQL, harness.SQLITE
     big = harness.CLONE_UP_TO * 10
     units = [(10_000, q, e) for q in (transitions, lists) for e in (lite, pg)]
-    units += [(big, q, pg) for q in (transitions, replay, rebuild, lists, counts)]
+    units += [(big, q, pg) for q in (transitions, replay, concurrency, rebuild, http, append, lists, counts)]
     ordered = in_run_order(units)
     assert ordered[:4] == units[:4]  # at or below the bound: as given
-    assert [q.KEY for _, q, _ in ordered[4:]] == ["replay", "lists", "counts", "transitions", "rebuild"]
+    assert [q.KEY for _, q, _ in ordered[4:]] == [
+        "replay", "http", "lists", "counts",  # readers, on the template as built
+        "rebuild",  # it changes the job as a whole: it takes the template over
+        "transitions", "concurrency", "append",  # writers of tasks of their own: one template built again, shared
+    ]

@@ -70,3 +70,32 @@ def test_above_the_fold_bound_the_event_history_baseline_is_reported_as_not_run(
                 if line.startswith(("| taskstore", "| TaskQueries")) and "| sqlite |" in line and "skipped" not in line]
     assert measured, "the questions' own rows are measured still"
     assert "failed:" not in report  # a row without samples is reported, and breaks nothing around it
+
+
+@pytest.mark.postgres
+def test_above_the_clone_bound_the_writing_questions_share_one_job_and_measure(tmp_path, monkeypatch):
+    """Above ``harness.CLONE_UP_TO`` (10,000,000 tasks in full mode) every contender of the writing questions writes
+    to the one PostgreSQL template in place, each adding tasks of its own: none collides with another's, and every
+    question measures."""
+    from benchmarks import harness
+
+    reason = pg_unavailable()
+    if reason:
+        if REQUIRE_PG:
+            pytest.fail(f"TASKSTORE_REQUIRE_PG=1 but {reason}")
+        pytest.skip(reason)
+    monkeypatch.setattr(harness, "CLONE_UP_TO", 100)
+    builds = []
+    build = harness.SimulatedJob.build
+    monkeypatch.setattr(harness.SimulatedJob, "build", lambda self, store, size: (builds.append(size),
+                                                                                  build(self, store, size)))
+    keys = ["append", "transitions", "concurrency", "http", "counts"]
+    out = tmp_path / "RESULTS.md"
+    assert main(["--smoke", "--sizes", "150", "--only", *keys, "--engines", "postgresql", "--pg", PG_URL,
+                 "--out", str(out)]) == 0
+    report = out.read_text()
+    for q in QUESTIONS:
+        if q.KEY in keys:
+            _check(report, q, "postgresql")
+    assert report.count("the job's template is used in place") >= 3  # said of append, transitions, concurrency
+    assert builds == [150]  # one template: the readers first, then every writer on it
