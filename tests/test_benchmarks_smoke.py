@@ -99,3 +99,13 @@ def test_above_the_clone_bound_the_writing_questions_share_one_job_and_measure(t
             _check(report, q, "postgresql")
     assert report.count("the job's template is used in place") >= 3  # said of append, transitions, concurrency
     assert builds == [150]  # one template: the readers first, then every writer on it
+
+
+def test_above_its_bound_the_eventsourcing_comparison_is_reported_as_not_run(tmp_path, monkeypatch):
+    from benchmarks import peers
+
+    monkeypatch.setattr(peers, "PEERS_UP_TO", 0)  # the smoke job is then "too large" for the comparison
+    report = _run(tmp_path, peers, None)
+    rows = [line for line in report.splitlines() if line.startswith("| ") and "| sqlite |" in line]
+    assert len(rows) == 6 and all("skipped: not run above 0 tasks: eventsourcing's job is written" in r for r in rows)
+    assert "failed:" not in report
