@@ -43,6 +43,7 @@ from .harness import (
 )
 
 KEY = "append"
+MEMORY_BOUNDED = True  # taskstore's operations here hold one batch or page, whatever the job's size
 TITLE = "Bulk add: 100 tasks per call, one transaction each"
 GOAL = "at least half the raw rate (same rows, same engine, same batch size)"
 UNIT = "batch of 100 tasks"

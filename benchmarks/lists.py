@@ -32,6 +32,7 @@ from .harness import (
 )
 
 KEY = "lists"
+MEMORY_BOUNDED = True  # taskstore's operations here hold one batch or page, whatever the job's size
 TITLE = "List pages: first, middle and last page of every sort (limit 50)"
 GOAL = ("every page within 1.5 times the first page of its sort; at least 10,000 times faster than folding the "
         "scope's events (stated at 1,000,000 tasks); under 1 ms in process on SQLite")

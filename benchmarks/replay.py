@@ -29,6 +29,7 @@ from .harness import (
 )
 
 KEY = "replay"
+MEMORY_BOUNDED = True  # taskstore's operations here hold one batch or page, whatever the job's size
 TITLE = "Replay: the whole log, read and decoded"
 GOAL = "at least half the raw read-and-decode rate"
 UNIT = "whole log"

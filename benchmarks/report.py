@@ -126,6 +126,38 @@ def headline(ms: Sequence[Measurement], questions: Sequence[ModuleType]) -> list
     return lines
 
 
+# The memory goal (issue 5): taskstore's own operations of the questions that set ``MEMORY_BOUNDED`` hold what one batch
+# or page needs, whatever the job's size. Judged from the peak memory each size's run measured: at the largest size at
+# most MEMORY_GROWTH times the smallest size's, plus MEMORY_SLACK bytes (allocator noise on peaks of a few KiB).
+MEMORY_GOAL = "peak memory bounded by the batch or page, not by the job's size"
+MEMORY_GROWTH, MEMORY_SLACK = 1.25, 64 * 1024
+TASKSTORE_OPERATIONS = ("TaskStore.", "EventLog.", "TaskQueries.", "taskstore ")
+
+
+def memory(ms: Sequence[Measurement], questions: Sequence[ModuleType]) -> list[str]:
+    """One row per taskstore operation (of a question that sets ``MEMORY_BOUNDED``) and engine with a peak measured
+    at two sizes or more: its peak at the smallest and at the largest size, and whether it stayed bounded."""
+    titles = {q.KEY: q.TITLE for q in questions if getattr(q, "MEMORY_BOUNDED", False)}
+    peaks: dict[tuple[str, str, str], dict[int, int]] = defaultdict(dict)
+    for m in ms:
+        if (m.question in titles and m.operation.startswith(TASKSTORE_OPERATIONS) and m.peak_bytes is not None
+                and not m.skipped):
+            peaks[(m.question, m.operation, m.engine)][m.size] = m.peak_bytes
+    lines = ["| question | operation | engine | job sizes | peak memory, smallest job | peak memory, largest job | "
+             "verdict |", "|---|---|---|---|---:|---:|---|"]
+    rows = 0
+    for (q, op, engine), by_size in peaks.items():
+        if len(by_size) < 2:
+            continue
+        small, large = min(by_size), max(by_size)
+        bounded = by_size[large] <= by_size[small] * MEMORY_GROWTH + MEMORY_SLACK
+        lines.append(f"| {titles[q]} | {op} | {engine} | {fmt_size(small)} to {fmt_size(large)} "
+                     f"| {fmt_bytes(by_size[small])} | {fmt_bytes(by_size[large])} "
+                     f"| **{'met' if bounded else 'NOT met'}** |")
+        rows += 1
+    return lines if rows else []
+
+
 def chart(ms: Sequence[Measurement], key: str, title: str, path: Path) -> bool:
     """One PNG per question: for each engine and unit, cost against job size, one line per operation."""
     import matplotlib
@@ -261,6 +293,17 @@ def write(
         *headline(ms, questions),
         "",
     ]
+    if table := memory(ms, questions):
+        lines += [
+            "## Memory against the job's size",
+            "",
+            f"Goal: {MEMORY_GOAL} (met when the peak at the largest job is at most {MEMORY_GROWTH}× the peak at the "
+            f"smallest, plus {MEMORY_SLACK // 1024} KiB). Each peak comes from the run that measured that size (the "
+            "Python heap in an untimed run of one unit, as in the tables below).",
+            "",
+            *table,
+            "",
+        ]
     for n, q in enumerate(questions, 1):
         mine = [m for m in ms if m.question == q.KEY]
         lines += [f"## {n}. {q.TITLE}", ""]

@@ -41,3 +41,24 @@ def test_the_glance_counts_the_measured_rows_met_and_not_met():
 def test_rates_below_ten_keep_their_figures():
     assert report.fmt_rate(0.48) == "0.48"
     assert report.fmt_rate(151_141.2) == "151,141"
+
+
+def _peak(op: str, size: int, peak: int, engine: str = "sqlite") -> Measurement:
+    return Measurement(lists.KEY, op, engine, size, "page", [0.001] * 3, 50, peak_bytes=peak)
+
+
+def test_memory_that_grows_with_the_job_is_not_met_and_memory_that_does_not_is_met():
+    ms = [_peak("taskstore first page", 10_000, 180_000), _peak("taskstore first page", 1_000_000, 190_000),
+          _peak("taskstore last page", 10_000, 180_000), _peak("taskstore last page", 200_000, 400_000),
+          _peak("taskstore last page", 1_000_000, 9_000_000),
+          _peak("fold the scope's events", 10_000, 10**7), _peak("fold the scope's events", 10**6, 10**9)]
+    rows = report.memory(ms, [lists])
+    first = next(r for r in rows if "| taskstore first page |" in r)
+    last = next(r for r in rows if "| taskstore last page |" in r)
+    assert first.endswith("| **met** |") and "10,000 to 1,000,000" in first
+    assert last.endswith("| **NOT met** |") and "8.6 MiB" in last
+    assert not any("fold the scope" in r for r in rows)  # a baseline's memory is not taskstore's goal
+
+
+def test_memory_measured_at_one_size_only_makes_no_memory_table():
+    assert report.memory([_peak("taskstore first page", 10_000, 180_000)], [lists]) == []
