@@ -165,35 +165,47 @@ def _raw(target: Target, threads: int) -> tuple[list[Callable[[list[dict]], Any]
 
 
 def chart(ms: list[Measurement], path: Any) -> bool:
-    """Aggregate rate against the number of writers, one line per operation and job size."""
+    """Aggregate rate against the number of writers: one panel per job size, one line per operation."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    series: dict[str, list[tuple[int, float, float, float]]] = {}
+    panels: dict[int, dict[str, list[tuple[int, float, float, float]]]] = {}
     for m in ms:
         if not m.samples or m.skipped:
             continue
         op, _, writers = m.operation.rpartition(" × ")
         threads = int(writers.split()[0])
         rates = [m.events_per_unit / s for s in m.samples]
-        series.setdefault(f"{op}, job of {m.size:,}", []).append((threads, m.rate, min(rates), max(rates)))
-    if not series:
+        panels.setdefault(m.size, {}).setdefault(op, []).append((threads, m.rate, min(rates), max(rates)))
+    if not panels:
         return False
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    for label, pts in series.items():
-        pts.sort()
-        ax.errorbar([p[0] for p in pts], [p[1] for p in pts],
-                    yerr=[[p[1] - p[2] for p in pts], [p[3] - p[1] for p in pts]], marker="o", capsize=3, label=label)
-    ax.set_xlabel("concurrent writers (threads)")
-    ax.set_ylabel("events per second, all writers")
-    ax.set_xticks(sorted({p[0] for pts in series.values() for p in pts}))
-    ax.set_ylim(bottom=0)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7)
-    ax.set_title(TITLE, fontsize=10)
-    fig.tight_layout()
+    sizes = sorted(panels)
+    cols = min(2, len(sizes))
+    rows = (len(sizes) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(6.5 * cols, 4.2 * rows), squeeze=False)
+    top = max(p[3] for series in panels.values() for pts in series.values() for p in pts)
+    ops = list(dict.fromkeys(op for series in panels.values() for op in series))
+    colors = {op: f"C{i}" for i, op in enumerate(ops)}  # an operation has one color in every panel
+    for ax, size in zip(axes.flat, sizes):
+        for label, pts in panels[size].items():
+            pts.sort()
+            ax.errorbar([p[0] for p in pts], [p[1] for p in pts],
+                        yerr=[[p[1] - p[2] for p in pts], [p[3] - p[1] for p in pts]], marker="o", capsize=3,
+                        label=label, color=colors[label])
+        ax.set_title(f"job of {size:,} tasks", fontsize=9)
+        ax.set_xlabel("concurrent writers (threads)")
+        ax.set_ylabel("events per second, all writers")
+        ax.set_xticks(sorted({p[0] for pts in panels[size].values() for p in pts}))
+        ax.set_ylim(0, top * 1.05)  # one scale for every panel: the sizes compare at a glance
+        ax.grid(True, alpha=0.3)
+    for ax in list(axes.flat)[len(sizes):]:
+        ax.set_visible(False)
+    handles = [plt.Line2D([], [], color=colors[op], marker="o", label=op) for op in ops]
+    fig.legend(handles=handles, loc="lower center", ncol=min(4, len(ops)), fontsize=8, frameon=False)
+    fig.suptitle(TITLE, fontsize=10)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
