@@ -3,7 +3,7 @@
 ``TaskQueries.list_tasks`` (a keyset page over the task view, with a signed cursor; what ``taskstore list`` and
 the HTTP dialects serve) for each sort at the first page, the page that starts at the middle of the job and the
 last page; for createdAt:desc also filtered on state (running) and with a ``q`` search. Against the same keyset
-query in raw SQL on the task view (the physical limit), and against the approach the Blaxel document describes:
+query in raw SQL on the task view (the physical limit; its LIMIT a bound parameter, as taskstore's), and against the approach the Blaxel document describes:
 read the scope's whole event history, fold it into tasks, sort, slice the page in memory (measured once per job: it
 costs the same for every page). Cursors for the middle and last pages are made, untimed, with the store's own
 cursor codec from the key of the row at that position.
@@ -166,7 +166,10 @@ class _RawKeyset:
             where += f" AND ({', '.join(names)}) {cmp} ({', '.join([m] * len(names))})"
             params += after
         order = ", ".join(f"{n} {'DESC' if desc else 'ASC'}" for n in names)
-        sql = f"SELECT * FROM task_view WHERE {where} ORDER BY {order} LIMIT {LIMIT + 1}"
+        # The LIMIT bound as taskstore binds it: a literal one lets PostgreSQL plan a small table's first page as a
+        # bitmap scan of the whole scope and a sort (8 ms at 10,000 tasks, against 0.7 ms in index order).
+        sql = f"SELECT * FROM task_view WHERE {where} ORDER BY {order} LIMIT {m}"
+        params.append(LIMIT + 1)
         if self.sqlite:
             self.conn.execute("BEGIN")
             rows = self.conn.execute(sql, params).fetchall()
