@@ -18,7 +18,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from . import report, runs
+from . import harness, report, runs
 from .harness import (
     POSTGRESQL,
     SHORT_OPS_PER_SAMPLE,
@@ -30,6 +30,7 @@ from .harness import (
     default_config,
     machine,
     pg_connect,
+    shared_job_note,
 )
 from .suite import QUESTIONS, in_run_order
 
@@ -146,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
                                                skipped=f"time budget of {cfg.budget_s:.0f} s spent"))
                 else:
                     ctx.status(f"{q.KEY} · {engine} · {size:,}")
+                    if engine == POSTGRESQL and size > harness.CLONE_UP_TO and getattr(q, "SHARES_JOB", False):
+                        ctx.note(q.KEY, shared_job_note(size))  # its contenders share the template (Databases.fresh)
                     unit_started = time.monotonic()
                     try:
                         got = q.run(ctx, engine, size)

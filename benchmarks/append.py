@@ -36,7 +36,6 @@ from .harness import (
     now_iso,
     pg_connect,
     scope_id,
-    shared_job_note,
     side_by_side,
     spec_batches,
     sqlite_connect,
@@ -76,8 +75,6 @@ def run(ctx: Context, engine: str, size: int) -> list[Measurement]:
     def setup(make: Callable[[Target], Any]) -> Callable[[ExitStack], Contender]:
         def open_(stack: ExitStack) -> Contender:
             target = stack.enter_context(ctx.dbs.fresh(engine, shape, size, shared=SHARES_JOB))
-            if target.tag:
-                ctx.note(KEY, shared_job_note(size))
             specs = spec_batches("add" + target.tag, n_batches)
             write = make(target)  # write(batch_of_specs) -> seconds spent in the timed part
             stack.callback(write.close)

@@ -34,7 +34,6 @@ from .harness import (
     now_iso,
     pg_connect,
     scope_id,
-    shared_job_note,
     side_by_side,
     spec_batches,
 )
@@ -68,8 +67,6 @@ def run(ctx: Context, engine: str, size: int) -> list[Measurement]:
         def setup(make: Any, threads: int = threads) -> Callable[[ExitStack], Contender]:
             def open_(stack: ExitStack) -> Contender:
                 target = stack.enter_context(ctx.dbs.fresh(engine, SimulatedJob(), size, shared=SHARES_JOB))
-                if target.tag:
-                    ctx.note(KEY, shared_job_note(size))
                 specs = [spec_batches(f"w{k}{target.tag}", per_thread, seed=k) for k in range(threads)]
                 writers, close = make(target, threads)
                 stack.callback(close)

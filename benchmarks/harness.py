@@ -593,9 +593,8 @@ class Databases:
         self.root.mkdir(parents=True, exist_ok=True)
         self._sqlite: dict[tuple[str, int], Path] = {}
         self._pg: dict[tuple[str, int], str] = {}
-        self._pg_written: set[tuple[str, int]] = set()  # templates used in place that shared writers wrote to
         self._pg_holders: dict[tuple[str, int], int] = {}  # questions holding a template used in place
-        self._pg_tags: dict[tuple[str, int], int] = {}  # shared writers given a template so far (for their tags)
+        self._pg_tags: dict[tuple[str, int], int] = {}  # shared writers given a template so far: written when any
         self.build_seconds: dict[tuple[str, str, int], float] = {}
         self.extras: dict[str, Any] = {}  # a question's own templates (e.g. another library's databases)
         self._release_hooks: list[Callable[[int], None]] = []
@@ -667,12 +666,11 @@ class Databases:
         if engine == POSTGRESQL and shape is not None and size > CLONE_UP_TO:
             assert self.cfg.pg_url
             key = (shape.name, size)
-            if key in self._pg_written and not (changes and shared):
+            if self._pg_tags.get(key) and not (changes and shared):  # written by shared writers: not as built
                 self._drop_pg_template(key)
             tpl = self.pg_template(shape, size)
             tag = ""
             if changes and shared:
-                self._pg_written.add(key)
                 self._pg_tags[key] = self._pg_tags.get(key, 0) + 1
                 tag = f"_{self._pg_tags[key]}"
             self._pg_holders[key] = self._pg_holders.get(key, 0) + 1
@@ -710,7 +708,6 @@ class Databases:
     def _drop_pg_template(self, key: tuple[str, int]) -> None:
         if self._pg_holders.get(key):
             raise RuntimeError(f"the {key[0]} template of {key[1]:,} tasks is still in use")
-        self._pg_written.discard(key)
         self._pg_tags.pop(key, None)
         drop_schema(self.cfg.pg_url, self._pg.pop(key))  # type: ignore[arg-type]
 

@@ -37,7 +37,6 @@ from .harness import (
     now_iso,
     pg_connect,
     scope_id,
-    shared_job_note,
     side_by_side,
     spec_batches,
     sqlite_connect,
@@ -66,8 +65,6 @@ def run(ctx: Context, engine: str, size: int) -> list[Measurement]:
     def setup(make: Callable[[Target], Mover]) -> Callable[[ExitStack], Contender]:
         def open_(stack: ExitStack) -> Contender:
             target = stack.enter_context(ctx.dbs.fresh(engine, SimulatedJob(), size, shared=SHARES_JOB))
-            if target.tag:
-                ctx.note(KEY, shared_job_note(size))
             ids = _add_pending(target, count)
             move, close = make(target)
             stack.callback(close)
