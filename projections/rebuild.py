@@ -123,7 +123,8 @@ def rebuild(
     """Rebuild the task view and count summaries into fresh tables and swap them in; see the module's doc.
 
     ``workers``: processes that fold a scope of at least ``PARALLEL_MIN_EVENTS`` events from the log, each a run of
-    its streams (``seeding.py``); by default one per core, at most ``MAX_WORKERS``; 1 folds in this process."""
+    its streams (``seeding.py``: this one and ``workers - 1`` forks of it); by default one per core, at most
+    ``MAX_WORKERS``; 1 folds in this process alone."""
     started = time.perf_counter()
     workers = default_workers() if workers is None else max(1, workers)
     if snapshots is None:
@@ -208,8 +209,7 @@ def rebuild(
             with log.writing() as conn:  # a heartbeat: this rebuild is alive
                 save_checkpoint(conn, REBUILD, START, status="seeding", detail=view_name)
         with log.writing() as conn:
-            for index in fresh_view.indexes:  # before the catch-up: a resumed rebuild finds them made
-                index.create(conn)
+            engine_sql.create_indexes(conn, fresh_view.indexes)  # before the catch-up: a resumed rebuild finds them
             save_checkpoint(conn, REBUILD, start, status="catching-up", detail=view_name)
         seeded = done
     for attempt in range(1, SWAP_ATTEMPTS + 1):

@@ -5,7 +5,11 @@
 - A rebuild with 3 seeding processes (the size threshold lowered so that a small job is cut) gives exactly the
   task view and count summaries of the inline projection and of a rebuild in one process, with the same events read
   and skipped, and the audit finds nothing.
-- A failing worker fails the rebuild with its error (the other workers stopped), and the next rebuild succeeds.
+- This process folds the first run of each scope and forked workers the others; the progress callback hears of
+  every event read, the workers' as they go.
+- A failing worker fails the rebuild with its error (the other workers stopped), and the next rebuild succeeds; so
+  does a failure of this process's own run.
+- On SQLite the indexes are built with a larger page cache, and the connection's own is given back after.
 """
 
 from __future__ import annotations
@@ -87,6 +91,84 @@ def test_a_parallel_rebuild_equals_the_inline_projection_and_a_rebuild_in_one_pr
     # The inline projection goes on in the rebuilt tables.
     store.add_tasks(JOB, [{"id": "after-parallel", "requiredSlots": 2}])
     assert store.queries.counts(JOB).total == 121
+
+
+def test_this_process_folds_the_first_run_and_forked_workers_the_others(store, parallel, monkeypatch, tmp_path):
+    populate(store)
+    parent = os.getpid()
+    ran = tmp_path / "runs"
+    ran.mkdir()
+    here: list[tuple[str | None, str | None]] = []
+    real_fold, real_run = seeding.bulk_fold, seeding._run
+
+    def fold(log, sid, scope, view, batch, advance, streams=(None, None), write_lock=None, rows_per_write=None):
+        if os.getpid() == parent:
+            here.append(streams)
+        return real_fold(log, sid, scope, view, batch, advance, streams, write_lock, rows_per_write)
+
+    def run(log, sid, scope, view, batch, streams, *args):
+        (ran / f"{sid}-{streams[0]}-{os.getpid()}").touch()  # a worker's run, by the process that folded it
+        return real_run(log, sid, scope, view, batch, streams, *args)
+
+    monkeypatch.setattr(seeding, "bulk_fold", fold)
+    monkeypatch.setattr(seeding, "_run", run)
+    heard = []
+    result = store.rebuild(workers=3, batch_size=40, progress=lambda n, total: heard.append(n))
+    assert parallel == [True, True]
+    assert len(here) == 2 and all(lo is None and hi is not None for lo, hi in here)  # each scope's first run only
+    workers = [path.name.rsplit("-", 1) for path in ran.iterdir()]
+    assert len(workers) == 4  # the two other runs of each scope
+    assert len({pid for _, pid in workers}) == 4 and str(parent) not in {pid for _, pid in workers}
+    assert sum(heard) == result.events  # every event read, this process's and the workers'
+
+
+def test_a_failure_of_this_process_s_own_run_stops_the_workers_and_the_next_rebuild_succeeds(store, parallel,
+                                                                                            monkeypatch):
+    import multiprocessing
+
+    populate(store)
+    live = tables(store)
+    parent = os.getpid()
+    real = seeding.bulk_fold
+
+    def failing(log, sid, scope, view, batch, advance, streams=(None, None), write_lock=None, rows_per_write=None):
+        if os.getpid() == parent:
+            raise OSError("parent disk on fire")
+        return real(log, sid, scope, view, batch, advance, streams, write_lock, rows_per_write)
+
+    monkeypatch.setattr(seeding, "bulk_fold", failing)
+    with pytest.raises(OSError, match="parent disk on fire"):
+        store.rebuild(workers=3)
+    assert multiprocessing.active_children() == []  # the workers were stopped and reaped
+    assert tables(store) == live
+    monkeypatch.setattr(seeding, "bulk_fold", real)
+    monkeypatch.setattr("projections.rebuild._stale", lambda updated_at: True)  # the failed rebuild's lease
+    store.rebuild(workers=3)
+    assert tables(store) == live
+    assert store.audit(from_snapshots=False).ok
+
+
+def test_sqlite_indexes_are_built_with_a_larger_page_cache_and_the_connection_s_own_given_back(store, monkeypatch):
+    if store.log.engine.dialect.name != "sqlite":
+        pytest.skip("the page cache is SQLite's")
+    from eventstore.dialects.base import driver_execute
+
+    populate(store)
+    seen = []
+    real = engine_sql.Index.create
+
+    def create(self, conn, **kw):
+        seen.append(driver_execute(conn, "PRAGMA cache_size").fetchone()[0])
+        return real(self, conn, **kw)
+
+    monkeypatch.setattr(engine_sql.Index, "create", create)
+    with store.log.writing() as conn:
+        default = driver_execute(conn, "PRAGMA cache_size").fetchone()[0]
+    store.rebuild(workers=1)
+    assert seen == [-engine_sql.INDEX_CACHE_KIB] * 4  # the task view's four indexes
+    with store.log.writing() as conn:
+        assert driver_execute(conn, "PRAGMA cache_size").fetchone()[0] == default
+    assert store.audit(from_snapshots=False).ok
 
 
 def test_a_failing_worker_fails_the_rebuild_and_the_next_one_succeeds(store, parallel, monkeypatch):
