@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import MetaData, func, insert, inspect, select, text, update
+from sqlalchemy import func, insert, inspect, select, text, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.schema import CreateTable
@@ -48,13 +48,7 @@ from .replay import COLUMNS, decode, log_after
 from .seeding import default_workers, seed_scope
 from .snapshot_tables import SNAPSHOT_COLUMNS, projection_checkpoints, snapshot_tasks
 from .snapshots import FULL, Snapshots, live_version, scope_ids
-from .tables import (
-    STATE_COLUMNS,
-    counts_table,
-    scope_counts,
-    task_view,
-    task_view_table,
-)
+from .tables import STATE_COLUMNS, rebuild_tables, scope_counts, task_view
 from .task_view import TaskProjection
 from .version import PROJECTION_VERSION
 
@@ -148,9 +142,7 @@ def rebuild(
             counts_name = view_name.replace(task_view.name, scope_counts.name, 1)
         else:
             view_name, counts_name = _fresh_names(conn)
-        md = MetaData()
-        fresh_view = task_view_table(view_name, md)
-        fresh_counts = counts_table(counts_name, md)
+        fresh_view, fresh_counts = rebuild_tables(view_name, counts_name)
         if not resumed:
             engine_sql.drop_tables(conn, [view_name, counts_name, f"{task_view.name}_retired",
                                           f"{scope_counts.name}_retired"])

@@ -6,6 +6,8 @@ on both engines and a value reads back exactly as the event wrote it.
 
 from __future__ import annotations
 
+import functools
+
 from sqlalchemy import JSON, BigInteger, Column, Index, Integer, MetaData, String, Table, Text
 from sqlalchemy.dialects import postgresql
 
@@ -72,6 +74,14 @@ def counts_table(name: str, md: MetaData = metadata) -> Table:
 
 
 scope_counts = counts_table("scope_counts")
+
+
+@functools.cache
+def rebuild_tables(view_name: str, counts_name: str) -> tuple[Table, Table]:
+    """The fresh task view and count summaries a rebuild fills under these names (two generations, ``_a`` and
+    ``_b``): made once per process, so that the statements on them are compiled once, not at every rebuild."""
+    md = MetaData()
+    return task_view_table(view_name, md), counts_table(counts_name, md)
 
 settings = Table(
     "store_settings",
