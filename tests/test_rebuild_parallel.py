@@ -148,12 +148,11 @@ def test_a_failure_of_this_process_s_own_run_stops_the_workers_and_the_next_rebu
     assert store.audit(from_snapshots=False).ok
 
 
-def test_sqlite_indexes_are_built_with_a_larger_page_cache_and_the_connection_s_own_given_back(store, monkeypatch):
-    if store.log.engine.dialect.name != "sqlite":
-        pytest.skip("the page cache is SQLite's")
+def test_sqlite_indexes_are_built_with_a_larger_page_cache_and_the_connection_s_own_given_back(tmp_path,
+                                                                                              monkeypatch):
     from eventstore.dialects.base import driver_execute
+    from taskstore import open_store
 
-    populate(store)
     seen = []
     real = engine_sql.Index.create
 
@@ -161,14 +160,16 @@ def test_sqlite_indexes_are_built_with_a_larger_page_cache_and_the_connection_s_
         seen.append(driver_execute(conn, "PRAGMA cache_size").fetchone()[0])
         return real(self, conn, **kw)
 
-    monkeypatch.setattr(engine_sql.Index, "create", create)
-    with store.log.writing() as conn:
-        default = driver_execute(conn, "PRAGMA cache_size").fetchone()[0]
-    store.rebuild(workers=1)
-    assert seen == [-engine_sql.INDEX_CACHE_KIB] * 4  # the task view's four indexes
-    with store.log.writing() as conn:
-        assert driver_execute(conn, "PRAGMA cache_size").fetchone()[0] == default
-    assert store.audit(from_snapshots=False).ok
+    with open_store(f"sqlite:///{tmp_path / 'cache.db'}") as store:  # the page cache is SQLite's
+        populate(store)
+        monkeypatch.setattr(engine_sql.Index, "create", create)
+        with store.log.writing() as conn:
+            default = driver_execute(conn, "PRAGMA cache_size").fetchone()[0]
+        store.rebuild(workers=1)
+        assert seen == [-engine_sql.INDEX_CACHE_KIB] * 4  # the task view's four indexes
+        with store.log.writing() as conn:
+            assert driver_execute(conn, "PRAGMA cache_size").fetchone()[0] == default
+        assert store.audit(from_snapshots=False).ok
 
 
 def test_a_failing_worker_fails_the_rebuild_and_the_next_one_succeeds(store, parallel, monkeypatch):
