@@ -6,7 +6,7 @@
   task view and count summaries of the inline projection and of a rebuild in one process, with the same events read
   and skipped, and the audit finds nothing.
 - This process folds the first run of each scope and forked workers the others; the progress callback hears of
-  every event read, the workers' as they go.
+  every event read, the workers' too.
 - A failing worker fails the rebuild with its error (the other workers stopped), and the next rebuild succeeds; so
   does a failure of this process's own run.
 - On SQLite the indexes are built with a larger page cache, and the connection's own is given back after.
