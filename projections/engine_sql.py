@@ -681,7 +681,7 @@ def create_indexes(conn: Connection, indexes: Iterable[Index]) -> None:
     """Build a fresh table's indexes, in the caller's transaction. On SQLite each index reads the whole table, and
     the connection's page cache (2 MiB by default) holds a few thousand rows of it: a table written by other
     processes is then read from the write-ahead log four times over. With a cache of up to ``INDEX_CACHE_KIB`` for
-    the builds, the first reads it and the others find it in memory (at 10,000 tasks, 38 ms became 27 to 31)."""
+    the builds, the first reads it and the others find it in memory (at 10,000 tasks, 36 to 42 ms became 27 to 31)."""
     sqlite = conn.engine.dialect.name == "sqlite"
     if sqlite:
         before = driver_execute(conn, "PRAGMA cache_size").fetchone()[0]

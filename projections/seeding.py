@@ -6,8 +6,8 @@ The task view is the fold of each stream on its own, so the scope's events are r
 each other. The first run is folded in this process, each other by a process forked from this one (so that it has
 the same upcasters and tables) with its own connections; on SQLite the runs' write transactions take turns under one
 lock (the database has one writer; reading, decoding and folding, most of the time, go on side by side), on
-PostgreSQL they COPY at once. The scope's count summary is the sum of the runs' counts. Where processes cannot be forked (no ``fork`` start method,
-an in-memory SQLite database), or a scope is small, it is folded in this process.
+PostgreSQL they COPY at once. The scope's count summary is the sum of the runs' counts. Where processes cannot be
+forked (no ``fork`` start method, an in-memory SQLite database), or a scope is small, it is folded in this process.
 """
 
 from __future__ import annotations

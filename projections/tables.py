@@ -83,6 +83,7 @@ def rebuild_tables(view_name: str, counts_name: str) -> tuple[Table, Table]:
     md = MetaData()
     return task_view_table(view_name, md), counts_table(counts_name, md)
 
+
 settings = Table(
     "store_settings",
     metadata,
