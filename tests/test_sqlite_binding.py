@@ -4,6 +4,7 @@ module's quick way past its adapter lookup, which must change nothing that is wr
 from __future__ import annotations
 
 import sqlite3
+from contextlib import closing
 
 from eventstore import Scope, State
 from taskstore import open_store
@@ -24,7 +25,7 @@ def test_nones_are_written_as_null_by_the_appends_and_by_a_rebuild(tmp_path):
         store.transition_many(JOB, [(t.task_id, State.STARTING) for t in added[:2]])
 
         def kinds() -> list[tuple]:
-            with sqlite3.connect(path) as raw:
+            with closing(sqlite3.connect(path)) as raw:
                 return raw.execute(
                     "SELECT task_id, typeof(previous_state), typeof(start_time), typeof(exit_code), "
                     "typeof(display_name), typeof(status_message) FROM task_view ORDER BY task_id"
