@@ -141,18 +141,48 @@ def delta_groups(conn: Connection, scope_id: int, base: Point | None, upto: int 
         f, t = "json_extract(e.data, '$.from')", "json_extract(e.data, '$.to')"
         slots = "COALESCE(NULLIF(json_extract(a.data, '$.spec.requiredSlots'), 0), 1)"
     cond, params = lacks(conn, "e", base)
-    sql = (
-        f"SELECT e.type, e.schema_version, {f} AS f, {t} AS t, count(*), sum({slots}), "
-        "min(a.schema_version), max(a.schema_version) "
-        "FROM events e JOIN events a ON a.scope_id = e.scope_id AND a.stream = e.stream AND a.version = 1 "
-        f"AND a.type = '{TASK_ADDED}' "
-        f"WHERE e.scope_id = :sid AND e.type IN ('{TASK_ADDED}', '{TASK_TRANSITIONED}') AND {cond}"
-    )
+    added = f"a.scope_id = e.scope_id AND a.stream = e.stream AND a.version = 1 AND a.type = '{TASK_ADDED}'"
+    where = f"e.scope_id = :sid AND e.type IN ('{TASK_ADDED}', '{TASK_TRANSITIONED}') AND {cond}"
     if upto is not None:
-        sql += " AND e.position <= :upto"
+        where += " AND e.position <= :upto"
         params["upto"] = upto
-    sql += " GROUP BY e.type, e.schema_version, f, t"
+    if pg:
+        sql = _pg_delta_groups(f, t, slots, added, where, tail=base is not None)
+    else:
+        sql = (
+            f"SELECT e.type, e.schema_version, {f} AS f, {t} AS t, count(*), sum({slots}), "
+            f"min(a.schema_version), max(a.schema_version) FROM events e JOIN events a ON {added} WHERE {where} "
+            "GROUP BY e.type, e.schema_version, f, t"
+        )
     return [tuple(r) for r in conn.execute(text(sql), {"sid": scope_id, **params})]
+
+
+def _pg_delta_groups(f: str, t: str, slots: str, added: str, where: str, *, tail: bool) -> str:
+    """The delta aggregate on PostgreSQL, in a shape that does not depend on the planner's statistics.
+
+    - After a base (a tail): each event after it looks up its TaskAdded event (a lateral sub-select that OFFSET 0
+      keeps from being pulled up, so the join is always driven by the tail). As a plain join, on an events table no
+      ANALYZE has seen the planner may drive it from the scope's every TaskAdded event instead: at 200,000 tasks, 1.0
+      s against 3 ms for a tail of 20 events.
+    - From the scope's first event: a join the planner chooses.
+    Either way the rows are narrowed, in a sub-select kept by OFFSET 0, to the six values grouped and summed before
+    the grouping: grouped by sorting, each row would otherwise carry both events' whole data documents into the
+    sort (from the first event at 855,890 events, 372 MB of temporary files against 46 MB, 2.7 s against 2.1 s;
+    at 42,801,900 events, about 23 GB)."""
+    if tail:
+        values = "a.slots, a.added_version"
+        source = (
+            f"events e CROSS JOIN LATERAL (SELECT {slots} AS slots, a.schema_version AS added_version "
+            f"FROM events a WHERE {added} OFFSET 0) a"
+        )
+    else:
+        values = f"{slots} AS slots, a.schema_version AS added_version"
+        source = f"events e JOIN events a ON {added}"
+    return (
+        "SELECT type, schema_version, f, t, count(*), sum(slots), min(added_version), max(added_version) "
+        f"FROM (SELECT e.type, e.schema_version, {f} AS f, {t} AS t, {values} FROM {source} WHERE {where} OFFSET 0) d "
+        "GROUP BY type, schema_version, f, t"
+    )
 
 
 # -- the inline projection's writes ------------------------------------------------------------------------------
