@@ -30,10 +30,9 @@ def test_counts_stay_validated_as_tasks_move_and_say_so_after_the_summary_is_cor
 
 
 def _plan(store, statement: str, parameters: dict, analyze: bool = False) -> dict:
-    with store.engine.connect() as conn:
-        with conn.connection.driver_connection.cursor() as cur:
-            cur.execute(f"EXPLAIN ({'ANALYZE, ' if analyze else ''}VERBOSE, FORMAT JSON) " + statement, parameters)
-            return cur.fetchone()[0][0]["Plan"]
+    with store.engine.connect() as conn, conn.connection.driver_connection.cursor() as cur:
+        cur.execute(f"EXPLAIN ({'ANALYZE, ' if analyze else ''}VERBOSE, FORMAT JSON) " + statement, parameters)
+        return cur.fetchone()[0][0]["Plan"]
 
 
 def _nodes(plan: dict):
