@@ -28,7 +28,6 @@ def test_counts_stay_validated_as_tasks_move_and_say_so_after_the_summary_is_cor
     assert store.queries.counts(SCOPE).validation_status == "validated"
 
 
-
 def _plan(store, statement: str, parameters: dict, analyze: bool = False) -> dict:
     with store.engine.connect() as conn, conn.connection.driver_connection.cursor() as cur:
         cur.execute(f"EXPLAIN ({'ANALYZE, ' if analyze else ''}VERBOSE, FORMAT JSON) " + statement, parameters)
