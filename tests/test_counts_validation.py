@@ -42,6 +42,25 @@ def _nodes(plan: dict):
         yield from _nodes(child)
 
 
+def _delta_groups_captured(store, bases: list) -> tuple[list[list[tuple]], list[tuple[str, dict]]]:
+    """``engine_sql.delta_groups`` of ``SCOPE`` after each of ``bases`` (None: from the first event), with the
+    aggregate statements it sent (statement, parameters), in order."""
+    seen: list[tuple[str, dict]] = []
+
+    def capture(conn, cursor, statement, parameters, context, executemany):
+        if "GROUP BY" in statement:
+            seen.append((statement, parameters))
+
+    event.listen(store.engine, "before_cursor_execute", capture)
+    try:
+        with store.log.reading() as conn:
+            sid = store.log.scope_id(SCOPE, conn)
+            groups = [delta_groups(conn, sid, base) for base in bases]
+    finally:
+        event.remove(store.engine, "before_cursor_execute", capture)
+    return groups, seen
+
+
 def test_the_delta_aggregate_on_postgresql_reads_a_tail_from_the_tail_and_groups_narrow_rows(postgresql_database):
     """``engine_sql.delta_groups`` on PostgreSQL, on an events table no ANALYZE has seen: after a snapshot, only the
     tail's events look up their TaskAdded events (not the scope's every TaskAdded event, whatever the planner's
@@ -52,20 +71,7 @@ def test_the_delta_aggregate_on_postgresql_reads_a_tail_from_the_tail_and_groups
         store.add_tasks(SCOPE, [{"id": f"t{i}", "requiredSlots": 1 + i % 3} for i in range(300)])
         snap = store.snapshot(SCOPE, "full")
         store.transition_many(SCOPE, [(f"t{i}", "running") for i in range(3)])
-        seen: list[tuple[str, dict]] = []
-
-        def capture(conn, cursor, statement, parameters, context, executemany):
-            if "GROUP BY" in statement:
-                seen.append((statement, parameters))
-
-        event.listen(store.engine, "before_cursor_execute", capture)
-        try:
-            with store.log.reading() as conn:
-                sid = store.log.scope_id(SCOPE, conn)
-                whole = delta_groups(conn, sid, None)
-                tail = delta_groups(conn, sid, snap.point)
-        finally:
-            event.remove(store.engine, "before_cursor_execute", capture)
+        (whole, tail), seen = _delta_groups_captured(store, [None, snap.point])
         slots = sum(1 + i % 3 for i in range(3))
         assert sorted((g[0], g[2], g[3], g[4], g[5]) for g in whole) == [
             ("TaskAdded", None, None, 300, sum(1 + i % 3 for i in range(300))),
@@ -105,18 +111,7 @@ def test_the_delta_aggregate_on_sqlite_sorts_narrow_rows(tmp_path):
     try:
         store.add_tasks(SCOPE, [{"id": f"t{i}", "requiredSlots": 1 + i % 3} for i in range(30)])
         store.transition_many(SCOPE, [(f"t{i}", "running") for i in range(3)])
-        seen: list[tuple[str, dict]] = []
-
-        def capture(conn, cursor, statement, parameters, context, executemany):
-            if "GROUP BY" in statement:
-                seen.append((statement, parameters))
-
-        event.listen(store.engine, "before_cursor_execute", capture)
-        try:
-            with store.log.reading() as conn:
-                whole = delta_groups(conn, store.log.scope_id(SCOPE, conn), None)
-        finally:
-            event.remove(store.engine, "before_cursor_execute", capture)
+        (whole,), seen = _delta_groups_captured(store, [None])
         assert sorted((g[0], g[2], g[3], g[4], g[5]) for g in whole) == [
             ("TaskAdded", None, None, 30, sum(1 + i % 3 for i in range(30))),
             ("TaskTransitioned", "pending", "running", 3, sum(1 + i % 3 for i in range(3))),
