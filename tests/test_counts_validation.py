@@ -1,5 +1,9 @@
 """validationStatus at or below the recount limit: a verified point plus the events since, else a recount."""
 
+import sqlite3
+from collections import Counter
+
+import orjson
 from sqlalchemy import event, text
 
 from eventstore import Scope
@@ -126,3 +130,40 @@ def test_the_delta_aggregate_on_sqlite_sorts_narrow_rows(tmp_path):
         assert _sorted_records_carry(program, events_cursors, data) == []
     finally:
         store.close()
+
+
+def test_the_delta_aggregate_on_sqlite_from_the_first_event_reads_each_tasks_slots_once(tmp_path):
+    """``engine_sql.delta_groups`` on SQLite, from the first event: the join is driven from the scope's TaskAdded
+    events, so each task's required slots are read off its TaskAdded document once, not again for each of the task's
+    events (SQLite parses the JSON text at every ``json_extract``). Counted by running the statement it sent with a
+    ``json_extract`` of the test's own, which SQLite lets an application define over its built-in one."""
+    store = next(make_database("sqlite", tmp_path)).open_store()
+    try:
+        store.add_tasks(SCOPE, [{"id": f"t{i}", "requiredSlots": 1 + i % 3} for i in range(30)])
+        store.transition_many(SCOPE, [(f"t{i}", "running") for i in range(30)])
+        store.transition_many(SCOPE, [(f"t{i}", "succeeded") for i in range(10)])
+        (whole,), ((statement, parameters),) = _delta_groups_captured(store, [None])
+    finally:
+        store.close()
+    assert sorted((g[0], g[2], g[3], g[4], g[5]) for g in whole) == [
+        ("TaskAdded", None, None, 30, sum(1 + i % 3 for i in range(30))),
+        ("TaskTransitioned", "pending", "running", 30, sum(1 + i % 3 for i in range(30))),
+        ("TaskTransitioned", "running", "succeeded", 10, sum(1 + i % 3 for i in range(10))),
+    ]
+    paths: Counter[str] = Counter()
+
+    def json_extract(doc: str, path: str):
+        paths[path] += 1
+        value = orjson.loads(doc)
+        for key in path.removeprefix("$.").split("."):
+            value = value.get(key) if isinstance(value, dict) else None
+        return value
+
+    conn = sqlite3.connect(tmp_path / "taskstore.db")
+    try:
+        conn.create_function("json_extract", 2, json_extract, deterministic=True)
+        assert sorted(conn.execute(statement, parameters).fetchall()) == sorted(whole)
+    finally:
+        conn.close()
+    assert paths["$.to"] == 70  # every event of the scope was joined
+    assert paths["$.spec.requiredSlots"] == 30  # and each task's TaskAdded document read once, not 70 times

@@ -18,6 +18,7 @@ from sqlalchemy import event, text
 
 from eventstore import IllegalTransition, Scope, State, TaskNotFound
 from projections import engine_sql
+from projections.as_of import counts_as_of
 from projections.engine_sql import consistent
 from projections.replay import ScopeFold, last_position, scope_events, tally
 from projections.snapshots import COUNTS, FULL, StaleProjection
@@ -108,6 +109,16 @@ def test_snapshot_plus_tail_equals_full_replay(store, steps):
         states, slots = tally(then.tasks.values())
         assert ({s: as_of.states[s] for s in State}, {s: as_of.slots[s] for s in State}) == (
             {s: states[s] for s in State}, {s: slots[s] for s in State})
+    # As of every position of the scope's events, from its first event (no snapshot: the aggregate that covers
+    # the scope from its start, with the tasks added after the position left out): the fold of the events up to it.
+    with consistent(store.log) as conn:
+        positions = [e.position for e in scope_events(store.log, conn, store.log.scope_id(scope, conn))]
+    for position in positions:
+        states, slots = tally(full_replay(store, scope, upto=position).tasks.values())
+        as_of = counts_as_of(store.log, None, scope, position)
+        assert "first event" in as_of.validation_detail
+        assert ({s: as_of.states[s] for s in State}, {s: as_of.slots[s] for s in State}) == (
+            {s: states[s] for s in State}, {s: slots[s] for s in State}), position
     end = last_event(store, scope)
     for task in full.tasks.values():
         assert store.queries.task_as_of(scope, task.task_id, end) == task
