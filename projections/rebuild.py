@@ -254,9 +254,11 @@ def _fold_scope(log: EventLog, projection: TaskProjection, sid: int, base: Any, 
                 advance: Callable[[int], None]) -> None:
     """Fold the scope's events that ``base`` lacks into the fresh tables, a page of positions at a time."""
     cond, params = engine_sql.lacks(log.engine, "events", base)
-    after = 0
+    after: int | None = None
     while True:
         with consistent(log) as conn:
+            if after is None:
+                after = engine_sql.lacks_after(conn, base)
             q = (
                 select(*COLUMNS)
                 .where(events.c.scope_id == sid, events.c.position > after, text(cond).bindparams(**params))

@@ -25,7 +25,7 @@ from eventstore.lifecycle import TERMINAL, Cause
 from eventstore.schema import events
 from eventstore.task import TASK_ADDED, TASK_CONDITION_RECORDED, TASK_TRANSITIONED, added, evolve
 
-from .engine_sql import SQL_SHAPES, Point, count_since, delta_groups, lacks, stream_page, unseen
+from .engine_sql import SQL_SHAPES, Point, count_since, delta_groups, lacks, lacks_after, stream_page, unseen
 from .rows import row_of
 
 COLUMNS = EVENT_COLUMNS
@@ -46,21 +46,24 @@ def scope_events(
     stream: str | None = None,
     batch: int = 5000,
 ) -> Iterator[RecordedEvent]:
-    """The scope's events that ``base`` lacks (all of them without one), in position order, up to ``upto``."""
+    """The scope's events that ``base`` lacks (all of them without one), in position order, up to ``upto``: read by
+    keyset on the position from ``base`` on (``lacks_after``), or, for one ``stream``, on its version through the
+    (scope, stream, version) index, so that a task's events cost what they are, not what the scope holds."""
     cond, params = lacks(conn, "events", base)
-    after = 0
+    key = events.c.position if stream is None else events.c.version  # a stream's versions grow with its positions
+    after = lacks_after(conn, base) if stream is None else 0
     while True:
-        q = select(*COLUMNS).where(events.c.scope_id == scope_id, events.c.position > after, text(cond).bindparams(**params))
+        q = select(*COLUMNS).where(events.c.scope_id == scope_id, key > after, text(cond).bindparams(**params))
         if upto is not None:
             q = q.where(events.c.position <= upto)
         if stream is not None:
             q = q.where(events.c.stream == stream)
-        rows = conn.execute(q.order_by(events.c.position).limit(batch)).all()
+        rows = conn.execute(q.order_by(key).limit(batch)).all()
         for r in rows:
             yield decode(log, conn, r)
         if len(rows) < batch:
             return
-        after = rows[-1].position
+        after = rows[-1].position if stream is None else rows[-1].version
 
 
 def scope_streams(
