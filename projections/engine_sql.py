@@ -104,10 +104,15 @@ def lacks(conn_or_engine: Connection | Engine, alias: str, base: Point | None) -
 
 def _unseen_at_or_below(u: str, base: Point) -> tuple[str, dict[str, Any]]:
     """PostgreSQL: a SQL condition on ``u`` (the events table): an event at or below ``base``'s position that its
-    snapshot did not see, answered by the (txid, position) index."""
+    snapshot did not see, answered by the (txid, position) index. The range on the transaction id has an upper bound
+    (the largest bigint: every id is below it) so that the planner reads it from that index whatever its statistics:
+    on a table no ANALYZE has seen it takes a one-sided range for a third of the table and scans the table instead
+    (5.7 ms against 0.07 ms at 50,000 events; a table of 42,801,900 would take seconds)."""
     assert base.visibility is not None
     xmax, open_then = _open_then(base.visibility)
-    cond = f"({u}.txid >= :base_xmax AND {u}.position + 0 <= :base_position)"  # + 0: not by position
+    cond = (  # + 0: not by position
+        f"({u}.txid >= :base_xmax AND {u}.txid <= {2**63 - 1} AND {u}.position + 0 <= :base_position)"
+    )
     if open_then:
         cond += f" OR {u}.txid IN ({', '.join(str(x) for x in open_then)})"  # integers PostgreSQL printed
     return cond, {"base_position": base.position, "base_xmax": xmax}
@@ -124,7 +129,9 @@ def lacks_after(conn: Connection, base: Point | None) -> int:
     if conn.engine.dialect.name != "postgresql" or base.visibility is None:
         return base.position
     unseen_below, params = _unseen_at_or_below("u", base)
-    first = conn.execute(text(f"SELECT min(u.position) FROM events u WHERE {unseen_below}"), params).scalar()
+    # min(position + 0): min(position) would be read off the positions' own index, in order, until a row matches
+    # (no row: the whole table).
+    first = conn.execute(text(f"SELECT min(u.position + 0) FROM events u WHERE {unseen_below}"), params).scalar()
     return base.position if first is None else min(base.position, int(first) - 1)
 
 

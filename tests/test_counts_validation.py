@@ -7,7 +7,7 @@ import orjson
 from sqlalchemy import event, text
 
 from eventstore import Scope
-from projections.engine_sql import delta_groups
+from projections.engine_sql import Point, count_since, delta_groups, lacks_after
 from tests.conftest import make_database
 
 SCOPE = Scope("ws", "job-validate")
@@ -167,3 +167,35 @@ def test_the_delta_aggregate_on_sqlite_from_the_first_event_reads_each_tasks_slo
         conn.close()
     assert paths["$.to"] == 70  # every event of the scope was joined
     assert paths["$.spec.requiredSlots"] == 30  # and each task's TaskAdded document read once, not 70 times
+
+
+def test_the_probe_for_events_a_snapshot_did_not_see_reads_the_txid_index_on_postgresql(postgresql_database):
+    """PostgreSQL, on an events table no ANALYZE has seen: the probes for the events at or below a state's position
+    that its snapshot did not see (``lacks``'s sub-select, ``lacks_after``) read the (txid, position) index, never the
+    whole events table (a one-sided range on the transaction id is taken for a third of the table without
+    statistics; ``min(position)`` would walk the positions' index until a row matched)."""
+    store = postgresql_database.open_store(background_snapshots=False)
+    try:
+        store.add_tasks(SCOPE, [{"id": f"t{i}"} for i in range(2000)])
+        seen: list[tuple[str, dict]] = []
+
+        def capture(conn, cursor, statement, parameters, context, executemany):
+            seen.append((statement, parameters))
+
+        with store.log.reading() as conn:
+            sid = store.log.scope_id(SCOPE, conn)
+            top, head = conn.execute(text("SELECT max(txid), max(position) FROM events")).one()
+            base = Point(head - 5, top + 1, f"{top + 1}:{top + 1}:")  # a state that saw every transaction so far
+            event.listen(store.engine, "before_cursor_execute", capture)
+            try:
+                assert lacks_after(conn, base) == head - 5
+                assert count_since(conn, sid, base) == 5
+            finally:
+                event.remove(store.engine, "before_cursor_execute", capture)
+        assert len(seen) == 2
+        for statement, parameters in seen:
+            nodes = list(_nodes(_plan(store, statement, parameters)))
+            assert not [n for n in nodes if n["Node Type"] == "Seq Scan"], statement
+            assert any(n.get("Index Name") == "ix_events_txid_position" for n in nodes), statement
+    finally:
+        store.close()
