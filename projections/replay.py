@@ -63,7 +63,7 @@ def scope_events(
             yield decode(log, conn, r)
         if len(rows) < batch:
             return
-        after = rows[-1].position if stream is None else rows[-1].version
+        after = getattr(rows[-1], key.name)
 
 
 def scope_streams(
