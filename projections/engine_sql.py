@@ -753,14 +753,19 @@ def scopes_estimated_evenly(conn: Connection, table: str) -> None:
                           "ALTER COLUMN scope_id TYPE bigint"))
 
 
-INDEX_CACHE_KIB = 65_536  # SQLite: the page cache while a rebuild builds its indexes (each reads the whole table)
+# SQLite: the page cache while a rebuild builds its indexes (each reads the whole table). Pages are allocated as they
+# are read, and given back after: a table smaller than this takes its own size.
+INDEX_CACHE_KIB = 262_144
 
 
 def create_indexes(conn: Connection, indexes: Iterable[Index]) -> None:
     """Build a fresh table's indexes, in the caller's transaction. On SQLite each index reads the whole table, and
     the connection's page cache (2 MiB by default) holds a few thousand rows of it: a table written by other
-    processes is then read from the write-ahead log four times over. With a cache of up to ``INDEX_CACHE_KIB`` for
-    the builds, the first reads it and the others find it in memory (at 10,000 tasks, 36 to 42 ms became 27 to 31)."""
+    processes is then read from the write-ahead log or the file four times over. With a cache of up to
+    ``INDEX_CACHE_KIB`` for the builds, the first reads a table that fits and the others find it in memory (at 10,000
+    tasks, 36 to 42 ms became 27 to 31 with 64 MiB; at 200,000 tasks, whose 136 MB table 64 MiB does not hold, the
+    four took 400 to 450 ms with 256 MiB against 482 to 513 ms with 64 MiB, six rounds alternating; a larger table
+    reads the file each time either way)."""
     sqlite = conn.engine.dialect.name == "sqlite"
     if sqlite:
         before = driver_execute(conn, "PRAGMA cache_size").fetchone()[0]

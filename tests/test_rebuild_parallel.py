@@ -2,6 +2,7 @@
 
 - The scope is cut by ``stream_splits`` into runs of streams with about as many events each; ``stream_page`` reads a
   run's events and no other's.
+- A log of one scope is cut by the count of the whole events table (the scope's: no count per scope needed).
 - A rebuild with 3 seeding processes (the size threshold lowered so that a small job is cut) gives exactly the
   task view and count summaries of the inline projection and of a rebuild in one process, with the same events read
   and skipped, and the audit finds nothing.
@@ -91,6 +92,25 @@ def test_a_parallel_rebuild_equals_the_inline_projection_and_a_rebuild_in_one_pr
     # The inline projection goes on in the rebuilt tables.
     store.add_tasks(JOB, [{"id": "after-parallel", "requiredSlots": 2}])
     assert store.queries.counts(JOB).total == 121
+
+
+def test_a_log_of_one_scope_is_cut_by_the_count_of_the_whole_log(store, parallel, monkeypatch):
+    simulate(store, JOB, 60, seed=5)
+    live = tables(store)
+    cut = []
+    real = engine_sql.stream_splits
+
+    def splits(conn, sid, events_in_scope, parts):
+        cut.append((sid, events_in_scope))
+        return real(conn, sid, events_in_scope, parts)
+
+    monkeypatch.setattr(engine_sql, "stream_splits", splits)
+    result = store.rebuild(workers=2, batch_size=40)
+    assert parallel == [True]
+    assert cut == [(store.log.scope_id(JOB), _events_of(store, JOB))]  # the table's count is the scope's
+    assert result.seeded == _events_of(store, JOB)
+    assert tables(store) == live
+    assert store.audit(from_snapshots=False).ok
 
 
 def test_this_process_folds_the_first_run_and_forked_workers_the_others(store, parallel, monkeypatch, tmp_path):
