@@ -3,7 +3,8 @@
 ``EventLog.read_all``/``iter_all`` read with the driver (``Dialect.read_log``) and decode the rows themselves
 (``EventLog.decode_rows``); every other reader goes through SQLAlchemy Core and ``EventLog.decode``. For random
 data, metadata, scopes, and events written in older shapes (upcast when read), both give the same events, in the
-same order, with the same checkpoints.
+same order, with the same checkpoints. And a rebuild's seeding read (``projections.replay.scope_streams``) gives
+each stream's events as the Core path decodes them.
 """
 
 from __future__ import annotations
@@ -113,3 +114,44 @@ def test_read_all_continues_from_a_checkpoint_and_reads_json_the_database_holds(
     rest = log.read_all(first.checkpoint, limit=10)
     assert first.events + rest.events == expected
     assert dict(expected[-1].data) == {"fullName": "Ada", "n": 1500.0, "tags": []}
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture],
+          phases=(Phase.explicit, Phase.reuse, Phase.generate))
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["s1", "s2", "s3"]),
+            st.lists(st.tuples(st.sampled_from(["Plain", "Renamed", "Other"]), st.integers(1, 3), datas),
+                     min_size=1, max_size=4),
+        ),
+        min_size=1,
+        max_size=6,
+    ),
+    st.integers(1, 7),
+    st.booleans(),
+)
+def test_a_scopes_streams_give_the_events_of_the_core_path(engine, appends, batch_size, lifting):
+    """``replay.scope_streams`` (a rebuild's seeding read): each stream's events as (position, version, type, data),
+    decoded and upcast as ``EventLog.decode`` does, in (stream, version) order, a page of ``batch_size`` at a time;
+    with upcasters that lift a type, and with none that do (where it skips looking each event's type up)."""
+    from projections.replay import scope_streams
+
+    registry = _upcasters() if lifting else Upcasters()
+    log = EventLog(engine, upcasters=registry)
+    scope = Scope("ws", f"streams-{uuid.uuid4().hex[:8]}")
+    for stream, evs in appends:
+        log.append([StreamAppend(scope, stream, [NewEvent(t, d, schema_version=v) for t, v, d in evs])])
+    sid = log.scope_id(scope)
+    with log.reading() as conn:
+        rows = conn.execute(select(*EVENT_COLUMNS).where(events.c.scope_id == sid)
+                            .order_by(events.c.stream, events.c.version)).all()
+        decoded = [log.decode(conn, r) for r in rows]
+    expected: dict[str, list] = {}
+    for e in decoded:
+        expected.setdefault(e.stream, []).append((e.position, e.version, e.type, dict(e.data)))
+    got = {stream: [(p, v, t, dict(d)) for p, v, t, d in evs]
+           for stream, evs in scope_streams(log, sid, batch=batch_size)}
+    assert got == expected
+    if lifting:
+        assert all(e.schema_version == 3 for e in decoded if e.type == "Renamed")
