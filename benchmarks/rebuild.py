@@ -132,9 +132,12 @@ def _measure(cfg: Config, target: Target, size: int) -> tuple[dict[str, list[flo
 
             return sample
 
-        # Up to 10,000 tasks as the run's mode says; at 200,000 three (a set of the contenders takes about 40 s; one
-        # sample gave 0.54x in one run and 0.46x in the next, the same afternoon); above, one takes minutes.
-        reps = cfg.reps if size <= 10_000 else min(cfg.reps, 3) if size <= MEMORY_UP_TO else 1
+        if size <= 10_000:
+            reps = cfg.reps
+        elif size <= MEMORY_UP_TO:  # a set of the contenders takes about 40 s; one sample gave 0.54x, then 0.46x
+            reps = min(cfg.reps, 3)
+        else:  # one takes minutes
+            reps = 1
         warmup = 0 if cfg.quick or size > 10_000 else 1  # each unit takes seconds: a warm-up matters little
         contenders = {RAW: raw, REBUILD: rebuild(False), REBUILD_ONE: rebuild(False, workers=1),
                       REBUILD_SNAP: rebuild(True), AUDIT_LOG: audit(False)}
