@@ -822,17 +822,17 @@ def walk_in_index_order(conn: Connection) -> None:
                              "set_config('enable_sort', 'off', true)")
 
 
-def stream_splits(conn: Connection, scope_id: int, events_in_scope: int, parts: int) -> list[str]:
+def stream_splits(conn: Connection, scope_id: int, events_in_scope: int, parts: int, head: int = 0) -> list[str]:
     """Streams that cut the scope's events, in (stream, version) order, into ``parts`` runs of about the same
-    length (fewer when streams repeat): each the stream of the event at ``k * events / parts`` of that order, read
-    from the unique index (its entries only, no rows)."""
+    length, the first ``head`` events longer (fewer runs when streams repeat): each the stream of the event at
+    ``head + k * (events - head) / parts`` of that order, read from the unique index (its entries only, no rows)."""
     pg = conn.engine.dialect.name == "postgresql"
     mark = "%s" if pg else "?"
     sql = (f"SELECT stream FROM events WHERE scope_id = {mark} ORDER BY stream, version "
            f"LIMIT 1 OFFSET {mark}")
     cuts: list[str] = []
     for k in range(1, parts):
-        row = driver_execute(conn, sql, (scope_id, events_in_scope * k // parts)).fetchone()
+        row = driver_execute(conn, sql, (scope_id, head + (events_in_scope - head) * k // parts)).fetchone()
         if row is not None and (not cuts or row[0] > cuts[-1]):
             cuts.append(row[0])
     return cuts

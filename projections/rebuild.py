@@ -159,6 +159,7 @@ def rebuild(
     seeded = 0  # events read while seeding: each scope's stream-by-stream fold, or its snapshot's tail
     from_snap = from_log = 0
     total: int | None = None
+    exiting: list[Any] = []  # seeding workers done with their runs, joined at the end
 
     def advance(n: int) -> None:
         nonlocal done
@@ -199,7 +200,7 @@ def rebuild(
                 from_snap += 1
             else:
                 projection.skipped += seed_scope(log, sid, scope, fresh_view, fresh_counts, batch_size, advance,
-                                                 workers=workers, events_in_scope=sizes.get(sid, 0))
+                                                 workers=workers, events_in_scope=sizes.get(sid, 0), exiting=exiting)
                 from_log += 1
             with log.writing() as conn:  # a heartbeat: this rebuild is alive
                 save_checkpoint(conn, REBUILD, START, status="seeding", detail=view_name)
@@ -217,6 +218,8 @@ def rebuild(
         except OperationalError as exc:
             if not engine_sql.lock_timed_out(exc) or attempt == SWAP_ATTEMPTS:
                 raise
+    for worker in exiting:
+        worker.join()
     return RebuildResult(
         events=done,
         seeded=seeded,

@@ -1,15 +1,17 @@
 """A rebuild that folds large scopes in several processes (``projections/seeding.py``), on both engines.
 
 - The scope is cut by ``stream_splits`` into runs of streams with about as many events each; ``stream_page`` reads a
-  run's events and no other's.
+  run's events and no other's. With a head start, the first run is that many events longer than the others.
 - A log of one scope is cut by the count of the whole events table (the scope's: no count per scope needed).
 - A rebuild with 3 seeding processes (the size threshold lowered so that a small job is cut) gives exactly the
   task view and count summaries of the inline projection and of a rebuild in one process, with the same events read
   and skipped, and the audit finds nothing.
 - This process folds the first run of each scope and forked workers the others; the progress callback hears of
-  every event read, the workers' too.
+  every event read, the workers' too. Workers that have reported are joined when the rebuild is done (those of an
+  earlier scope before the next scope is cut), and none is left behind.
 - A failing worker fails the rebuild with its error (the other workers stopped), and the next rebuild succeeds; so
-  does a failure of this process's own run.
+  does a failure of this process's own run. A worker is stopped by SIGTERM even when the process it was forked from
+  handles that signal without exiting (as blaxel's SDK has it do).
 - On SQLite the indexes are built with a larger page cache, and the connection's own is given back after.
 """
 
@@ -76,6 +78,22 @@ def test_splits_cut_a_scope_into_runs_of_about_equal_events(store):
         assert all((lo is None or row[1] >= lo) and (hi is None or row[1] < hi) for row in page)
 
 
+def test_a_head_start_makes_the_first_run_that_many_events_longer(store):
+    populate(store)
+    sid = store.log.scope_id(JOB)
+    n = _events_of(store, JOB)
+    head = n // 5
+    with store.log.reading() as conn:
+        cuts = engine_sql.stream_splits(conn, sid, n, 2, head)
+        even = engine_sql.stream_splits(conn, sid, n, 2)
+        first = engine_sql.stream_page(conn, sid, None, 10_000, cuts[0])
+        rest = engine_sql.stream_page(conn, sid, (cuts[0], 0), 10_000)
+    assert len(cuts) == 1 and cuts[0] > even[0]
+    assert len(first) + len(rest) == n
+    assert abs(len(first) - (head + (n - head) / 2)) <= 20  # off by less than a stream
+    assert len(first) - len(rest) >= head - 40
+
+
 def test_a_parallel_rebuild_equals_the_inline_projection_and_a_rebuild_in_one_process(store, parallel, monkeypatch):
     monkeypatch.setattr(seeding, "MIN_TURN_ROWS", 7)  # SQLite: turns of the write lock shorter than the batch
     populate(store)
@@ -100,9 +118,9 @@ def test_a_log_of_one_scope_is_cut_by_the_count_of_the_whole_log(store, parallel
     cut = []
     real = engine_sql.stream_splits
 
-    def splits(conn, sid, events_in_scope, parts):
+    def splits(conn, sid, events_in_scope, parts, head=0):
         cut.append((sid, events_in_scope))
-        return real(conn, sid, events_in_scope, parts)
+        return real(conn, sid, events_in_scope, parts, head)
 
     monkeypatch.setattr(engine_sql, "stream_splits", splits)
     result = store.rebuild(workers=2, batch_size=40)
@@ -142,6 +160,30 @@ def test_this_process_folds_the_first_run_and_forked_workers_the_others(store, p
     assert sum(heard) == result.events  # every event read, this process's and the workers'
 
 
+def test_workers_that_have_reported_are_joined_when_the_rebuild_is_done(store, monkeypatch):
+    import multiprocessing
+
+    monkeypatch.setattr(seeding, "PARALLEL_MIN_EVENTS", 0)
+    populate(store)
+    live = tables(store)
+    left: list[list] = []  # what each scope's cut left to join, as its fold_in_parallel returned
+    real = seeding.fold_in_parallel
+
+    def spy(*args):
+        exiting = args[-1]
+        out = real(*args)
+        left.append(list(exiting))
+        return out
+
+    monkeypatch.setattr(seeding, "fold_in_parallel", spy)
+    store.rebuild(workers=3)
+    assert [len(procs) for procs in left] == [2, 2]  # each scope's two workers, left to exit on their own
+    assert left[0][0] not in left[1]  # the first scope's were joined before the second was cut
+    assert all(p.exitcode == 0 for procs in left for p in procs)  # all joined, every one ended well
+    assert multiprocessing.active_children() == []
+    assert tables(store) == live
+
+
 def test_a_failure_of_this_process_s_own_run_stops_the_workers_and_the_next_rebuild_succeeds(store, parallel,
                                                                                             monkeypatch):
     import multiprocessing
@@ -166,6 +208,41 @@ def test_a_failure_of_this_process_s_own_run_stops_the_workers_and_the_next_rebu
     store.rebuild(workers=3)
     assert tables(store) == live
     assert store.audit(from_snapshots=False).ok
+
+
+def test_a_worker_ends_on_sigterm_whatever_handler_the_parent_has(store, parallel, monkeypatch):
+    import multiprocessing
+    import signal
+    import time
+
+    populate(store)
+    parent = os.getpid()
+    real = seeding.bulk_fold
+    stopped = []
+    real_terminate = multiprocessing.process.BaseProcess.terminate
+
+    def terminate(self):
+        stopped.append(self)
+        real_terminate(self)
+
+    def fold(log, sid, scope, view, batch, advance, streams=(None, None), write_lock=None, rows_per_write=None):
+        if os.getpid() == parent:
+            raise OSError("parent disk on fire")
+        time.sleep(60)  # a worker still folding when the rebuild fails
+        return real(log, sid, scope, view, batch, advance, streams, write_lock, rows_per_write)
+
+    monkeypatch.setattr(seeding, "bulk_fold", fold)
+    monkeypatch.setattr(multiprocessing.process.BaseProcess, "terminate", terminate)
+    monkeypatch.setattr(seeding, "STOP_WAIT", 20.0)
+    before = signal.signal(signal.SIGTERM, lambda signum, frame: None)  # a handler that does not exit
+    try:
+        with pytest.raises(OSError, match="parent disk on fire"):
+            store.rebuild(workers=2)
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert len(stopped) == 1
+    assert stopped[0].exitcode == -signal.SIGTERM  # ended by the signal, not killed after STOP_WAIT
+    assert multiprocessing.active_children() == []
 
 
 def test_sqlite_indexes_are_built_with_a_larger_page_cache_and_the_connection_s_own_given_back(tmp_path,
