@@ -41,12 +41,19 @@ MAX_WORKERS = 8
 TURNS, EVENTS_PER_ROW, MIN_TURN_ROWS = 5, 4, 1000
 WAIT = 0.5  # seconds between looks at the workers while none reports
 STOP_WAIT = 5.0  # seconds a stopped worker is given to end on SIGTERM before it is killed
-# The share of a scope's events this process's run takes before the rest is cut evenly (of two runs, it folds 52%):
-# a worker starts later (forked after the cut) and folds slower (its own cold connections, pages copied on first
-# write). The worker's fold ended, after this process's, with runs of equal length and with this head start: on
-# SQLite 9.5 ms later and 1.6 ms later at 10,000 tasks (of 92 ms), 78 ms later and 20 ms earlier at 200,000 (of
-# 2.2 s); on PostgreSQL at 10,000 tasks 11.4 ms later and 3.8 ms earlier (of 128 ms).
-HEAD_START = 0.04
+# How much longer this process's run is than each worker's (of two runs, it folds 52%): a worker starts later
+# (forked after the cut) and folds slower (its own cold connections, pages copied on first write). The worker's fold
+# ended, after this process's, with runs of equal length and with this head start: on SQLite 9.5 ms later and 1.6
+# ms later at 10,000 tasks (of 92 ms), 78 ms later and 20 ms earlier at 200,000 (of 2.2 s); on PostgreSQL at 10,000
+# tasks 11.4 ms later and 3.8 ms earlier (of 128 ms). Measured with two processes (this machine's cores); with more,
+# each run is shorter and the head start with it.
+HEAD_START = 1 / 12
+
+
+def head_start(events_in_scope: int, runs: int) -> int:
+    """The events this process's run takes before the rest is cut evenly into ``runs``: so that it is
+    ``HEAD_START`` longer than each other run."""
+    return int(events_in_scope * HEAD_START / (runs + HEAD_START))
 
 
 class SeedingFailed(RuntimeError):
@@ -167,7 +174,7 @@ def _bulk_fold(log: EventLog, sid: int, scope: Scope, view: Any, batch: int, adv
 
 def fold_in_parallel(log: EventLog, sid: int, scope: Scope, view: Any, batch: int, advance: Callable[[int], None],
                      workers: int, events_in_scope: int, exiting: list[Any] | None = None) -> Folded | None:
-    """``bulk_fold`` of the scope cut into ``workers`` runs of streams: the first in this process (``HEAD_START``),
+    """``bulk_fold`` of the scope cut into ``workers`` runs of streams: the first in this process (``head_start``),
     each other in a forked one. None (fold it here) when processes cannot be forked or the scope does not cut. Raises
     ``SeedingFailed`` when a worker's run fails (and this process's own error when its run does): the other runs are
     stopped, and the fresh tables are left to the next rebuild, which makes them anew.
@@ -181,7 +188,7 @@ def fold_in_parallel(log: EventLog, sid: int, scope: Scope, view: Any, batch: in
     if not can_fork() or engine_sql.single_connection(log.engine):
         return None
     with log.reading() as conn:
-        cuts = engine_sql.stream_splits(conn, sid, events_in_scope, workers, int(events_in_scope * HEAD_START))
+        cuts = engine_sql.stream_splits(conn, sid, events_in_scope, workers, head_start(events_in_scope, workers))
     if not cuts:
         return None
     ctx = multiprocessing.get_context("fork")

@@ -94,6 +94,14 @@ def test_a_head_start_makes_the_first_run_that_many_events_longer(store):
     assert len(first) - len(rest) >= head - 40
 
 
+@pytest.mark.parametrize("runs", [2, 3, 8])
+def test_this_process_s_run_is_head_start_longer_than_each_other_run(runs):
+    events = 1_000_000
+    head = seeding.head_start(events, runs)
+    other = (events - head) / runs
+    assert (head + other) / other == pytest.approx(1 + seeding.HEAD_START, rel=1e-4)
+
+
 def test_a_parallel_rebuild_equals_the_inline_projection_and_a_rebuild_in_one_process(store, parallel, monkeypatch):
     monkeypatch.setattr(seeding, "MIN_TURN_ROWS", 7)  # SQLite: turns of the write lock shorter than the batch
     populate(store)
