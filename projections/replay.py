@@ -314,6 +314,7 @@ def _row_of_columns() -> tuple[str, ...]:
     task = fold_events(sample)
     return tuple(row_of(task, 0, 1)) if task is not None else ()
 
+
 # ``State(value).value`` and ``Cause(value).value`` by a lookup, for the values the log holds (else the enum, and its
 # error).
 _STATES = {s.value: s.value for s in State}
