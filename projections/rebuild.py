@@ -167,59 +167,64 @@ def rebuild(
         if progress:
             progress(n, total)
 
-    if not resumed:
-        # Every event at or before ``start`` is in the fresh tables once each scope is seeded. On SQLite the
-        # catch-up projector follows the log from there (skipping, by version, what seeding already folded). On
-        # PostgreSQL the seeding below, which starts later, reads every event visible in ``seeded_in``, and the
-        # catch-up reads only the others: the head stops below the commit horizon, which a long transaction
-        # anywhere in the database holds back, and from the head alone the catch-up would read such events again.
-        start = log.head()
-        seeded_in = _visible_now(log)
-        with log.reading() as conn:
-            plan = []
-            for sid, scope in scope_ids(conn):
-                snap = snapshots.newest(conn, sid, kind=FULL, verified=True) if from_snapshots else None
-                plan.append((sid, scope, snap))
-            sizes: dict[int, int] = {}  # the parallel fold cuts a scope by its events
-            if from_snapshots:
-                total = sum(engine_sql.count_since(conn, sid, snap.point if snap else None) for sid, _, snap in plan)
-            elif workers > 1 and len(plan) > 1:
-                q = select(events.c.scope_id, func.count()).group_by(events.c.scope_id)
-                sizes = {int(sid): int(n) for sid, n in conn.execute(q)}
-                total = sum(sizes.values())
-            else:
-                # The table's count, which SQLite takes page by page without reading an entry (4 ms against 37 ms
-                # for one scope's at 200,000 tasks): in a log of one scope, that scope's.
-                total = conn.execute(select(func.count()).select_from(events)).scalar_one()
-                if workers > 1 and plan:
-                    sizes = {plan[0][0]: total}
-        for sid, scope, snap in plan:
-            if snap is not None:
-                _seed(log, sid, snap.id, snap.position, fresh_view, fresh_counts, batch_size)
-                _fold_scope(log, projection, sid, snap.point, batch_size, advance)
-                from_snap += 1
-            else:
-                projection.skipped += seed_scope(log, sid, scope, fresh_view, fresh_counts, batch_size, advance,
-                                                 workers=workers, events_in_scope=sizes.get(sid, 0), exiting=exiting)
-                from_log += 1
-            with log.writing() as conn:  # a heartbeat: this rebuild is alive
-                save_checkpoint(conn, REBUILD, START, status="seeding", detail=view_name)
-        with log.writing() as conn:
-            engine_sql.create_indexes(conn, fresh_view.indexes)  # before the catch-up: a resumed rebuild finds them
-            save_checkpoint(conn, REBUILD, start, status="catching-up", detail=view_name)
-        seeded = done
-    for attempt in range(1, SWAP_ATTEMPTS + 1):
-        if seeded_in is None:  # (after a fresh seeding on PostgreSQL, _catch_up_visible reads all it would)
-            projector.run(progress=advance)
-        seen = _catch_up_visible(log, projection, batch_size, advance, seeded_in)
-        try:
-            final = _swap(log, projection, fresh_view, fresh_counts, batch_size, advance, seen)
-            break
-        except OperationalError as exc:
-            if not engine_sql.lock_timed_out(exc) or attempt == SWAP_ATTEMPTS:
-                raise
-    for worker in exiting:
-        worker.join()
+    try:
+        if not resumed:
+            # Every event at or before ``start`` is in the fresh tables once each scope is seeded. On SQLite the
+            # catch-up projector follows the log from there (skipping, by version, what seeding already folded). On
+            # PostgreSQL the seeding below, which starts later, reads every event visible in ``seeded_in``, and the
+            # catch-up reads only the others: the head stops below the commit horizon, which a long transaction
+            # anywhere in the database holds back, and from the head alone the catch-up would read such events again.
+            start = log.head()
+            seeded_in = _visible_now(log)
+            with log.reading() as conn:
+                plan = []
+                for sid, scope in scope_ids(conn):
+                    snap = snapshots.newest(conn, sid, kind=FULL, verified=True) if from_snapshots else None
+                    plan.append((sid, scope, snap))
+                sizes: dict[int, int] = {}  # the parallel fold cuts a scope by its events
+                if from_snapshots:
+                    total = sum(engine_sql.count_since(conn, sid, snap.point if snap else None)
+                                for sid, _, snap in plan)
+                elif workers > 1 and len(plan) > 1:
+                    q = select(events.c.scope_id, func.count()).group_by(events.c.scope_id)
+                    sizes = {int(sid): int(n) for sid, n in conn.execute(q)}
+                    total = sum(sizes.values())
+                else:
+                    # The table's count, which SQLite takes page by page without reading an entry (4 ms against 37 ms
+                    # for one scope's at 200,000 tasks): in a log of one scope, that scope's.
+                    total = conn.execute(select(func.count()).select_from(events)).scalar_one()
+                    if workers > 1 and plan:
+                        sizes = {plan[0][0]: total}
+            for sid, scope, snap in plan:
+                if snap is not None:
+                    _seed(log, sid, snap.id, snap.position, fresh_view, fresh_counts, batch_size)
+                    _fold_scope(log, projection, sid, snap.point, batch_size, advance)
+                    from_snap += 1
+                else:
+                    projection.skipped += seed_scope(
+                        log, sid, scope, fresh_view, fresh_counts, batch_size, advance, workers=workers,
+                        events_in_scope=sizes.get(sid, 0), exiting=exiting)
+                    from_log += 1
+                with log.writing() as conn:  # a heartbeat: this rebuild is alive
+                    save_checkpoint(conn, REBUILD, START, status="seeding", detail=view_name)
+            with log.writing() as conn:
+                # Before the catch-up: a resumed rebuild finds them.
+                engine_sql.create_indexes(conn, fresh_view.indexes)
+                save_checkpoint(conn, REBUILD, start, status="catching-up", detail=view_name)
+            seeded = done
+        for attempt in range(1, SWAP_ATTEMPTS + 1):
+            if seeded_in is None:  # (after a fresh seeding on PostgreSQL, _catch_up_visible reads all it would)
+                projector.run(progress=advance)
+            seen = _catch_up_visible(log, projection, batch_size, advance, seeded_in)
+            try:
+                final = _swap(log, projection, fresh_view, fresh_counts, batch_size, advance, seen)
+                break
+            except OperationalError as exc:
+                if not engine_sql.lock_timed_out(exc) or attempt == SWAP_ATTEMPTS:
+                    raise
+    finally:  # however the rebuild ends: a worker that reported its run is not left a zombie
+        for worker in exiting:
+            worker.join()
     return RebuildResult(
         events=done,
         seeded=seeded,

@@ -8,7 +8,7 @@
   and skipped, and the audit finds nothing.
 - This process folds the first run of each scope and forked workers the others; the progress callback hears of
   every event read, the workers' too. Workers that have reported are joined when the rebuild is done (those of an
-  earlier scope before the next scope is cut), and none is left behind.
+  earlier scope before the next scope is cut), and none is left behind, also when the rebuild fails after seeding.
 - A failing worker fails the rebuild with its error (the other workers stopped), and the next rebuild succeeds; so
   does a failure of this process's own run. A worker is stopped by SIGTERM even when the process it was forked from
   handles that signal without exiting (as blaxel's SDK has it do).
@@ -189,6 +189,33 @@ def test_workers_that_have_reported_are_joined_when_the_rebuild_is_done(store, m
     assert left[0][0] not in left[1]  # the first scope's were joined before the second was cut
     assert all(p.exitcode == 0 for procs in left for p in procs)  # all joined, every one ended well
     assert multiprocessing.active_children() == []
+    assert tables(store) == live
+
+
+def test_a_rebuild_that_fails_after_seeding_has_waited_for_every_worker_it_forked(store, monkeypatch):
+    monkeypatch.setattr(seeding, "PARALLEL_MIN_EVENTS", 0)
+    populate(store)
+    live = tables(store)
+    forked: list = []
+    real = seeding.fold_in_parallel
+
+    def spy(*args):
+        out = real(*args)
+        forked.extend(args[-1])  # the workers left to exit on their own, to be joined at the end
+        return out
+
+    def failing_indexes(conn, indexes):
+        raise OSError("index disk on fire")
+
+    monkeypatch.setattr(seeding, "fold_in_parallel", spy)
+    monkeypatch.setattr(engine_sql, "create_indexes", failing_indexes)
+    with pytest.raises(OSError, match="index disk on fire"):
+        store.rebuild(workers=3)
+    assert len(forked) == 4  # two workers for each of the two scopes
+    for p in forked:
+        # Waited for already (not a zombie, nor running): nothing of this process's children is left to wait for.
+        with pytest.raises(ChildProcessError):
+            os.waitpid(p.pid, os.WNOHANG)
     assert tables(store) == live
 
 
