@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, insert, inspect, select, text, update
+from sqlalchemy import func, insert, inspect, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.schema import CreateTable
@@ -44,7 +44,7 @@ from .projector import (
     load_checkpoint,
     save_checkpoint,
 )
-from .replay import COLUMNS, decode, log_after
+from .replay import events_page, log_after
 from .seeding import default_workers, seed_scope
 from .snapshot_tables import SNAPSHOT_COLUMNS, projection_checkpoints, snapshot_tasks
 from .snapshots import FULL, Snapshots, live_version, scope_ids
@@ -263,20 +263,14 @@ def _seed(log: EventLog, sid: int, snapshot_id: int, position: int, view: Any, c
 
 def _fold_scope(log: EventLog, projection: TaskProjection, sid: int, base: Any, batch: int,
                 advance: Callable[[int], None]) -> None:
-    """Fold the scope's events that ``base`` lacks into the fresh tables, a page of positions at a time."""
-    cond, params = engine_sql.lacks(log.engine, "events", base)
+    """Fold the scope's events that ``base`` lacks into the fresh tables, a page of positions at a time, each read
+    in a consistent read of its own and applied in a write transaction of its own."""
     after: int | None = None
     while True:
         with consistent(log) as conn:
             if after is None:
                 after = engine_sql.lacks_after(conn, base)
-            q = (
-                select(*COLUMNS)
-                .where(events.c.scope_id == sid, events.c.position > after, text(cond).bindparams(**params))
-                .order_by(events.c.position)
-                .limit(batch)
-            )
-            page = [decode(log, conn, r) for r in conn.execute(q)]
+            page = events_page(log, conn, sid, base, after, batch)
         if page:
             with log.writing() as conn:
                 projection.apply(conn, page)

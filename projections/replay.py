@@ -48,22 +48,29 @@ def scope_events(
 ) -> Iterator[RecordedEvent]:
     """The scope's events that ``base`` lacks (all of them without one), in position order, up to ``upto``: read by
     keyset on the position from ``base`` on (``lacks_after``), or, for one ``stream``, on its version through the
-    (scope, stream, version) index, so that a task's events cost what they are, not what the scope holds."""
-    cond, params = lacks(conn, "events", base)
-    key = events.c.position if stream is None else events.c.version  # a stream's versions grow with its positions
+    (scope, stream, version) index, so that a task's events cost what they are, not what the scope holds. A page
+    (``events_page``) of ``batch`` events at a time, all through ``conn``."""
     after = lacks_after(conn, base) if stream is None else 0
     while True:
-        q = select(*COLUMNS).where(events.c.scope_id == scope_id, key > after, text(cond).bindparams(**params))
-        if upto is not None:
-            q = q.where(events.c.position <= upto)
-        if stream is not None:
-            q = q.where(events.c.stream == stream)
-        rows = conn.execute(q.order_by(key).limit(batch)).all()
-        for r in rows:
-            yield decode(log, conn, r)
-        if len(rows) < batch:
+        page = events_page(log, conn, scope_id, base, after, batch, upto=upto, stream=stream)
+        yield from page
+        if len(page) < batch:
             return
-        after = getattr(rows[-1], key.name)
+        after = page[-1].position if stream is None else page[-1].version
+
+
+def events_page(log: EventLog, conn: Connection, scope_id: int, base: Point | None, after: int, batch: int, *,
+                upto: int | None = None, stream: str | None = None) -> list[RecordedEvent]:
+    """A page of ``scope_events``: the first ``batch`` of the scope's events that ``base`` lacks whose key (the
+    position, or the version for one ``stream``) is above ``after``, in key order, decoded."""
+    cond, params = lacks(conn, "events", base)
+    key = events.c.position if stream is None else events.c.version  # a stream's versions grow with its positions
+    q = select(*COLUMNS).where(events.c.scope_id == scope_id, key > after, text(cond).bindparams(**params))
+    if upto is not None:
+        q = q.where(events.c.position <= upto)
+    if stream is not None:
+        q = q.where(events.c.stream == stream)
+    return [decode(log, conn, r) for r in conn.execute(q.order_by(key).limit(batch))]
 
 
 def scope_streams(
@@ -203,7 +210,8 @@ class Deltas:
         self.states[after] += n
         self.slots[after] += slots
 
-    def added_to(self, states: Mapping[State, int], slots: Mapping[State, int]) -> tuple[dict[State, int], dict[State, int]]:
+    def added_to(self, states: Mapping[State, int],
+                 slots: Mapping[State, int]) -> tuple[dict[State, int], dict[State, int]]:
         return (
             {s: states.get(s, 0) + self.states[s] for s in State},
             {s: slots.get(s, 0) + self.slots[s] for s in State},
@@ -284,10 +292,10 @@ def last_position(conn: Connection, scope_id: int, upto: int | None = None) -> i
 # A rebuild folds every event of the log once, and ``evolve`` (a new frozen Task per event, then ``row_of`` and the
 # row's encoding per task) was most of its time. ``seed_row`` folds one stream into local variables, event after
 # event, and makes the row's values once, in the task view's column order, JSON columns encoded as JSON text
-# (orjson; ``null`` for None), as ``engine_sql.load_rows`` takes them. It is the same fold as ``evolve`` step by step (each branch below is the
-# branch of ``evolve`` of the same name) and the same row as ``row_of``; ``tests/test_rebuild_fold.py`` checks both
-# over random histories (hypothesis), in memory and through a rebuild on each engine. A change to either must be
-# made here too: the tests fail until it is.
+# (orjson; ``null`` for None), as ``engine_sql.load_rows`` takes them. It is the same fold as ``evolve`` step by
+# step (each branch below is the branch of ``evolve`` of the same name) and the same row as ``row_of``;
+# ``tests/test_rebuild_fold.py`` checks both over random histories (hypothesis), in memory and through a rebuild on
+# each engine. A change to either must be made here too: the tests fail until it is.
 
 # The task view's columns, in the order ``seed_row`` gives their values (the rebuild checks them against the table
 # and against ``row_of``, and folds with ``evolve`` when they differ).
@@ -408,8 +416,8 @@ def seed_row(scope_id: int, stream: Sequence[tuple[int, int, str, Any]]) -> tupl
 def evolve_row(scope_id: int, stream: Sequence[tuple[int, int, str, Any]], *, scope: Scope,
                table: Table | None = None) -> tuple:
     """What ``seed_row`` gives, by the definition: the stream folded with ``evolve``, its row made by ``row_of``
-    and encoded as ``engine_sql.load_rows`` takes it (JSON columns as JSON text), in the order of ``table``'s columns (the task view's by
-    default). The rebuild's seeding folds with this when the task view's columns are not ``SEED_COLUMNS``
+    and encoded as ``engine_sql.load_rows`` takes it (JSON columns as JSON text), in the order of ``table``'s
+    columns (the task view's by default). The rebuild's seeding folds with this when the task view's columns are not ``SEED_COLUMNS``
     (``seed_row`` is then out of date); the property test compares the two."""
     from sqlalchemy import JSON
 
