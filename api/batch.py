@@ -132,7 +132,8 @@ def _now_iso() -> str:
 def render(err: ApiError, request: Request) -> Response:
     rid = request.scope.get("taskstore.request_id", "")
     body: dict[str, Any] = {
-        "odata.metadata": f"{base_url(request)}{PREFIX}/$metadata#Microsoft.Azure.Batch.Protocol.Entities.Container.errors/@Element",
+        "odata.metadata": (f"{base_url(request)}{PREFIX}/$metadata"
+                           "#Microsoft.Azure.Batch.Protocol.Entities.Container.errors/@Element"),
         "code": err.code,
         "message": {"lang": "en-US", "value": f"{err.message}\nRequestId:{rid}\nTime:{_now_iso()}"},
     }

@@ -87,7 +87,7 @@ def _measure(cfg: Config, target: Target, size: int) -> tuple[dict[str, list[flo
         for batch in spec_batches("tail", TAIL_TASKS // 100):
             tail_ids += [t.task_id for t in store.add_tasks(scope, batch)]
         store.transition_many(scope, [(tid, State.STARTING) for tid in tail_ids])
-        tail = facts["tail"] = 2 * len(tail_ids)
+        facts["tail"] = 2 * len(tail_ids)
         # The tail's last event: this process wrote it and it has committed. (Not ``log.head()``: on PostgreSQL
         # that stops below the commit horizon, which any long transaction in the database holds back.)
         with store.log.reading() as conn:

@@ -278,7 +278,8 @@ class _RowSQL:
 
     def _unnest_insert(self) -> str:
         values = ", ".join(self._value(i, n) for i, n in enumerate(self.names))
-        return f"INSERT INTO {self.table.name} ({', '.join(self.names)}) SELECT {values} FROM {self._unnest(self.names)}"
+        names = ", ".join(self.names)
+        return f"INSERT INTO {self.table.name} ({names}) SELECT {values} FROM {self._unnest(self.names)}"
 
     def update_many(self, columns: tuple[str, ...] | None) -> tuple[str, list[tuple[str, bool]]]:
         """PostgreSQL: the UPDATE of many rows from one unnest() of array parameters, and their order."""
@@ -492,7 +493,8 @@ class _PageRead:
 
         def arm(state: str | None) -> str:
             which = "" if state is None else f" AND v.state = '{state}'"  # a State value: [a-z]+
-            return f"SELECT {cols} FROM {view.name} v WHERE v.scope_id = {mark}{which}{seek} ORDER BY {order} LIMIT {limit}"
+            return (f"SELECT {cols} FROM {view.name} v WHERE v.scope_id = {mark}{which}{seek} "
+                    f"ORDER BY {order} LIMIT {limit}")
 
         if states is None or len(states) == 1:
             self.arms = 1

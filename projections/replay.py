@@ -417,8 +417,8 @@ def evolve_row(scope_id: int, stream: Sequence[tuple[int, int, str, Any]], *, sc
                table: Table | None = None) -> tuple:
     """What ``seed_row`` gives, by the definition: the stream folded with ``evolve``, its row made by ``row_of``
     and encoded as ``engine_sql.load_rows`` takes it (JSON columns as JSON text), in the order of ``table``'s
-    columns (the task view's by default). The rebuild's seeding folds with this when the task view's columns are not ``SEED_COLUMNS``
-    (``seed_row`` is then out of date); the property test compares the two."""
+    columns (the task view's by default). The rebuild's seeding folds with this when the task view's columns are
+    not ``SEED_COLUMNS`` (``seed_row`` is then out of date); the property test compares the two."""
     from sqlalchemy import JSON
 
     from .tables import task_view

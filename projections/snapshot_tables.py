@@ -53,7 +53,8 @@ def snapshots_table(md: MetaData = metadata) -> Table:
         Column("kind", String(8), nullable=False),  # full (task rows and counts) | counts
         # The last of the scope's events the snapshot reflects. On PostgreSQL, where transactions commit out of
         # position order, it reflects exactly the events visible in ``visibility`` (a pg_snapshot, as text; its xmin
-        # is its lower bound, in ``snapshot_xmin``): an event of a transaction that was still open then is not in it, even below position.
+        # is its lower bound, in ``snapshot_xmin``): an event of a transaction that was still open then is not in
+        # it, even below position.
         Column("position", BigInteger, nullable=False),
         Column("snapshot_xmin", BigInteger),
         Column("visibility", Text),

@@ -91,7 +91,8 @@ class SnapshotValidator:
         summary = summary_of(row, scope)
         if not all(summary.states[s] == states[s] and summary.slots[s] == slots[s] for s in State):
             return None
-        return replace(summary, validation_status="validated", validation_detail=f"{source} plus the 0 events after it agree")
+        return replace(summary, validation_status="validated",
+                       validation_detail=f"{source} plus the 0 events after it agree")
 
     def __call__(self, conn: Connection, sid: int, summary: CountSummary) -> CountSummary:
         from .snapshots import live_version

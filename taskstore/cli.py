@@ -47,9 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="print one page of a job's tasks")
     _db_arg(p)
     _scope_args(p)
-    p.add_argument("--state", action="append", help="only tasks in this state (canonical or any dialect's name); repeatable")
+    p.add_argument("--state", action="append",
+                   help="only tasks in this state (canonical or any dialect's name); repeatable")
     p.add_argument("--q", help="case-insensitive search over id, display name and labels (2+ characters)")
-    p.add_argument("--sort", default="createdAt:desc", help="createdAt:desc (default), createdAt:asc, name:asc, name:desc")
+    p.add_argument("--sort", default="createdAt:desc",
+                   help="createdAt:desc (default), createdAt:asc, name:asc, name:desc")
     p.add_argument("--limit", type=int, default=50, help="page size, 1 to 200 (default: %(default)s)")
     p.add_argument("--cursor", help="the nextCursor of the previous page")
     p.add_argument("--json", action="store_true", help='print the page as {"data": [...], "meta": {...}}')
@@ -97,7 +99,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         exit_code = "" if t.exit_code is None else str(t.exit_code)
         table.add_row(t.task_id, t.state.value, t.created_at, exit_code, str(t.retry_count), t.display_name or "")
     out.print(table)
-    out.print(f"{len(page.items)} of {page.total} tasks" + (f"; next page: --cursor {page.next_cursor}" if page.has_more else ""))
+    more = f"; next page: --cursor {page.next_cursor}" if page.has_more else ""
+    out.print(f"{len(page.items)} of {page.total} tasks{more}")
     return 0
 
 
@@ -154,7 +157,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         sys.stdout.write(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")
         return 0
     out = Console()
-    out.print(f"{scope}: {summary.tasks} tasks, {summary.events} events in {elapsed:.2f}s ({result['eventsPerSecond']}/s)")
+    rate = result["eventsPerSecond"]
+    out.print(f"{scope}: {summary.tasks} tasks, {summary.events} events in {elapsed:.2f}s ({rate}/s)")
     table = Table()
     table.add_column("state")
     table.add_column("tasks", justify="right")

@@ -120,8 +120,9 @@ class PostgreSQLDialect:
         One ``INSERT ... SELECT FROM unnest(arrays)``: one round trip and one statement text whatever the batch size,
         so psycopg converts it once and the server prepares it once per connection (a multi-row VALUES statement
         changes with the batch size). The arrays travel in binary (``%b``): in text, psycopg would quote and escape
-        every JSON document into an array literal, which costs more than the insert. RETURNING gives each row's (scope, stream, version) with its position and
-        txid, so the rows are matched by key, not by the order the server happened to return them in.
+        every JSON document into an array literal, which costs more than the insert. RETURNING gives each row's
+        (scope, stream, version) with its position and txid, so the rows are matched by key, not by the order the
+        server happened to return them in.
 
         A single row goes in by a plain-parameter statement of the same meaning (see ``_insert_one_event``).
 

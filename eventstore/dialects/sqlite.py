@@ -170,8 +170,8 @@ class SQLiteDialect:
         return None
 
     def read_log(self, conn: Connection, after: tuple[int, int], limit: int) -> list[tuple]:
-        """After the checkpoint's position, as fixed driver text: positions alone (writers are serial). JSON columns are stored as
-        text, so the rows come back exactly as ``decode_rows`` takes them."""
+        """After the checkpoint's position, as fixed driver text: positions alone (writers are serial). JSON columns
+        are stored as text, so the rows come back exactly as ``decode_rows`` takes them."""
         from ..schema import events
 
         return driver_execute(conn, _read_log(events.name), (after[1], limit)).fetchall()
