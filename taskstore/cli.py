@@ -9,6 +9,7 @@ from typing import Sequence
 
 import orjson
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -97,10 +98,13 @@ def cmd_list(args: argparse.Namespace) -> int:
         table.add_column(name)
     for t in page.items:
         exit_code = "" if t.exit_code is None else str(t.exit_code)
-        table.add_row(t.task_id, t.state.value, t.created_at, exit_code, str(t.retry_count), t.display_name or "")
+        # Display names are the caller's text: escaped, or "[...]" in one would be read as rich's markup.
+        table.add_row(escape(t.task_id), t.state.value, t.created_at, exit_code, str(t.retry_count),
+                      escape(t.display_name or ""))
     out.print(table)
     more = f"; next page: --cursor {page.next_cursor}" if page.has_more else ""
-    out.print(f"{len(page.items)} of {page.total} tasks{more}")
+    # Not wrapped at the terminal's width: a cursor broken over two lines would not paste back as one.
+    out.print(f"{len(page.items)} of {page.total} tasks{more}", soft_wrap=True)
     return 0
 
 
@@ -240,7 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.run(args) or 0)
     except EventStoreError as exc:
-        console.print(f"[red]taskstore {args.command}: {exc}[/]")
+        console.print(f"[red]taskstore {args.command}: {escape(str(exc))}[/]")
         return 2
 
 

@@ -1,0 +1,140 @@
+"""``taskstore list`` and ``taskstore counts``, on both engines.
+
+- ``list --json`` prints the page the Python API gives, as the Blaxel-shaped ``{"data", "meta"}`` document; walking
+  ``--cursor`` from each page's ``meta.nextCursor`` yields every task once, in the sort's order; ``--state`` (a
+  canonical state or another dialect's value), ``--q``, ``--sort`` and ``--limit`` narrow and order it as the API's.
+- Without ``--json`` it prints a table and a line with the next page's cursor, whole on one line however narrow the
+  terminal, so that it pastes back; the caller's text (a display name) is shown as written, never read as markup.
+- Bad input (a state in no vocabulary, a cursor that is not one, a sort that is not one) exits 2 with the reason,
+  however the input is spelt, and prints no page.
+- ``counts --json`` prints the API's count summary; without it, the totals, the validation status and a table.
+"""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from eventstore import Scope, State
+from taskstore import cli as cli_module
+from taskstore.cli import main
+from taskstore.simulate import simulate
+
+JOB = Scope("acme", "cli-reads")
+
+
+@pytest.fixture
+def job(store, database, monkeypatch):
+    """A simulated job of 37 tasks, and ``taskstore`` run against the test's database (on PostgreSQL: its schema)."""
+    simulate(store, JOB, 37, seed=11)
+    monkeypatch.setattr(cli_module, "open_store", lambda url, **kw: database.open_store(**kw))
+    return store
+
+
+def run(capsys, *args: str) -> tuple[int, str, str]:
+    code = main([args[0], "--db", "unused://", "--workspace", JOB.workspace, "--job", JOB.job, *args[1:]])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def page_json(capsys, *args: str) -> dict:
+    code, out, err = run(capsys, "list", "--json", *args)
+    assert code == 0, err
+    return orjson.loads(out)
+
+
+def test_list_json_is_the_api_s_page_as_the_blaxel_document(job, capsys):
+    doc = page_json(capsys, "--limit", "5")
+    api = job.queries.list_tasks(JOB, limit=5).to_dict()
+    assert doc["data"] == orjson.loads(orjson.dumps(api["data"]))
+    assert doc["meta"]["hasMore"] is True and doc["meta"]["total"] == 37
+    assert set(doc) == {"data", "meta"} and set(doc["meta"]) == {"hasMore", "nextCursor", "total"}
+
+
+@pytest.mark.parametrize("sort", ["createdAt:desc", "name:asc", "name:desc"])
+def test_walking_the_cursors_lists_every_task_once_in_order(job, capsys, sort):
+    seen: list[str] = []
+    cursor: str | None = None
+    while True:
+        doc = page_json(capsys, "--sort", sort, "--limit", "8", *(["--cursor", cursor] if cursor else []))
+        seen += [t["id"] for t in doc["data"]]
+        if not doc["meta"]["hasMore"]:
+            assert doc["meta"]["nextCursor"] == ""
+            break
+        cursor = doc["meta"]["nextCursor"]
+    expected = [t.task_id for t in job.queries.list_tasks(JOB, sort=sort, limit=200).items]
+    assert seen == expected and len(seen) == 37
+
+
+@pytest.mark.parametrize("value", ["running", "RUNNING", "active"])  # canonical, HealthOmics, Azure Batch
+def test_a_state_filter_takes_any_dialect_s_value(job, capsys, value):
+    from eventstore import states_for
+
+    wanted = states_for(value)
+    doc = page_json(capsys, "--state", value, "--limit", "200")
+    every = {t.task_id: t.state for t in job.queries.list_tasks(JOB, limit=200).items}
+    assert sorted(t["id"] for t in doc["data"]) == sorted(i for i, s in every.items() if s in wanted)
+    assert doc["meta"]["total"] == 37  # the scope's, ignoring filters
+
+
+def test_q_searches_display_names(job, capsys):
+    doc = page_json(capsys, "--q", "MERGE", "--limit", "200")
+    assert doc["data"] and all("merge" in t["spec"]["displayName"].lower() for t in doc["data"])
+    assert len(doc["data"]) == len(job.queries.list_tasks(JOB, q="merge", limit=200).items)
+
+
+def test_the_table_s_cursor_is_on_one_line_at_any_width_and_pastes_back(job, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "40")
+    code, out, _ = run(capsys, "list", "--limit", "5", "--sort", "name:asc")
+    assert code == 0
+    last = out.rstrip("\n").splitlines()[-1]
+    assert last.startswith("5 of 37 tasks; next page: --cursor ")
+    cursor = last.rsplit(" ", 1)[1]
+    second = page_json(capsys, "--limit", "5", "--sort", "name:asc", "--cursor", cursor)
+    names = [t.task_id for t in job.queries.list_tasks(JOB, sort="name:asc", limit=10).items]
+    assert [t["id"] for t in second["data"]] == names[5:]
+
+
+def test_a_display_name_is_shown_as_written_not_as_markup(job, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    job.add_task(JOB, {"id": "zz-markup", "displayName": "[bold]x[/bold] [/]"})
+    code, out, err = run(capsys, "list", "--sort", "name:desc", "--limit", "1")
+    assert code == 0, err
+    assert "[bold]x[/bold] [/]" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "reason"),
+    [
+        (["--state", "[/]"], "state: '[/]' is not a state in any vocabulary"),
+        (["--state", "nonsense"], "state: 'nonsense' is not a state in any vocabulary"),
+        (["--cursor", "not-a-cursor"], "cursor:"),
+        (["--sort", "size:asc"], "sort:"),
+    ],
+)
+def test_bad_input_exits_2_with_the_reason_and_prints_no_page(job, capsys, args, reason):
+    code, out, err = run(capsys, "list", *args)
+    assert code == 2
+    assert out == ""
+    assert reason in " ".join(err.split())
+
+
+def test_counts_json_is_the_api_s_summary(job, capsys):
+    code, out, err = run(capsys, "counts", "--json")
+    assert code == 0, err
+    doc = orjson.loads(out)
+    api = job.queries.counts(JOB).to_dict()
+    assert doc["states"] == api["states"] and doc["slots"] == api["slots"] and doc["total"] == 37
+    assert doc["validationStatus"] == "validated"
+
+
+def test_counts_prints_the_total_the_validation_and_every_state(job, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    code, out, _ = run(capsys, "counts")
+    assert code == 0
+    summary = job.queries.counts(JOB)
+    first = out.splitlines()[0]
+    assert first.startswith(f"{JOB}: 37 tasks, validated (")
+    for state in State:
+        row = next(line for line in out.splitlines() if f" {state.value} " in line)
+        assert str(summary.states[state]) in row.split()
