@@ -1,0 +1,81 @@
+"""``taskstore simulate``, on both engines.
+
+- ``--json`` prints what it wrote: the job's tasks, its events and its tasks by state, the same as the store's count
+  summary and log then hold; the same ``--seed`` drives another job to the same states.
+- ``--tasks`` below 1 and a scope that is not one are refused with the reason, and nothing is written.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import orjson
+import pytest
+from sqlalchemy import func, select
+
+from eventstore import Scope
+from eventstore.schema import events
+from projections import engine_sql
+from taskstore import cli as cli_module
+from taskstore.cli import main
+
+
+@pytest.fixture
+def cli(database, monkeypatch, capsys):
+    """``taskstore simulate`` against the test's database (on PostgreSQL: its schema): (exit code, stdout, stderr)."""
+    monkeypatch.setattr(cli_module, "open_store", lambda url, **kw: database.open_store(**kw))
+
+    def run(*args: str) -> tuple[int, str, str]:
+        try:
+            code = main(["simulate", "--db", "unused://", *args])
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+            print(exc.code, file=sys.stderr)
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return run
+
+
+def test_simulate_json_is_what_the_store_then_holds(cli, store):
+    code, out, err = cli("--workspace", "acme", "--job", "sim", "--tasks", "40", "--seed", "5", "--json")
+    assert code == 0, err
+    doc = orjson.loads(out)
+    scope = Scope("acme", "sim")
+    summary = store.queries.counts(scope)
+    assert doc["tasks"] == summary.total == 40
+    assert doc["states"] == {s.value: n for s, n in summary.states.items() if n}
+    with store.log.reading() as conn:
+        assert doc["events"] == engine_sql.count_since(conn, store.log.scope_id(scope), None)
+    assert (doc["workspace"], doc["job"], doc["execution"]) == ("acme", "sim", "default")
+
+
+def test_the_same_seed_drives_another_job_to_the_same_states(cli):
+    first = orjson.loads(cli("--workspace", "acme", "--job", "one", "--tasks", "30", "--seed", "9", "--json")[1])
+    second = orjson.loads(cli("--workspace", "acme", "--job", "two", "--tasks", "30", "--seed", "9", "--json")[1])
+    assert first["states"] == second["states"] and first["events"] == second["events"]
+
+
+def test_the_table_output_names_the_scope_and_every_state_it_reached(cli, store):
+    code, out, _ = cli("--workspace", "acme", "--job", "table", "--tasks", "25")
+    assert code == 0
+    assert out.splitlines()[0].startswith("acme/table/default: 25 tasks, ")
+    summary = store.queries.counts(Scope("acme", "table"))
+    for state, n in summary.states.items():
+        if n:
+            assert [state.value, str(n)] in [[w for w in line.split() if w != "│"] for line in out.splitlines()]
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "reason"),
+    [
+        (["--workspace", "acme", "--job", "none", "--tasks", "0"], 1, "--tasks must be at least 1"),
+        (["--workspace", "acme", "--job", "bad job", "--tasks", "3"], 2, "not a valid job"),
+    ],
+)
+def test_bad_input_is_refused_with_the_reason_and_writes_nothing(cli, store, args, code, reason):
+    got, out, err = cli(*args)
+    assert got == code and out == ""
+    assert reason in " ".join(err.split())
+    with store.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(events)).scalar_one() == 0
