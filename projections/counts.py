@@ -82,6 +82,7 @@ class CountSummary:
             "taskSlotCounts": self.slot_counts(),
             "position": self.position,
             "validationStatus": self.validation_status,
+            "validationDetail": self.validation_detail,
         }
 
 

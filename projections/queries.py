@@ -155,7 +155,8 @@ class TaskQueries:
         with (consistent(self.log) if validate else self.log.reading_one()) as conn:
             sid = self.log.scope_id(scope, conn)
             if sid is None:
-                return replace(empty_summary(scope), validation_status="validated")
+                return replace(empty_summary(scope), validation_status="validated",
+                               validation_detail="the scope has no events: no tasks to count")
             summary = self._summary(conn, scope, sid)
             if not validate:
                 return summary

@@ -7,7 +7,8 @@
   terminal, so that it pastes back; the caller's text (a display name) is shown as written, never read as markup.
 - Bad input (a state in no vocabulary, a cursor that is not one, a sort that is not one) exits 2 with the reason,
   however the input is spelt, and prints no page.
-- ``counts --json`` prints the API's count summary; without it, the totals, the validation status and a table.
+- ``counts --json`` prints the API's count summary, with why it is (un)validated; without it, the totals, the
+  validation status and its reason, and a table. A job with no events counts zero tasks, validated, and says why.
 """
 
 from __future__ import annotations
@@ -125,7 +126,7 @@ def test_counts_json_is_the_api_s_summary(job, capsys):
     doc = orjson.loads(out)
     api = job.queries.counts(JOB).to_dict()
     assert doc["states"] == api["states"] and doc["slots"] == api["slots"] and doc["total"] == 37
-    assert doc["validationStatus"] == "validated"
+    assert doc["validationStatus"] == "validated" and doc["validationDetail"] == api["validationDetail"] != ""
 
 
 def test_counts_prints_the_total_the_validation_and_every_state(job, capsys, monkeypatch):
@@ -138,3 +139,13 @@ def test_counts_prints_the_total_the_validation_and_every_state(job, capsys, mon
     for state in State:
         row = next(line for line in out.splitlines() if f" {state.value} " in line)
         assert str(summary.states[state]) in row.split()
+
+
+def test_counts_of_a_job_with_no_events_are_zero_and_say_why_they_are_validated(job, capsys):
+    code = main(["counts", "--db", "unused://", "--workspace", "acme", "--job", "never", "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    doc = orjson.loads(out)
+    assert doc["total"] == 0 and set(doc["states"].values()) == {0}
+    assert doc["validationStatus"] == "validated"
+    assert doc["validationDetail"] == "the scope has no events: no tasks to count"
