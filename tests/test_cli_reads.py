@@ -126,7 +126,7 @@ def test_counts_json_is_the_api_s_summary(job, capsys):
     doc = orjson.loads(out)
     api = job.queries.counts(JOB).to_dict()
     assert doc["states"] == api["states"] and doc["slots"] == api["slots"] and doc["total"] == 37
-    assert doc["validationStatus"] == "validated" and doc["validationDetail"] == api["validationDetail"] != ""
+    assert doc["validationStatus"] == "validated" and doc["validationDetail"] != ""  # the how: a recount here
 
 
 def test_counts_prints_the_total_the_validation_and_every_state(job, capsys, monkeypatch):
