@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from eventstore import DEFAULT_URL, EventStoreError, Scope
+from eventstore import DEFAULT_URL, EventStoreError, Scope, ValidationError
 
 from .replay_cli import add_replay_commands
 from .simulate import planned_events, simulate
@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _state_filter(values: list[str] | None):
-    from eventstore import ValidationError, states_for
+    from eventstore import states_for
     from projections import Cmp
 
     if not values:
@@ -129,8 +129,8 @@ def cmd_counts(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    if args.tasks < 1:
-        raise SystemExit("taskstore simulate: --tasks must be at least 1")
+    if args.tasks < 1:  # bad input exits 2 with the reason, as a scope that is not one does (``main``)
+        raise ValidationError("tasks", "must be at least 1")
     scope = Scope(args.workspace, args.job, args.execution)
     with open_store(args.db) as store:
         started = time.perf_counter()
