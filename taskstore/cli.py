@@ -214,7 +214,7 @@ def cmd_credentials_create(args: argparse.Namespace) -> int:
         try:
             cred = CredentialStore(store.engine).create(args.workspace)
         except ValueError as exc:
-            raise SystemExit(f"taskstore credentials create: {exc}") from None
+            raise ValidationError("workspace", str(exc)) from None
     _print_credential(cred, as_json=args.json)
     return 0
 

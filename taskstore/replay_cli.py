@@ -21,7 +21,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from eventstore import Scope
+from eventstore import Scope, ValidationError
 from projections.rebuild import RebuildInProgress
 from projections.snapshots import COUNTS, FULL, StaleProjection
 
@@ -152,7 +152,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 def cmd_snapshot(args: argparse.Namespace) -> int:
     if not args.due and not (args.workspace and args.job):
-        raise SystemExit("taskstore snapshot: give --workspace and --job, or --due")
+        raise ValidationError("", "give --workspace and --job, or --due")
     with open_store(args.db, background_snapshots=False) as store:
         try:
             if args.due:

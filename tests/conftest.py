@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import uuid
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator, NamedTuple
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -106,3 +106,29 @@ def store(database):
         yield s
     finally:
         s.close()
+
+
+class CliRun(NamedTuple):
+    """What a ``taskstore`` command did: its exit code and what it printed."""
+
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def taskstore_cli(database, monkeypatch, capsys) -> Callable[..., CliRun]:
+    """Run ``taskstore COMMAND --db URL ARGS...`` against the test's database (on PostgreSQL: its own schema, which a
+    URL cannot name, so the commands' ``open_store`` is pointed at it) and return what it did."""
+    from taskstore import cli, replay_cli
+
+    for module in (cli, replay_cli):
+        monkeypatch.setattr(module, "open_store", lambda url, **kw: database.open_store(**kw))
+
+    def run(command: str, *args: str) -> CliRun:
+        capsys.readouterr()  # what the test printed before is not the command's
+        code = cli.main([command, "--db", database.url, *args])
+        printed = capsys.readouterr()
+        return CliRun(code, printed.out, printed.err)
+
+    return run

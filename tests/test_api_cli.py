@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 
 from taskstore.cli import main
 from tests.test_api_fixtures import HTTP, ThreadedServer
@@ -25,8 +24,9 @@ def test_credentials_create_prints_a_working_credential(tmp_path, capsys):
     assert main(["credentials", "create", "--db", url, "--workspace", "team-1"]) == 0
     text = capsys.readouterr().out
     assert "workspace: team-1" in text and "keyId:" in text and "secret:" in text
-    with pytest.raises(SystemExit):
-        main(["credentials", "create", "--db", url, "--workspace", "no spaces"])
+    assert main(["credentials", "create", "--db", url, "--workspace", "no spaces"]) == 2
+    printed = capsys.readouterr()
+    assert printed.out == "" and "taskstore credentials: workspace:" in " ".join(printed.err.split())
 
     # a credential created while the server runs works at once
     from api import create_app

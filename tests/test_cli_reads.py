@@ -17,35 +17,32 @@ import orjson
 import pytest
 
 from eventstore import Scope, State
-from taskstore import cli as cli_module
-from taskstore.cli import main
 from taskstore.simulate import simulate
 
 JOB = Scope("acme", "cli-reads")
 
 
 @pytest.fixture
-def job(store, database, monkeypatch):
-    """A simulated job of 37 tasks, and ``taskstore`` run against the test's database (on PostgreSQL: its schema)."""
+def job(store):
+    """A simulated job of 37 tasks."""
     simulate(store, JOB, 37, seed=11)
-    monkeypatch.setattr(cli_module, "open_store", lambda url, **kw: database.open_store(**kw))
     return store
 
 
-def run(capsys, *args: str) -> tuple[int, str, str]:
-    code = main([args[0], "--db", "unused://", "--workspace", JOB.workspace, "--job", JOB.job, *args[1:]])
-    out = capsys.readouterr()
-    return code, out.out, out.err
+@pytest.fixture
+def cli(job, taskstore_cli):
+    """``taskstore COMMAND --workspace W --job J ARGS...`` on the job: (exit code, stdout, stderr)."""
+    return lambda command, *args: taskstore_cli(command, "--workspace", JOB.workspace, "--job", JOB.job, *args)
 
 
-def page_json(capsys, *args: str) -> dict:
-    code, out, err = run(capsys, "list", "--json", *args)
+def page_json(cli, *args: str) -> dict:
+    code, out, err = cli("list", "--json", *args)
     assert code == 0, err
     return orjson.loads(out)
 
 
-def test_list_json_is_the_api_s_page_as_the_blaxel_document(job, capsys):
-    doc = page_json(capsys, "--limit", "5")
+def test_list_json_is_the_api_s_page_as_the_blaxel_document(job, cli):
+    doc = page_json(cli, "--limit", "5")
     api = job.queries.list_tasks(JOB, limit=5).to_dict()
     assert doc["data"] == orjson.loads(orjson.dumps(api["data"]))
     assert doc["meta"]["hasMore"] is True and doc["meta"]["total"] == 37
@@ -53,11 +50,11 @@ def test_list_json_is_the_api_s_page_as_the_blaxel_document(job, capsys):
 
 
 @pytest.mark.parametrize("sort", ["createdAt:desc", "name:asc", "name:desc"])
-def test_walking_the_cursors_lists_every_task_once_in_order(job, capsys, sort):
+def test_walking_the_cursors_lists_every_task_once_in_order(job, cli, sort):
     seen: list[str] = []
     cursor: str | None = None
     while True:
-        doc = page_json(capsys, "--sort", sort, "--limit", "8", *(["--cursor", cursor] if cursor else []))
+        doc = page_json(cli, "--sort", sort, "--limit", "8", *(["--cursor", cursor] if cursor else []))
         seen += [t["id"] for t in doc["data"]]
         if not doc["meta"]["hasMore"]:
             assert doc["meta"]["nextCursor"] == ""
@@ -68,38 +65,38 @@ def test_walking_the_cursors_lists_every_task_once_in_order(job, capsys, sort):
 
 
 @pytest.mark.parametrize("value", ["running", "RUNNING", "active"])  # canonical, HealthOmics, Azure Batch
-def test_a_state_filter_takes_any_dialect_s_value(job, capsys, value):
+def test_a_state_filter_takes_any_dialect_s_value(job, cli, value):
     from eventstore import states_for
 
     wanted = states_for(value)
-    doc = page_json(capsys, "--state", value, "--limit", "200")
+    doc = page_json(cli, "--state", value, "--limit", "200")
     every = {t.task_id: t.state for t in job.queries.list_tasks(JOB, limit=200).items}
     assert sorted(t["id"] for t in doc["data"]) == sorted(i for i, s in every.items() if s in wanted)
     assert doc["meta"]["total"] == 37  # the scope's, ignoring filters
 
 
-def test_q_searches_display_names(job, capsys):
-    doc = page_json(capsys, "--q", "MERGE", "--limit", "200")
+def test_q_searches_display_names(job, cli):
+    doc = page_json(cli, "--q", "MERGE", "--limit", "200")
     assert doc["data"] and all("merge" in t["spec"]["displayName"].lower() for t in doc["data"])
     assert len(doc["data"]) == len(job.queries.list_tasks(JOB, q="merge", limit=200).items)
 
 
-def test_the_table_s_cursor_is_on_one_line_at_any_width_and_pastes_back(job, capsys, monkeypatch):
+def test_the_table_s_cursor_is_on_one_line_at_any_width_and_pastes_back(job, cli, monkeypatch):
     monkeypatch.setenv("COLUMNS", "40")
-    code, out, _ = run(capsys, "list", "--limit", "5", "--sort", "name:asc")
+    code, out, _ = cli("list", "--limit", "5", "--sort", "name:asc")
     assert code == 0
     last = out.rstrip("\n").splitlines()[-1]
     assert last.startswith("5 of 37 tasks; next page: --cursor ")
     cursor = last.rsplit(" ", 1)[1]
-    second = page_json(capsys, "--limit", "5", "--sort", "name:asc", "--cursor", cursor)
+    second = page_json(cli, "--limit", "5", "--sort", "name:asc", "--cursor", cursor)
     names = [t.task_id for t in job.queries.list_tasks(JOB, sort="name:asc", limit=10).items]
     assert [t["id"] for t in second["data"]] == names[5:]
 
 
-def test_a_display_name_is_shown_as_written_not_as_markup(job, capsys, monkeypatch):
+def test_a_display_name_is_shown_as_written_not_as_markup(job, cli, monkeypatch):
     monkeypatch.setenv("COLUMNS", "200")
     job.add_task(JOB, {"id": "zz-markup", "displayName": "[bold]x[/bold] [/]"})
-    code, out, err = run(capsys, "list", "--sort", "name:desc", "--limit", "1")
+    code, out, err = cli("list", "--sort", "name:desc", "--limit", "1")
     assert code == 0, err
     assert "[bold]x[/bold] [/]" in out
 
@@ -113,15 +110,15 @@ def test_a_display_name_is_shown_as_written_not_as_markup(job, capsys, monkeypat
         (["--sort", "size:asc"], "sort:"),
     ],
 )
-def test_bad_input_exits_2_with_the_reason_and_prints_no_page(job, capsys, args, reason):
-    code, out, err = run(capsys, "list", *args)
+def test_bad_input_exits_2_with_the_reason_and_prints_no_page(job, cli, args, reason):
+    code, out, err = cli("list", *args)
     assert code == 2
     assert out == ""
     assert reason in " ".join(err.split())
 
 
-def test_counts_json_is_the_api_s_summary(job, capsys):
-    code, out, err = run(capsys, "counts", "--json")
+def test_counts_json_is_the_api_s_summary(job, cli):
+    code, out, err = cli("counts", "--json")
     assert code == 0, err
     doc = orjson.loads(out)
     api = job.queries.counts(JOB).to_dict()
@@ -129,9 +126,9 @@ def test_counts_json_is_the_api_s_summary(job, capsys):
     assert doc["validationStatus"] == "validated" and doc["validationDetail"] != ""  # the how: a recount here
 
 
-def test_counts_prints_the_total_the_validation_and_every_state(job, capsys, monkeypatch):
+def test_counts_prints_the_total_the_validation_and_every_state(job, cli, monkeypatch):
     monkeypatch.setenv("COLUMNS", "200")
-    code, out, _ = run(capsys, "counts")
+    code, out, _ = cli("counts")
     assert code == 0
     summary = job.queries.counts(JOB)
     first = out.splitlines()[0]
@@ -141,9 +138,8 @@ def test_counts_prints_the_total_the_validation_and_every_state(job, capsys, mon
         assert str(summary.states[state]) in row.split()
 
 
-def test_counts_of_a_job_with_no_events_are_zero_and_say_why_they_are_validated(job, capsys):
-    code = main(["counts", "--db", "unused://", "--workspace", "acme", "--job", "never", "--json"])
-    out, err = capsys.readouterr()
+def test_counts_of_a_job_with_no_events_are_zero_and_say_why_they_are_validated(job, taskstore_cli):
+    code, out, err = taskstore_cli("counts", "--workspace", "acme", "--job", "never", "--json")
     assert code == 0, err
     doc = orjson.loads(out)
     assert doc["total"] == 0 and set(doc["states"].values()) == {0}

@@ -14,21 +14,12 @@ from sqlalchemy import func, select
 from eventstore import Scope
 from eventstore.schema import events
 from projections import engine_sql
-from taskstore import cli as cli_module
-from taskstore.cli import main
 
 
 @pytest.fixture
-def cli(database, monkeypatch, capsys):
-    """``taskstore simulate`` against the test's database (on PostgreSQL: its schema): (exit code, stdout, stderr)."""
-    monkeypatch.setattr(cli_module, "open_store", lambda url, **kw: database.open_store(**kw))
-
-    def run(*args: str) -> tuple[int, str, str]:
-        code = main(["simulate", "--db", "unused://", *args])
-        out = capsys.readouterr()
-        return code, out.out, out.err
-
-    return run
+def cli(taskstore_cli):
+    """``taskstore simulate ARGS...`` against the test's database: (exit code, stdout, stderr)."""
+    return lambda *args: taskstore_cli("simulate", *args)
 
 
 def test_simulate_json_is_what_the_store_then_holds(cli, store):

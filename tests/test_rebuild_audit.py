@@ -19,8 +19,6 @@ from sqlalchemy import inspect, text
 import projections.rebuild as rebuild_module
 from eventstore import NewEvent, Scope, State, StreamAppend
 from projections.rebuild import RebuildInProgress
-from taskstore import replay_cli
-from taskstore.cli import main
 from taskstore.simulate import simulate
 
 JOB = Scope("acme", "nightly")
@@ -42,13 +40,6 @@ def tables(store) -> tuple[list[dict], list[dict]]:
 def populate(store) -> None:
     simulate(store, JOB, 60, seed=7)
     simulate(store, OTHER, 25, seed=8)
-
-
-@pytest.fixture
-def cli(database, monkeypatch):
-    """``taskstore`` commands against the test's database (on PostgreSQL: its own schema)."""
-    monkeypatch.setattr(replay_cli, "open_store", lambda url, **kw: database.open_store(**kw))
-    return lambda *args: main([args[0], "--db", database.url, *args[1:]])
 
 
 # -- rebuild -----------------------------------------------------------------------------------------------------
@@ -213,36 +204,37 @@ def test_an_interrupted_rebuild_resumes_from_its_checkpoint(store, monkeypatch):
     assert store.audit().ok
 
 
-def test_rebuild_command_prints_a_summary(store, cli, capsys):
+def test_rebuild_command_prints_a_summary(store, taskstore_cli):
     populate(store)
     live = tables(store)
-    assert cli("rebuild", "--json") == 0
-    doc = orjson.loads(capsys.readouterr().out)
+    ran = taskstore_cli("rebuild", "--json")
+    assert ran.code == 0, ran.err
+    doc = orjson.loads(ran.out)
     assert doc["events"] > 85 and doc["scopesFromLog"] == 2
     assert tables(store) == live
-    assert cli("rebuild", "--from-snapshots") == 0
-    assert "rebuilt the task view" in capsys.readouterr().out
+    ran = taskstore_cli("rebuild", "--from-snapshots")
+    assert ran.code == 0 and "rebuilt the task view" in ran.out
 
 
 # -- audit -------------------------------------------------------------------------------------------------------
 
 
-def test_audit_of_a_clean_store_exits_0(store, cli, capsys):
+def test_audit_of_a_clean_store_exits_0(store, taskstore_cli):
     populate(store)
     store.snapshot(JOB)
     pending = [t.task_id for t in store.queries.list_tasks(JOB, limit=200).items if t.state is State.PENDING]
     store.transition_many(JOB, [(task_id, "cancelled") for task_id in pending[:2]])
     report = store.audit()
     assert report.ok and report.scopes == 2 and report.tasks == 85 and report.snapshots >= 1
-    assert cli("audit") == 0
-    assert "agree with the log" in capsys.readouterr().out
+    ran = taskstore_cli("audit")
+    assert ran.code == 0 and "agree with the log" in ran.out
 
 
 def _some_task(store, scope: Scope, state: State):
     return next(t for t in store.queries.list_tasks(scope, limit=200).items if t.state is state)
 
 
-def test_audit_names_a_corrupted_task_row(store, cli, capsys):
+def test_audit_names_a_corrupted_task_row(store, taskstore_cli):
     populate(store)
     victim = _some_task(store, JOB, State.SUCCEEDED)
     with store.engine.begin() as conn:
@@ -253,18 +245,17 @@ def test_audit_names_a_corrupted_task_row(store, cli, capsys):
     assert (victim.task_id, "state", "failed", "succeeded", "log") in found
     assert (victim.task_id, "exit_code", 99, victim.exit_code, "log") in found
     assert all(d.scope == str(JOB) for d in report.differences)
-    assert cli("audit") == 1
-    out = capsys.readouterr().out
+    code, out, _ = taskstore_cli("audit")
+    assert code == 1
     assert victim.task_id in out and "exit_code" in out and "99" in out
     # Only the other scope: nothing wrong there.
-    assert cli("audit", "--workspace", OTHER.workspace, "--job", OTHER.job) == 0
-    capsys.readouterr()
+    assert taskstore_cli("audit", "--workspace", OTHER.workspace, "--job", OTHER.job).code == 0
     # A rebuild repairs it.
     store.rebuild()
-    assert cli("audit") == 0
+    assert taskstore_cli("audit").code == 0
 
 
-def test_audit_names_a_corrupted_count_summary(store, cli, capsys):
+def test_audit_names_a_corrupted_count_summary(store, taskstore_cli):
     populate(store)
     sid = store.log.scope_id(OTHER)
     with store.engine.begin() as conn:
@@ -272,8 +263,9 @@ def test_audit_names_a_corrupted_count_summary(store, cli, capsys):
     report = store.audit()
     d = next(d for d in report.differences if d.field == "running" and d.source == "log")
     assert d.scope == str(OTHER) and d.task is None and d.live == d.folded + 5
-    assert cli("audit", "--json") == 1
-    doc = orjson.loads(capsys.readouterr().out)
+    code, out, _ = taskstore_cli("audit", "--json")
+    assert code == 1
+    doc = orjson.loads(out)
     assert not doc["ok"] and any(x["field"] == "running" and x["task"] is None for x in doc["differences"])
 
 

@@ -23,8 +23,6 @@ from projections.engine_sql import consistent
 from projections.replay import ScopeFold, last_position, scope_events, tally
 from projections.snapshots import COUNTS, FULL, StaleProjection
 from projections.version import FINGERPRINT, PROJECTION_VERSION, code_fingerprint
-from taskstore import replay_cli
-from taskstore.cli import main
 from taskstore.simulate import simulate
 from tests.conftest import make_database
 
@@ -546,15 +544,24 @@ def test_reads_after_a_snapshot_and_of_one_task_cost_what_they_read_not_the_scop
         store.close()
 
 
-def test_snapshot_command(database, store, monkeypatch, capsys):
-    monkeypatch.setattr(replay_cli, "open_store", lambda url, **kw: database.open_store(**kw))
+def test_snapshot_command(store, taskstore_cli):
     simulate(store, JOB, 15, seed=9)
-    assert main(["snapshot", "--db", database.url, "--workspace", JOB.workspace, "--job", JOB.job, "--json"]) == 0
-    (doc,) = orjson.loads(capsys.readouterr().out)
+    code, out, err = taskstore_cli("snapshot", "--workspace", JOB.workspace, "--job", JOB.job, "--json")
+    assert code == 0, err
+    (doc,) = orjson.loads(out)
     assert doc["kind"] == FULL and doc["tasks"] == 15 and doc["verified"]
-    assert main(["snapshot", "--db", database.url, "--workspace", JOB.workspace, "--job", JOB.job,
-                 "--kind", "counts"]) == 0
-    out = capsys.readouterr().out
+    code, out, _ = taskstore_cli("snapshot", "--workspace", JOB.workspace, "--job", JOB.job, "--kind", "counts")
+    assert code == 0
     assert "(counts)" in out and "verified" in out and "NOT verified" not in out
-    assert main(["snapshot", "--db", database.url, "--due"]) == 0
-    assert "no snapshot taken" in capsys.readouterr().out
+    code, out, _ = taskstore_cli("snapshot", "--due")
+    assert code == 0 and "no snapshot taken" in out
+
+
+@pytest.mark.parametrize("args", [[], ["--workspace", JOB.workspace], ["--job", JOB.job]])
+def test_snapshot_command_without_a_scope_or_due_exits_2_with_the_reason_and_takes_nothing(store, taskstore_cli, args):
+    simulate(store, JOB, 5, seed=9)
+    before = store.snapshots.list(JOB, all_versions=True)
+    code, out, err = taskstore_cli("snapshot", *args)
+    assert code == 2 and out == ""
+    assert "give --workspace and --job, or --due" in " ".join(err.split())
+    assert store.snapshots.list(JOB, all_versions=True) == before
