@@ -1,6 +1,7 @@
 """Snapshots, on both engines: snapshot plus tail equals full replay (hypothesis), the cadence, snapshots of another
 code version ignored, count validation above the recount limit from the last verified snapshot (and unvalidated
-beyond its budget), "as of" reads, and ``taskstore snapshot``.
+beyond its budget), "as of" reads (also of a log holding an event shape the database's delta aggregate does not read),
+and ``taskstore snapshot``.
 """
 
 from __future__ import annotations
@@ -481,6 +482,57 @@ def test_as_of_reads(store):
         store.queries.task_as_of(JOB, "c", history[1][0])
     assert store.queries.counts_as_of(JOB, 0).total == 0
     assert snap.position == history[1][0]
+
+
+def test_counts_as_of_and_their_validation_fold_events_of_a_shape_the_aggregate_does_not_read(store, monkeypatch):
+    """The count changes after a snapshot (or from a scope's first event) are summed in the database for the event
+    shapes it knows (``engine_sql.SQL_SHAPES``: version 1 of TaskAdded and TaskTransitioned); a log that also holds
+    another version (here TaskTransitioned at version 2, as after an upgrade of its shape with an upcaster from 1)
+    is folded in Python instead (``replay._python_deltas``). Counts as of every position, from the first event and
+    from a snapshot, and the count validation through the snapshot, still equal the fold of the log."""
+    import eventstore.tasks as tasks_module
+    import projections.replay as replay_module
+    from eventstore import NewEvent
+    from eventstore.task import TASK_TRANSITIONED
+
+    folded_in_python = []
+    python_deltas = replay_module._python_deltas
+    monkeypatch.setattr(replay_module, "_python_deltas",
+                        lambda *a, **kw: folded_in_python.append(1) or python_deltas(*a, **kw))
+    simulate(store, JOB, 12, seed=3)
+    snap = store.snapshot(JOB)
+    assert snap is not None and snap.verified
+    # The upgrade: TaskTransitioned is now at version 2 (the same keys), older events are lifted on reading, and the
+    # commands write version 2.
+    store.log.upcasters.register(TASK_TRANSITIONED, 1)(dict)
+    monkeypatch.setattr(tasks_module, "NewEvent", lambda type_, data, schema_version=1: NewEvent(
+        type_, data, store.log.upcasters.current_version(type_)))
+    store.add_tasks(JOB, [{"id": "late-1", "requiredSlots": 3}, {"id": "late-2"}])
+    pending = [t.task_id for t in store.queries.list_tasks(JOB, limit=200).items if t.state is State.PENDING]
+    for task_id in pending[:3]:
+        store.transition(JOB, task_id, "running")
+    store.transition(JOB, "late-1", "failed", exit_code=2)
+    with consistent(store.log) as conn:
+        evs = list(scope_events(store.log, conn, store.log.scope_id(JOB, conn)))
+    assert {e.schema_version for e in evs if e.type == TASK_TRANSITIONED} == {2}  # lifted on reading, or written so
+    with store.engine.connect() as conn:
+        written = {v for (v,) in conn.execute(text("SELECT DISTINCT schema_version FROM events WHERE type = :t"),
+                                              {"t": TASK_TRANSITIONED})}
+    assert written == {1, 2}
+    for e in evs:
+        states, slots = tally(full_replay(store, JOB, upto=e.position).tasks.values())
+        want = ({s: states[s] for s in State}, {s: slots[s] for s in State})
+        for base in (None, store.snapshots) if e.position >= snap.position else (None,):
+            as_of = counts_as_of(store.log, base, JOB, e.position)
+            assert ({s: as_of.states[s] for s in State}, {s: as_of.slots[s] for s in State}) == want, e.position
+    assert folded_in_python
+    store.queries.recount_limit = 0  # validate through the snapshot and the events after it
+    try:
+        summary = store.queries.counts(JOB)
+    finally:
+        store.queries.recount_limit = 200_000
+    assert summary.validation_status == "validated", summary.validation_detail
+    assert (summary.total, summary.states[State.FAILED]) == (14, live_counts(store, JOB)[0][State.FAILED])
 
 
 # -- the command -------------------------------------------------------------------------------------------------
