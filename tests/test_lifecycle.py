@@ -601,3 +601,51 @@ def test_nul_characters_in_transition_details_and_request_ids_are_refused(store)
         store.transition(SCOPE, "t", "running", request_id="r\x00")
     assert info.value.field == "requestId"
     assert store.get_task(SCOPE, "t").version == 1
+
+
+# -- several transitions at once ----------------------------------------------------------------------------------
+
+
+def _everything(store) -> tuple:
+    """The scope's tasks (every field) and count summary: what a refused call must leave as it was."""
+    tasks = {t.task_id: t for t in store.queries.list_tasks(SCOPE, limit=200).items}
+    summary = store.queries.counts(SCOPE, validate=False)
+    return tasks, dict(summary.states), dict(summary.slots), store.log.head()
+
+
+@pytest.mark.parametrize(
+    ("changes", "error", "field"),
+    [
+        ([], ValidationError, "changes"),
+        ([("a", "running"), ("A", "starting")], ValidationError, "changes[1]"),  # the same task, however spelt
+        ([("a", "running"), ("b", "flying")], ValidationError, "changes[1].to"),
+        ([("a", "running"), ("b", "running", {"exitCode": 1, "colour": "red"})], ValidationError, "changes[1].colour"),
+        ([("a", "running"), ("b", "running", {"exitCode": "one"})], ValidationError, "changes[1].exitCode"),
+        ([("a", "running"), ("no-such-task", "running")], TaskNotFound, None),
+        ([("a", "running"), ("b", "succeeded")], IllegalTransition, None),  # pending cannot succeed
+    ],
+    ids=["none", "twice", "not-a-state", "unknown-detail", "bad-detail", "unknown-task", "illegal"],
+)
+def test_transition_many_refuses_bad_input_as_a_whole_and_writes_nothing(store, changes, error, field):
+    store.add_tasks(SCOPE, [{"id": "a"}, {"id": "b", "requiredSlots": 2}])
+    before = _everything(store)
+    with pytest.raises(error) as info:
+        store.transition_many(SCOPE, changes)
+    if field is not None:
+        assert info.value.field == field
+    assert _everything(store) == before  # not even the valid first change
+
+
+def test_transition_many_with_a_request_id_is_applied_once(store):
+    from eventstore import IdempotencyConflict
+
+    store.add_tasks(SCOPE, [{"id": "a"}, {"id": "b"}])
+    changes = [("a", "running"), ("b", "starting", {"message": "placed"})]
+    first = store.transition_many(SCOPE, changes, request_id="move-1")
+    after = _everything(store)
+    again = store.transition_many(SCOPE, changes, request_id="move-1")  # a retry of a call whose answer was lost
+    assert again == first and [t.state for t in again] == [R, ST]
+    assert _everything(store) == after
+    with pytest.raises(IdempotencyConflict):  # the same request id for other changes
+        store.transition_many(SCOPE, [("a", "succeeded")], request_id="move-1")
+    assert _everything(store) == after
