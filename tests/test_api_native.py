@@ -184,6 +184,15 @@ def test_docs_and_openapi(api_server):
         assert path in paths
 
 
+def test_outside_every_dialect_errors_have_the_native_shape_and_healthz_answers(api_server):
+    r = HTTP.get(api_server.url + "/nowhere/at/all")
+    assert r.status_code == 404 and r.json()["error"]["code"] == "not_found" and r.json()["error"]["message"]
+    r = HTTP.delete(api_server.url + "/healthz")
+    assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed"
+    r = HTTP.get(api_server.url + "/healthz")
+    assert r.status_code == 200 and r.json() == {"status": "ok"}
+
+
 def test_openapi_documents_the_parameters_of_routes_that_read_their_own(api_server):
     """The list and count routes read their parameters from the request (no FastAPI dependency injection): the
     OpenAPI document still names every one of them, where it is read from and whether it is required."""
