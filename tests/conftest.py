@@ -117,18 +117,20 @@ class CliRun(NamedTuple):
 
 
 @pytest.fixture
-def taskstore_cli(database, monkeypatch, capsys) -> Callable[..., CliRun]:
+def taskstore_cli(database, capsys) -> Callable[..., CliRun]:
     """Run ``taskstore COMMAND --db URL ARGS...`` against the test's database (on PostgreSQL: its own schema, which a
-    URL cannot name, so the commands' ``open_store`` is pointed at it) and return what it did."""
+    URL cannot name) and return what it did. The commands' ``open_store`` is pointed at the database for the call
+    alone, whatever the test patches or undoes, and the URL they are given opens nothing: a command that reached
+    past the patch would fail rather than write to a database shared with others."""
     from taskstore import cli, replay_cli
 
-    for module in (cli, replay_cli):
-        monkeypatch.setattr(module, "open_store", lambda url, **kw: database.open_store(**kw))
-
     def run(command: str, *args: str) -> CliRun:
-        capsys.readouterr()  # what the test printed before is not the command's
-        code = cli.main([command, "--db", database.url, *args])
-        printed = capsys.readouterr()
+        with pytest.MonkeyPatch.context() as patch:
+            for module in (cli, replay_cli):
+                patch.setattr(module, "open_store", lambda url, **kw: database.open_store(**kw))
+            capsys.readouterr()  # what the test printed before is not the command's
+            code = cli.main([command, "--db", "unused://", *args])
+            printed = capsys.readouterr()
         return CliRun(code, printed.out, printed.err)
 
     return run

@@ -216,6 +216,26 @@ def test_rebuild_command_prints_a_summary(store, taskstore_cli):
     assert ran.code == 0 and "rebuilt the task view" in ran.out
 
 
+def test_rebuild_command_refuses_while_another_rebuild_holds_its_lease(store, taskstore_cli, monkeypatch, capsys):
+    populate(store)
+    live = tables(store)
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("the process died before the swap")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(rebuild_module, "_swap", crash)
+        with pytest.raises(RuntimeError):
+            store.rebuild()
+    code, out, err = taskstore_cli("rebuild")
+    assert code == 2 and out == ""
+    assert "another rebuild is catching-up" in " ".join(err.split())
+    assert tables(store) == live
+    with pytest.raises(SystemExit) as info:  # argparse's refusal: usage and the reason on stderr
+        taskstore_cli("rebuild", "--workers", "0")
+    assert info.value.code == 2 and "must be 1 or more, not 0" in capsys.readouterr().err
+
+
 # -- audit -------------------------------------------------------------------------------------------------------
 
 

@@ -275,7 +275,7 @@ def test_a_snapshot_of_an_older_code_version_is_ignored_and_replaced(store):
     assert store.queries.counts(JOB).validation_status == "validated"
 
 
-def test_a_task_view_built_by_other_code_is_not_snapshotted_until_rebuilt(store):
+def test_a_task_view_built_by_other_code_is_not_snapshotted_until_rebuilt(store, taskstore_cli):
     store.queries.recount_limit = 3
     simulate(store, JOB, 10, seed=1)
     store.snapshot(JOB)
@@ -283,6 +283,8 @@ def test_a_task_view_built_by_other_code_is_not_snapshotted_until_rebuilt(store)
         conn.execute(text("UPDATE projection_checkpoints SET projection_version = 0 WHERE name = 'tasks'"))
     with pytest.raises(StaleProjection):
         store.snapshot(JOB)
+    code, out, err = taskstore_cli("snapshot", "--workspace", JOB.workspace, "--job", JOB.job)
+    assert code == 2 and out == "" and "run `taskstore rebuild` before taking snapshots" in " ".join(err.split())
     summary = store.queries.counts(JOB)
     assert summary.validation_status == "unvalidated" and "projection version 0" in summary.validation_detail
     assert "projection version 0" in store.audit().notes[0]
