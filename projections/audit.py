@@ -187,7 +187,8 @@ def _audit_from_log(log: EventLog, conn: Connection, sid: int, scope: Scope, rep
             flush()
     flush()
     if skipped:
-        report.notes.append(f"{scope}: {skipped} events of streams that do not start with {TASK_ADDED} (not tasks)")
+        events_ = "event" if skipped == 1 else "events"
+        report.notes.append(f"{scope}: {skipped} {events_} of streams that do not start with {TASK_ADDED} (not tasks)")
     # Live rows of tasks the log does not have.
     v = task_view.c
     added = exists().where(

@@ -292,7 +292,9 @@ def test_audit_names_a_corrupted_count_summary(store, taskstore_cli):
 def test_the_audit_of_a_scope_whose_last_event_is_not_a_task_finds_nothing(store):
     populate(store)
     store.log.append([StreamAppend(JOB, "not-a-task", [NewEvent("SomethingElse", {"n": 1})])])
-    assert store.audit(JOB, from_snapshots=False).ok
+    report = store.audit(JOB, from_snapshots=False)
+    assert report.ok
+    assert report.notes == [f"{JOB}: 1 event of streams that do not start with TaskAdded (not tasks)"]
     assert store.audit(JOB).ok
 
 
@@ -312,6 +314,27 @@ def test_audit_finds_rows_missing_from_either_side(store):
     assert ("t1", "row", "missing", "present") in found
     assert ("ghost", "row", "present", "missing") in found
     assert sid is not None
+
+
+@pytest.mark.parametrize(
+    ("corruption", "expected"),
+    [
+        ("UPDATE scope_counts SET slots_succeeded = slots_succeeded + 3 WHERE scope_id = :s",
+         lambda live: ("slots_succeeded", live.slots[State.SUCCEEDED] + 3, live.slots[State.SUCCEEDED])),
+        ("UPDATE scope_counts SET position = 1 WHERE scope_id = :s", lambda live: ("position", 1, live.position)),
+        ("DELETE FROM scope_counts WHERE scope_id = :s", lambda live: ("row", "missing", "present")),
+    ],
+    ids=["slots", "position", "no-row"],
+)
+def test_audit_names_each_kind_of_count_summary_difference(store, corruption, expected):
+    populate(store)
+    live = store.queries.counts(JOB, validate=False)
+    sid = store.log.scope_id(JOB)
+    with store.engine.begin() as conn:
+        conn.execute(text(corruption), {"s": sid})
+    found = [(d.field, d.live, d.folded) for d in store.audit(JOB, from_snapshots=False).differences]
+    assert found == [expected(live)]
+    assert store.audit(OTHER, from_snapshots=False).ok  # the other scope is untouched
 
 
 def test_audit_from_snapshots_names_a_corrupted_snapshot(store):
