@@ -183,6 +183,62 @@ def test_a_background_thread_takes_due_snapshots(database):
         store.close()
 
 
+def test_a_failed_background_snapshot_is_recorded_and_the_thread_takes_the_next(database, monkeypatch):
+    store = database.open_store(snapshot_every=10)
+    try:
+        real = store.snapshots.take_claimed
+        calls = []
+
+        def first_fails(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == 1:
+                raise RuntimeError("the disk is full")
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(store.snapshots, "take_claimed", first_fails)
+        store.add_tasks(JOB, [{"id": f"t{i}"} for i in range(12)])
+        store.snapshots.worker.wait(30)
+        assert [str(e) for e in store.snapshots.worker.errors] == ["the disk is full"]
+        assert store.snapshots.list(JOB) == []
+        store.add_tasks(JOB, [{"id": f"u{i}"} for i in range(12)])  # due again: the same thread takes it
+        store.snapshots.worker.wait(30)
+        (snap,) = store.snapshots.list(JOB)
+        assert (snap.kind, snap.tasks, snap.verified) == (FULL, 24, True)
+    finally:
+        store.close()
+
+
+def test_a_due_snapshot_of_a_stale_task_view_is_not_taken(every10, caplog):
+    store = every10
+    store.add_tasks(JOB, [{"id": f"t{i}"} for i in range(12)])
+    with store.engine.begin() as conn:
+        conn.execute(text("UPDATE projection_checkpoints SET projection_version = 0 WHERE name = 'tasks'"))
+    assert store.snapshots.take_due() == []
+    assert store.snapshots.list(JOB, all_versions=True) == []
+    assert "run `taskstore rebuild` before taking snapshots" in caplog.text
+
+
+def test_a_chunked_snapshot_cancelled_half_way_leaves_nothing(database, store):
+    if database.engine == "postgresql":
+        pytest.skip("PostgreSQL copies a snapshot in one transaction: there is no half-made one to cancel")
+    store.snapshots.chunk = 4  # SQLite: 15 tasks are copied 4 rows per write transaction
+    simulate(store, JOB, 15, seed=5)
+    looks = []
+
+    def after_two_chunks() -> bool:
+        looks.append(1)
+        return len(looks) >= 2
+
+    assert store.snapshots.take(JOB, FULL, cancelled=after_two_chunks) is None
+    assert len(looks) == 2
+    assert store.snapshots.list(JOB, all_versions=True) == []
+    with store.engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM snapshot_tasks")).scalar_one() == 0
+        assert conn.execute(text("SELECT count(*) FROM scope_snapshots")).scalar_one() == 0
+    snap = store.snapshots.take(JOB, FULL, cancelled=lambda: False)
+    assert snap.verified and snap.tasks == 15
+
+
 def test_a_large_scope_is_copied_in_chunks_and_old_snapshots_are_pruned(store):
     store.snapshots.chunk = 7  # SQLite: 30 tasks are copied 7 rows per write transaction
     simulate(store, JOB, 30, seed=3)
