@@ -4,7 +4,7 @@ older msrest SDK sends, by raw requests signed the same way)."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
+from email.utils import format_datetime, parsedate_to_datetime
 
 import httpx
 import orjson
@@ -413,6 +413,35 @@ def test_conditional_terminate(api_server, client):
     assert info.value.status_code == 412 and _code(info.value) == "ConditionNotMet"
     client.reactivate_task(job, "cond", if_unmodified_since=later)
     assert client.get_task(job, "cond").state == "active"
+
+
+def test_conditional_headers_on_the_wire(api_server, client):
+    """What no SDK call above sends: a weak eTag, an eTag that is not one of ours, If-None-Match and
+    If-Modified-Since on a command (412, where a read gets 304), and a date header that is not a date (400)."""
+    job = api_server.unique()
+    client.create_task(job, _task("wire"))
+    task = client.get_task(job, "wire")
+    base = f"{api_server.url}/batch/jobs/{job}/tasks/wire"
+
+    def call(method: str, suffix: str, headers: dict[str, str]):
+        url = f"{base}{suffix}?api-version=2025-06-01"
+        extra = {"content-length": "0"} if method == "POST" else {}
+        return HTTP.request(method, url, headers=shared_key_sign(method, url, WS_A, SECRET_A, {**extra, **headers}))
+
+    r = call("GET", "", {"If-None-Match": f'W/"{task.etag}"'})
+    assert r.status_code == 304 and r.headers["etag"] == task.etag
+    later = format_datetime((task.last_modified + timedelta(seconds=2)).astimezone(UTC), usegmt=True)
+    for headers in ({"If-Match": '"0xNOTHEX"'}, {"If-Match": '"abc"'}, {"If-None-Match": task.etag},
+                    {"If-None-Match": "*"}, {"If-Modified-Since": later}):
+        r = call("POST", "/terminate", headers)
+        assert (r.status_code, r.json()["code"]) == (412, "ConditionNotMet"), headers
+    assert client.get_task(job, "wire").state == "active"  # none of them terminated it
+    r = call("GET", "", {"If-Modified-Since": "the day before yesterday"})
+    assert (r.status_code, r.json()["code"]) == (400, "InvalidHeaderValue")
+    values = {v["key"]: v["value"] for v in r.json()["values"]}
+    assert values == {"HeaderName": "If-Modified-Since", "HeaderValue": "the day before yesterday"}
+    r = call("POST", "/terminate", {"If-Match": f'W/"{task.etag}", "0x1F"'})  # any of a list may match
+    assert r.status_code == 204 and client.get_task(job, "wire").state == "completed"
 
 
 def test_expand_stats(api_server, client):
