@@ -218,25 +218,28 @@ def test_a_due_snapshot_of_a_stale_task_view_is_not_taken(every10, caplog):
     assert "run `taskstore rebuild` before taking snapshots" in caplog.text
 
 
-def test_a_chunked_snapshot_cancelled_half_way_leaves_nothing(database, store):
-    if database.engine == "postgresql":
-        pytest.skip("PostgreSQL copies a snapshot in one transaction: there is no half-made one to cancel")
-    store.snapshots.chunk = 4  # SQLite: 15 tasks are copied 4 rows per write transaction
-    simulate(store, JOB, 15, seed=5)
-    looks = []
+def test_a_chunked_snapshot_cancelled_half_way_leaves_nothing(tmp_path):
+    """SQLite only: PostgreSQL copies a snapshot in one transaction, and has no half-made one to cancel."""
+    store = next(make_database("sqlite", tmp_path)).open_store(background_snapshots=False)
+    try:
+        store.snapshots.chunk = 4  # 15 tasks are copied 4 rows per write transaction
+        simulate(store, JOB, 15, seed=5)
+        looks = []
 
-    def after_two_chunks() -> bool:
-        looks.append(1)
-        return len(looks) >= 2
+        def after_two_chunks() -> bool:
+            looks.append(1)
+            return len(looks) >= 2
 
-    assert store.snapshots.take(JOB, FULL, cancelled=after_two_chunks) is None
-    assert len(looks) == 2
-    assert store.snapshots.list(JOB, all_versions=True) == []
-    with store.engine.connect() as conn:
-        assert conn.execute(text("SELECT count(*) FROM snapshot_tasks")).scalar_one() == 0
-        assert conn.execute(text("SELECT count(*) FROM scope_snapshots")).scalar_one() == 0
-    snap = store.snapshots.take(JOB, FULL, cancelled=lambda: False)
-    assert snap.verified and snap.tasks == 15
+        assert store.snapshots.take(JOB, FULL, cancelled=after_two_chunks) is None
+        assert len(looks) == 2
+        assert store.snapshots.list(JOB, all_versions=True) == []
+        with store.engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM snapshot_tasks")).scalar_one() == 0
+            assert conn.execute(text("SELECT count(*) FROM scope_snapshots")).scalar_one() == 0
+        snap = store.snapshots.take(JOB, FULL, cancelled=lambda: False)
+        assert snap.verified and snap.tasks == 15
+    finally:
+        store.close()
 
 
 def test_a_large_scope_is_copied_in_chunks_and_old_snapshots_are_pruned(store):
