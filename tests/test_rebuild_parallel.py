@@ -326,6 +326,30 @@ def test_a_failing_worker_fails_the_rebuild_and_the_next_one_succeeds(store, par
     assert store.audit(from_snapshots=False).ok
 
 
+def test_a_worker_that_dies_without_a_word_fails_the_rebuild_with_its_exit_code(store, parallel, monkeypatch):
+    """A worker killed outright (by the kernel's out-of-memory killer, say) reports nothing: the rebuild does not
+    wait for it forever, it fails saying so, the live tables are untouched, and the next rebuild succeeds."""
+    populate(store)
+    live = tables(store)
+    parent = os.getpid()
+    real = seeding.bulk_fold
+
+    def dying(log, sid, scope, view, batch, advance, streams=(None, None), write_lock=None, rows_per_write=None):
+        if os.getpid() != parent:
+            os._exit(9)  # no exception, no report, no cleanup
+        return real(log, sid, scope, view, batch, advance, streams, write_lock, rows_per_write)
+
+    monkeypatch.setattr(seeding, "bulk_fold", dying)
+    with pytest.raises(seeding.SeedingFailed, match="ended with exit code 9 before it reported"):
+        store.rebuild(workers=2)
+    assert tables(store) == live
+    monkeypatch.setattr(seeding, "bulk_fold", real)
+    monkeypatch.setattr("projections.rebuild._stale", lambda updated_at: True)  # the failed rebuild's lease
+    store.rebuild(workers=2)
+    assert tables(store) == live
+    assert store.audit(from_snapshots=False).ok
+
+
 def test_an_in_memory_sqlite_store_folds_in_its_own_process(parallel):
     from taskstore import open_store
 
