@@ -596,6 +596,39 @@ def test_counts_as_of_and_their_validation_fold_events_of_a_shape_the_aggregate_
     assert (summary.total, summary.states[State.FAILED]) == (14, live_counts(store, JOB)[0][State.FAILED])
 
 
+def test_a_scope_s_events_read_a_page_at_a_time_are_the_same_whatever_the_page(store):
+    """``replay.scope_events`` (audits, as-of reads, the Python deltas) reads a page of ``batch`` events at a time:
+    from the first event, after a snapshot, up to a position and of one stream, pages of 1, 2, 7 and 5,000 events
+    give the same events in the same order, whether a page ends on the last event or not."""
+    simulate(store, JOB, 9, seed=4)
+    snap = store.snapshot(JOB)
+    store.add_tasks(JOB, [{"id": "after-1"}, {"id": "after-2"}])
+    store.transition_many(JOB, [("after-1", "running"), ("after-2", "cancelled")])
+    with consistent(store.log) as conn:
+        sid = store.log.scope_id(JOB, conn)
+        every = list(scope_events(store.log, conn, sid, batch=5000))
+        stream = every[0].stream
+        middle = every[len(every) // 2].position
+        reads = {
+            "all": lambda b: scope_events(store.log, conn, sid, batch=b),
+            "after the snapshot": lambda b: scope_events(store.log, conn, sid, snap.point, batch=b),
+            "up to the middle": lambda b: scope_events(store.log, conn, sid, upto=middle, batch=b),
+            "one stream": lambda b: scope_events(store.log, conn, sid, stream=stream, batch=b),
+        }
+        for name, read in reads.items():
+            whole = [(e.position, e.stream, e.version) for e in read(5000)]
+            assert whole, name
+            for batch in (1, 2, 7, len(whole)):
+                assert [(e.position, e.stream, e.version) for e in read(batch)] == whole, (name, batch)
+        after = [e.position for e in reads["after the snapshot"](3)]
+        one = [(e.position, e.version) for e in reads["one stream"](1)]
+    positions = [e.position for e in every]
+    assert positions == sorted(positions) and len(set(positions)) == len(positions)
+    assert after == [p for p in positions if p > snap.position] and after
+    assert one == [(e.position, e.version) for e in every if e.stream == stream]
+    assert [v for _, v in one] == list(range(1, len(one) + 1))
+
+
 # -- the command -------------------------------------------------------------------------------------------------
 
 
