@@ -11,13 +11,16 @@
   earlier scope before the next scope is cut), and none is left behind, also when the rebuild fails after seeding.
 - A failing worker fails the rebuild with its error (the other workers stopped), and the next rebuild succeeds; so
   does a failure of this process's own run. A worker is stopped by SIGTERM even when the process it was forked from
-  handles that signal without exiting (as blaxel's SDK has it do).
+  handles that signal without exiting (as blaxel's SDK has it do). A worker that dies without a word (killed)
+  fails the rebuild with its exit code.
 - On SQLite the indexes are built with a larger page cache, and the connection's own is given back after.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -219,30 +222,44 @@ def test_a_rebuild_that_fails_after_seeding_has_waited_for_every_worker_it_forke
     assert tables(store) == live
 
 
+@contextlib.contextmanager
+def _fold_failing(where: Callable[[bool, tuple], bool], act: Callable[[], None]) -> Iterator[None]:
+    """``seeding.bulk_fold`` that first calls ``act()`` (which raises, or ends the process) in the runs that
+    ``where(in_this_process, streams)`` picks, and folds as before in the others."""
+    parent, real = os.getpid(), seeding.bulk_fold
+
+    def fold(log, sid, scope, view, batch, advance, streams=(None, None), write_lock=None, rows_per_write=None):
+        if where(os.getpid() == parent, streams):
+            act()
+        return real(log, sid, scope, view, batch, advance, streams, write_lock, rows_per_write)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(seeding, "bulk_fold", fold)
+        yield
+
+
+def _the_next_rebuild_succeeds(store, monkeypatch, live, workers: int) -> None:
+    monkeypatch.setattr("projections.rebuild._stale", lambda updated_at: True)  # the failed rebuild's lease
+    store.rebuild(workers=workers)
+    assert tables(store) == live
+    assert store.audit(from_snapshots=False).ok
+
+
 def test_a_failure_of_this_process_s_own_run_stops_the_workers_and_the_next_rebuild_succeeds(store, parallel,
                                                                                             monkeypatch):
     import multiprocessing
 
     populate(store)
     live = tables(store)
-    parent = os.getpid()
-    real = seeding.bulk_fold
 
-    def failing(log, sid, scope, view, batch, advance, streams=(None, None), write_lock=None, rows_per_write=None):
-        if os.getpid() == parent:
-            raise OSError("parent disk on fire")
-        return real(log, sid, scope, view, batch, advance, streams, write_lock, rows_per_write)
+    def fire() -> None:
+        raise OSError("parent disk on fire")
 
-    monkeypatch.setattr(seeding, "bulk_fold", failing)
-    with pytest.raises(OSError, match="parent disk on fire"):
+    with _fold_failing(lambda in_parent, streams: in_parent, fire), pytest.raises(OSError, match="parent disk on fire"):
         store.rebuild(workers=3)
     assert multiprocessing.active_children() == []  # the workers were stopped and reaped
     assert tables(store) == live
-    monkeypatch.setattr(seeding, "bulk_fold", real)
-    monkeypatch.setattr("projections.rebuild._stale", lambda updated_at: True)  # the failed rebuild's lease
-    store.rebuild(workers=3)
-    assert tables(store) == live
-    assert store.audit(from_snapshots=False).ok
+    _the_next_rebuild_succeeds(store, monkeypatch, live, workers=3)
 
 
 def test_a_worker_ends_on_sigterm_whatever_handler_the_parent_has(store, parallel, monkeypatch):
@@ -307,23 +324,17 @@ def test_sqlite_indexes_are_built_with_a_larger_page_cache_and_the_connection_s_
 def test_a_failing_worker_fails_the_rebuild_and_the_next_one_succeeds(store, parallel, monkeypatch):
     populate(store)
     live = tables(store)
-    parent = os.getpid()
-    real = seeding.bulk_fold
 
-    def failing(log, sid, scope, view, batch, advance, streams=(None, None), write_lock=None, rows_per_write=None):
-        if os.getpid() != parent and streams[0] is not None:  # a worker of a later run
-            raise OSError("disk on fire")
-        return real(log, sid, scope, view, batch, advance, streams, write_lock, rows_per_write)
+    def fire() -> None:
+        raise OSError("disk on fire")
 
-    monkeypatch.setattr(seeding, "bulk_fold", failing)
-    with pytest.raises(seeding.SeedingFailed, match="disk on fire"):
+    def a_worker_of_a_later_run(in_parent: bool, streams: tuple) -> bool:
+        return not in_parent and streams[0] is not None
+
+    with _fold_failing(a_worker_of_a_later_run, fire), pytest.raises(seeding.SeedingFailed, match="disk on fire"):
         store.rebuild(workers=2)
     assert tables(store) == live  # the live tables are untouched
-    monkeypatch.setattr(seeding, "bulk_fold", real)
-    monkeypatch.setattr("projections.rebuild._stale", lambda updated_at: True)  # the failed rebuild's lease
-    store.rebuild(workers=2)
-    assert tables(store) == live
-    assert store.audit(from_snapshots=False).ok
+    _the_next_rebuild_succeeds(store, monkeypatch, live, workers=2)
 
 
 def test_a_worker_that_dies_without_a_word_fails_the_rebuild_with_its_exit_code(store, parallel, monkeypatch):
@@ -331,23 +342,15 @@ def test_a_worker_that_dies_without_a_word_fails_the_rebuild_with_its_exit_code(
     wait for it forever, it fails saying so, the live tables are untouched, and the next rebuild succeeds."""
     populate(store)
     live = tables(store)
-    parent = os.getpid()
-    real = seeding.bulk_fold
 
-    def dying(log, sid, scope, view, batch, advance, streams=(None, None), write_lock=None, rows_per_write=None):
-        if os.getpid() != parent:
-            os._exit(9)  # no exception, no report, no cleanup
-        return real(log, sid, scope, view, batch, advance, streams, write_lock, rows_per_write)
+    def die() -> None:
+        os._exit(9)  # no exception, no report, no cleanup
 
-    monkeypatch.setattr(seeding, "bulk_fold", dying)
-    with pytest.raises(seeding.SeedingFailed, match="ended with exit code 9 before it reported"):
+    with _fold_failing(lambda in_parent, streams: not in_parent, die), pytest.raises(
+            seeding.SeedingFailed, match="ended with exit code 9 before it reported"):
         store.rebuild(workers=2)
     assert tables(store) == live
-    monkeypatch.setattr(seeding, "bulk_fold", real)
-    monkeypatch.setattr("projections.rebuild._stale", lambda updated_at: True)  # the failed rebuild's lease
-    store.rebuild(workers=2)
-    assert tables(store) == live
-    assert store.audit(from_snapshots=False).ok
+    _the_next_rebuild_succeeds(store, monkeypatch, live, workers=2)
 
 
 def test_an_in_memory_sqlite_store_folds_in_its_own_process(parallel):
