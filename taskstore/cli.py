@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state", action="append",
                    help="only tasks in this state (canonical or any dialect's name); repeatable")
     p.add_argument("--q", help="case-insensitive search over id, display name and labels (2+ characters)")
+    p.add_argument("--filter", dest="filter_", metavar="EXPR",
+                   help="an Azure Batch $filter expression, e.g. \"executionInfo/exitCode ne 0 and creationTime ge "
+                        "2026-12-01T00:00:00Z\" (with --state, tasks that match both)")
     p.add_argument("--sort", default="createdAt:desc",
                    help="createdAt:desc (default), createdAt:asc, name:asc, name:desc")
     p.add_argument("--limit", type=int, default=50, help="page size, 1 to 200 (default: %(default)s)")
@@ -83,11 +86,28 @@ def _state_filter(values: list[str] | None):
     return Cmp("state", "eq", frozenset(wanted))
 
 
+def _where(args: argparse.Namespace):
+    """The list's filter: ``--state`` and ``--filter`` (Azure Batch's ``$filter`` grammar, the one text form of the
+    filter tree), both when both are given."""
+    from api.batch_filter import BatchFilterError, parse_filter
+    from projections import And
+
+    states = _state_filter(args.state)
+    try:
+        expr = parse_filter(args.filter_)
+    except BatchFilterError as exc:
+        raise ValidationError("filter", str(exc)) from None
+    if states is None or expr is None:
+        return states or expr
+    return And((states, expr))
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     scope = Scope(args.workspace, args.job, args.execution)
+    where = _where(args)
     with open_store(args.db) as store:
         page = store.queries.list_tasks(
-            scope, sort=args.sort, limit=args.limit, cursor=args.cursor, q=args.q, where=_state_filter(args.state)
+            scope, sort=args.sort, limit=args.limit, cursor=args.cursor, q=args.q, where=where
         )
     if args.json:
         sys.stdout.write(orjson.dumps(page.to_dict()).decode() + "\n")

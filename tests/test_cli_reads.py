@@ -2,7 +2,9 @@
 
 - ``list --json`` prints the page the Python API gives, as the Blaxel-shaped ``{"data", "meta"}`` document; walking
   ``--cursor`` from each page's ``meta.nextCursor`` yields every task once, in the sort's order; ``--state`` (a
-  canonical state or another dialect's value), ``--q``, ``--sort`` and ``--limit`` narrow and order it as the API's.
+  canonical state or another dialect's value), ``--filter`` (Azure Batch's ``$filter`` grammar; with ``--state``,
+  both), ``--q``, ``--sort`` and ``--limit`` narrow and order it as the API's; a cursor of one filter is refused by
+  another.
 - Without ``--json`` it prints a table and a line with the next page's cursor, whole on one line however narrow the
   terminal, so that it pastes back; the caller's text (a display name) is shown as written, never read as markup.
 - Bad input (a state in no vocabulary, a cursor that is not one, a sort that is not one) exits 2 with the reason,
@@ -16,6 +18,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from api.batch_filter import parse_filter
 from eventstore import Scope, State
 from taskstore.simulate import simulate
 
@@ -75,6 +78,40 @@ def test_a_state_filter_takes_any_dialect_s_value(job, cli, value):
     assert doc["meta"]["total"] == 37  # the scope's, ignoring filters
 
 
+def test_a_filter_in_batch_s_grammar_lists_what_the_api_lists_for_it_walking_every_page(job, cli):
+    text = "state eq 'completed' and (executionInfo/exitCode ne 0 or startswith(id, 'task-000'))"
+    expected = [t.task_id for t in job.queries.list_tasks(JOB, where=parse_filter(text), limit=200).items]
+    assert 0 < len(expected) < 37
+    seen: list[str] = []
+    cursor: str | None = None
+    while True:
+        doc = page_json(cli, "--filter", text, "--limit", "2", *(["--cursor", cursor] if cursor else []))
+        seen += [t["id"] for t in doc["data"]]
+        if not doc["meta"]["hasMore"]:
+            break
+        cursor = doc["meta"]["nextCursor"]
+    assert seen == expected
+    every = {t.task_id: t for t in job.queries.list_tasks(JOB, limit=200).items}
+    assert all(every[i].state.value in {"succeeded", "failed", "cancelled"} for i in seen)
+    assert {i for i in seen if every[i].exit_code not in (0, None)} == {
+        i for i, t in every.items() if t.exit_code not in (0, None)}
+
+
+def test_a_filter_and_a_state_list_the_tasks_that_match_both(job, cli):
+    doc = page_json(cli, "--filter", "executionInfo/exitCode ne 0", "--state", "failed", "--limit", "200")
+    every = job.queries.list_tasks(JOB, limit=200).items
+    want = sorted(t.task_id for t in every if t.state is State.FAILED and t.exit_code not in (0, None))
+    assert sorted(t["id"] for t in doc["data"]) == want and want
+    doc = page_json(cli, "--filter", "executionInfo/exitCode eq 0", "--state", "failed", "--limit", "200")
+    assert doc["data"] == []
+
+
+def test_a_cursor_of_one_filter_is_refused_by_another(job, cli):
+    first = page_json(cli, "--filter", "state eq 'completed'", "--limit", "2")
+    code, out, err = cli("list", "--filter", "state eq 'active'", "--cursor", first["meta"]["nextCursor"])
+    assert code == 2 and out == "" and "cursor:" in err
+
+
 def test_q_searches_display_names(job, cli):
     doc = page_json(cli, "--q", "MERGE", "--limit", "200")
     assert doc["data"] and all("merge" in t["spec"]["displayName"].lower() for t in doc["data"])
@@ -108,6 +145,9 @@ def test_a_display_name_is_shown_as_written_not_as_markup(job, cli, monkeypatch)
         (["--state", "nonsense"], "state: 'nonsense' is not a state in any vocabulary"),
         (["--cursor", "not-a-cursor"], "cursor:"),
         (["--sort", "size:asc"], "sort:"),
+        (["--filter", "exitCode eq 1"], "filter: 'exitCode' is not a property tasks can be filtered on"),
+        (["--filter", "state eq 'sleeping'"], "filter:"),
+        (["--filter", "(state eq 'active'"], "filter:"),
     ],
 )
 def test_bad_input_exits_2_with_the_reason_and_prints_no_page(job, cli, args, reason):
