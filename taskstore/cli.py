@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="an Azure Batch $filter expression, e.g. \"executionInfo/exitCode ne 0 and creationTime ge "
                         "2026-12-01T00:00:00Z\" (with --state, tasks that match both)")
     p.add_argument("--sort", default="createdAt:desc",
-                   help="createdAt:desc (default), createdAt:asc, name:asc, name:desc")
+                   help="createdAt:desc (default), createdAt:asc, name:asc, name:desc, number:asc")
     p.add_argument("--limit", type=int, default=50, help="page size, 1 to 200 (default: %(default)s)")
     p.add_argument("--cursor", help="the nextCursor of the previous page")
     p.add_argument("--json", action="store_true", help='print the page as {"data": [...], "meta": {...}}')

@@ -52,7 +52,7 @@ def test_list_json_is_the_api_s_page_as_the_blaxel_document(job, cli):
     assert set(doc) == {"data", "meta"} and set(doc["meta"]) == {"hasMore", "nextCursor", "total"}
 
 
-@pytest.mark.parametrize("sort", ["createdAt:desc", "name:asc", "name:desc"])
+@pytest.mark.parametrize("sort", ["createdAt:desc", "createdAt:asc", "name:asc", "name:desc", "number:asc"])
 def test_walking_the_cursors_lists_every_task_once_in_order(job, cli, sort):
     seen: list[str] = []
     cursor: str | None = None
