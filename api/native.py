@@ -9,7 +9,7 @@ takes an ``Idempotency-Key``: a retry with the same key and body returns the fir
     POST /v1/jobs/{job}/executions/{execution}/tasks/{task}/transitions       record a transition (If-Match)
     POST /v1/jobs/{job}/executions/{execution}/tasks/{task}/conditions        record a Blaxel condition (If-Match)
     GET  /v1/jobs/{job}/executions/{execution}/tasks/{task}/events            the task's history
-    GET  /v1/jobs/{job}/executions/{execution}/counts                         tasks and slots per state
+    GET  /v1/jobs/{job}/executions/{execution}/counts                         tasks and slots per state (asOf)
 """
 
 from __future__ import annotations
@@ -382,23 +382,36 @@ def _list_tasks(
     )
 
 
+_COUNTS_QUERY = (
+    ("asOf", "a log position: the counts as they were when the log ended there (an earlier answer's position), "
+             "folded from the newest snapshot at or before it"),
+)
+
+
 @direct_get(
     router,
     "/jobs/{job}/executions/{execution}/counts",
     summary="Task and slot counts per state",
-    openapi_extra=documented(path=("job", "execution"), header=_AUTH_HEADER),
+    openapi_extra=documented(path=("job", "execution"), query=_COUNTS_QUERY, header=_AUTH_HEADER),
 )
 async def counts(request: Request) -> Response:
     # reads its own parameters (see api.common.documented)
     ctx = await context(request, request.headers.get("authorization"))
-    return await offload(_counts, ctx, request.path_params["job"], request.path_params["execution"])
+    path = request.path_params
+    return await offload(_counts, ctx, path["job"], path["execution"], request.query_params.get("asOf"))
 
 
-def _counts(ctx: Context, job: str, execution: str) -> Response:
+def _counts(ctx: Context, job: str, execution: str, as_of: str | None = None) -> Response:
     scope = ctx.existing_scope(job, execution)
-    summary = ctx.store.queries.counts(scope)
+    if as_of is None or as_of == "":
+        summary = ctx.store.queries.counts(scope)
+    else:
+        if not as_of.isdigit() or len(as_of) > 18:
+            raise ValidationError("asOf", "must be a log position (a whole number)")
+        summary = ctx.store.queries.counts_as_of(scope, int(as_of))
     return JSONResponse(
         {
+            "position": summary.position,
             "states": {s.value: int(summary.states.get(s, 0)) for s in State},
             "slots": {s.value: int(summary.slots.get(s, 0)) for s in State},
             "total": summary.total,

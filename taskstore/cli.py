@@ -64,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("counts", help="print a job's count summary")
     _db_arg(p)
     _scope_args(p)
+    p.add_argument("--as-of", type=int, metavar="POSITION",
+                   help="the counts as they were when the log ended at this position (an earlier summary's)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(run=cmd_counts)
 
@@ -130,8 +132,13 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_counts(args: argparse.Namespace) -> int:
     scope = Scope(args.workspace, args.job, args.execution)
+    if args.as_of is not None and args.as_of < 0:
+        raise ValidationError("as-of", "must be a log position (0 or more)")
     with open_store(args.db) as store:
-        summary = store.queries.counts(scope)
+        if args.as_of is None:
+            summary = store.queries.counts(scope)
+        else:
+            summary = store.queries.counts_as_of(scope, args.as_of)
     doc = summary.to_dict()
     if args.json:
         sys.stdout.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n")

@@ -73,6 +73,8 @@ def _requests(job: str) -> list[tuple[str, str, dict[str, str]]]:
         (f"{v1}/tasks", "", native_headers(SECRET_B)),  # another workspace: not found
         (f"/v1/jobs/{job}/executions/nope/tasks", "", native_headers()),
         (f"{v1}/counts", "", native_headers()),
+        (f"{v1}/counts", "asOf=3", native_headers()),
+        (f"{v1}/counts", "asOf=x", native_headers()),
         (f"{v1}/counts", "", native_headers("bad")),
         (f"{v1}/counts", "", native_headers(SECRET_B)),
         (bl, "", bx),

@@ -184,6 +184,31 @@ def test_docs_and_openapi(api_server):
         assert path in paths
 
 
+def test_counts_as_of_an_earlier_answer_s_position_give_that_answer_again(api_server, http):
+    """Every count summary names the log position it reflects; ``asOf`` that position later gives the same counts
+    (folded from the newest snapshot at or before it), which is how a caller audits an answer it was given."""
+    job = api_server.unique()
+    http.post(_tasks(job), json={"tasks": [{"id": f"t{i}", "requiredSlots": 1 + i % 2} for i in range(6)]})
+    for i in range(3):
+        http.post(f"{_tasks(job)}/t{i}/transitions", json={"to": "running"})
+    then = http.get(f"/jobs/{job}/executions/default/counts").json()
+    assert then["position"] > 0 and then["states"]["running"] == 3
+    for i in range(3):
+        http.post(f"{_tasks(job)}/t{i}/transitions", json={"to": "succeeded", "exitCode": 0})
+    http.post(_tasks(job), json={"tasks": [{"id": "late"}]})
+    now = http.get(f"/jobs/{job}/executions/default/counts").json()
+    assert now["position"] > then["position"] and now["states"]["succeeded"] == 3 and now["total"] == 7
+    again = http.get(f"/jobs/{job}/executions/default/counts", params={"asOf": then["position"]}).json()
+    for name in ("states", "slots", "total", "active", "running", "completed", "succeeded", "failed", "position"):
+        assert again[name] == then[name], name
+    assert again["validationStatus"] == "unvalidated" and f"as of position {then['position']}" in (
+        again["validationDetail"])
+    for bad in ("abc", "-1", "1.5", "9" * 30):
+        r = http.get(f"/jobs/{job}/executions/default/counts", params={"asOf": bad})
+        assert (r.status_code, r.json()["error"]["code"], r.json()["error"]["field"]) == (400, "invalid", "asOf")
+    assert http.get(f"/jobs/{api_server.unique()}/executions/default/counts", params={"asOf": 1}).status_code == 404
+
+
 def test_outside_every_dialect_errors_have_the_native_shape_and_healthz_answers(api_server):
     r = HTTP.get(api_server.url + "/nowhere/at/all")
     assert r.status_code == 404 and r.json()["error"]["code"] == "not_found" and r.json()["error"]["message"]
@@ -210,6 +235,7 @@ def test_openapi_documents_the_parameters_of_routes_that_read_their_own(api_serv
     assert params("/v1/jobs/{job}/executions/{execution}/counts") == {
         ("path", "job"): True,
         ("path", "execution"): True,
+        ("query", "asOf"): False,
         ("header", "authorization"): False,
     }
     assert params("/blaxel/v0/jobs/{job_id}/executions/{execution_id}/tasks") == {

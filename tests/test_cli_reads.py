@@ -10,7 +10,8 @@
 - Bad input (a state in no vocabulary, a cursor that is not one, a sort that is not one) exits 2 with the reason,
   however the input is spelt, and prints no page.
 - ``counts --json`` prints the API's count summary, with why it is (un)validated; without it, the totals, the
-  validation status and its reason, and a table. A job with no events counts zero tasks, validated, and says why.
+  validation status and its reason, and a table. ``--as-of`` an earlier summary's position gives that summary
+  again. A job with no events counts zero tasks, validated, and says why.
 """
 
 from __future__ import annotations
@@ -176,6 +177,24 @@ def test_counts_prints_the_total_the_validation_and_every_state(job, cli, monkey
     for state in State:
         row = next(line for line in out.splitlines() if f" {state.value} " in line)
         assert str(summary.states[state]) in row.split()
+
+
+def test_counts_as_of_an_earlier_summary_s_position_give_that_summary_again(job, cli):
+    code, out, err = cli("counts", "--json")
+    assert code == 0, err
+    then = orjson.loads(out)
+    pending = [t.task_id for t in job.queries.list_tasks(JOB, limit=200).items if t.state is State.PENDING]
+    job.transition_many(JOB, [(task_id, "cancelled") for task_id in pending])
+    job.add_tasks(JOB, [{"id": "late"}])
+    code, out, _ = cli("counts", "--as-of", str(then["position"]), "--json")
+    again = orjson.loads(out)
+    assert code == 0 and (again["states"], again["slots"], again["total"], again["position"]) == (
+        then["states"], then["slots"], then["total"], then["position"])
+    assert again["validationStatus"] == "unvalidated" and again["validationDetail"].startswith(
+        f"as of position {then['position']}: ")
+    assert orjson.loads(cli("counts", "--json")[1])["total"] == 38  # now: the late task too
+    code, out, err = cli("counts", "--as-of", "-1")
+    assert code == 2 and out == "" and "as-of: must be a log position" in " ".join(err.split())
 
 
 def test_counts_of_a_job_with_no_events_are_zero_and_say_why_they_are_validated(job, taskstore_cli):
