@@ -5,7 +5,7 @@ takes an ``Idempotency-Key``: a retry with the same key and body returns the fir
 
     POST /v1/jobs/{job}/executions/{execution}/tasks                          add tasks, all or nothing (201)
     GET  /v1/jobs/{job}/executions/{execution}/tasks                          list: cursor, limit, sort, q, state
-    GET  /v1/jobs/{job}/executions/{execution}/tasks/{task}                   one task (ETag: "VERSION")
+    GET  /v1/jobs/{job}/executions/{execution}/tasks/{task}                   one task (ETag: "VERSION"; asOf)
     POST /v1/jobs/{job}/executions/{execution}/tasks/{task}/transitions       record a transition (If-Match)
     POST /v1/jobs/{job}/executions/{execution}/tasks/{task}/conditions        record a Blaxel condition (If-Match)
     GET  /v1/jobs/{job}/executions/{execution}/tasks/{task}/events            the task's history
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Header, Path
+from fastapi import APIRouter, Depends, Header, Path, Query
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -284,9 +284,22 @@ def get_task(
     job: str = Path(...),
     execution: str = Path(...),
     task: str = Path(...),
+    as_of: str | None = Query(None, alias="asOf", description=(
+        "a log position: the task as it was when the log ended there (404 if it did not exist yet)")),
     ctx: Context = Depends(context),
 ) -> Response:
-    return _task_response(ctx.store.get_task(ctx.scope(job, execution), task))
+    scope = ctx.scope(job, execution)
+    now = ctx.store.get_task(scope, task)  # the id checked, and found: tasks are never removed
+    if as_of is None or as_of == "":
+        return _task_response(now)
+    return _task_response(ctx.store.queries.task_as_of(scope, task, _position("asOf", as_of)))
+
+
+def _position(name: str, text: str) -> int:
+    """A log position given as a query parameter."""
+    if not text.isdigit() or len(text) > 18:
+        raise ValidationError(name, "must be a log position (a whole number)")
+    return int(text)
 
 
 def _event_json(e: RecordedEvent) -> dict[str, Any]:
@@ -406,9 +419,7 @@ def _counts(ctx: Context, job: str, execution: str, as_of: str | None = None) ->
     if as_of is None or as_of == "":
         summary = ctx.store.queries.counts(scope)
     else:
-        if not as_of.isdigit() or len(as_of) > 18:
-            raise ValidationError("asOf", "must be a log position (a whole number)")
-        summary = ctx.store.queries.counts_as_of(scope, int(as_of))
+        summary = ctx.store.queries.counts_as_of(scope, _position("asOf", as_of))
     return JSONResponse(
         {
             "position": summary.position,

@@ -209,6 +209,26 @@ def test_counts_as_of_an_earlier_answer_s_position_give_that_answer_again(api_se
     assert http.get(f"/jobs/{api_server.unique()}/executions/default/counts", params={"asOf": 1}).status_code == 404
 
 
+def test_a_task_as_of_a_position_is_the_task_as_it_was_then(api_server, http):
+    job = api_server.unique()
+    http.post(_tasks(job), json={"tasks": [{"id": "t", "displayName": "step"}]})
+    added = http.get(f"/jobs/{job}/executions/default/counts").json()["position"]
+    running = http.post(f"{_tasks(job)}/t/transitions", json={"to": "running"}).json()
+    at_running = http.get(f"/jobs/{job}/executions/default/counts").json()["position"]
+    http.post(f"{_tasks(job)}/t/transitions", json={"to": "failed", "exitCode": 3})
+    now = http.get(f"{_tasks(job)}/t").json()
+    assert now["state"] == "failed"
+    r = http.get(f"{_tasks(job)}/t", params={"asOf": at_running})
+    assert r.status_code == 200 and r.json() == running and r.headers["etag"] == f'"{running["version"]}"'
+    then = http.get(f"{_tasks(job)}/t", params={"asOf": added}).json()
+    assert (then["state"], then["version"], then["spec"]["displayName"]) == ("pending", 1, "step")
+    r = http.get(f"{_tasks(job)}/t", params={"asOf": added - 1})  # before it was added
+    assert r.status_code == 404 and r.json()["error"]["code"] == "task_not_found"
+    r = http.get(f"{_tasks(job)}/t", params={"asOf": "yesterday"})
+    assert (r.status_code, r.json()["error"]["field"]) == (400, "asOf")
+    assert http.get(f"{_tasks(job)}/nobody", params={"asOf": at_running}).status_code == 404
+
+
 def test_outside_every_dialect_errors_have_the_native_shape_and_healthz_answers(api_server):
     r = HTTP.get(api_server.url + "/nowhere/at/all")
     assert r.status_code == 404 and r.json()["error"]["code"] == "not_found" and r.json()["error"]["message"]
