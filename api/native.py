@@ -303,16 +303,9 @@ def _position(name: str, text: str) -> int:
 
 
 def _event_json(e: RecordedEvent) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "position": e.position,
-        "version": e.version,
-        "type": e.type,
-        "schemaVersion": e.schema_version,
-        "recordedAt": e.recorded_at,
-        "data": dict(e.data),
-    }
-    if e.request_id:
-        out["requestId"] = e.request_id.removeprefix("v1:").removeprefix("batch:")
+    out = e.to_dict()
+    if "requestId" in out:  # as the caller sent it, without the dialect's namespace
+        out["requestId"] = out["requestId"].removeprefix("v1:").removeprefix("batch:")
     return out
 
 

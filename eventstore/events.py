@@ -111,6 +111,21 @@ class RecordedEvent(NamedTuple):
     def recorded_at(self) -> str:
         return self.metadata["recordedAt"]
 
+    def to_dict(self) -> dict[str, Any]:
+        """A plain JSON-ready document of the event within its stream (the native API's and the command line's
+        shape); ``requestId`` only when the append had one."""
+        out: dict[str, Any] = {
+            "position": self.position,
+            "version": self.version,
+            "type": self.type,
+            "schemaVersion": self.schema_version,
+            "recordedAt": self.recorded_at,
+            "data": dict(self.data),
+        }
+        if self.request_id:
+            out["requestId"] = self.request_id
+        return out
+
 
 @dataclass(frozen=True, slots=True)
 class AppendResult:

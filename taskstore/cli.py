@@ -61,6 +61,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help='print the page as {"data": [...], "meta": {...}}')
     p.set_defaults(run=cmd_list)
 
+    p = sub.add_parser("task", help="print one task (as it is, or as it was at a log position) and its history")
+    _db_arg(p)
+    _scope_args(p)
+    p.add_argument("--id", required=True, dest="task_id", help="the task id")
+    p.add_argument("--as-of", type=int, metavar="POSITION",
+                   help="the task as it was when the log ended at this position")
+    p.add_argument("--history", action="store_true", help="also print the task's events (up to --as-of)")
+    p.add_argument("--json", action="store_true", help='print {"task": {...}} (and "events": [...] with --history)')
+    p.set_defaults(run=cmd_task)
+
     p = sub.add_parser("counts", help="print a job's count summary")
     _db_arg(p)
     _scope_args(p)
@@ -130,10 +140,52 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _position_arg(value: int | None) -> None:
+    if value is not None and value < 0:
+        raise ValidationError("as-of", "must be a log position (0 or more)")
+
+
+def cmd_task(args: argparse.Namespace) -> int:
+    scope = Scope(args.workspace, args.job, args.execution)
+    _position_arg(args.as_of)
+    with open_store(args.db) as store:
+        events = store.history(scope, args.task_id)  # the id checked, and found: tasks are never removed
+        if args.as_of is None:
+            task = store.get_task(scope, args.task_id)
+        else:
+            task = store.queries.task_as_of(scope, args.task_id, args.as_of)
+            events = [e for e in events if e.position <= args.as_of]
+    doc: dict = {"task": task.to_dict()}
+    if args.history:
+        doc["events"] = [e.to_dict() for e in events]
+    if args.json:
+        sys.stdout.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return 0
+    out = Console()
+    table = Table(show_header=False)
+    table.add_column("field")
+    table.add_column("value", overflow="fold")
+    for name, value in doc["task"].items():
+        if value not in (None, [], {}):
+            shown = value if isinstance(value, str) else orjson.dumps(value).decode()
+            table.add_row(name, escape(shown))
+    as_of = "" if args.as_of is None else f" as of position {args.as_of}"
+    out.print(f"{scope} task {escape(task.task_id)}{as_of}: {task.state.value}, version {task.version}")
+    out.print(table)
+    if args.history:
+        events_table = Table()
+        for name in ("position", "version", "type", "recorded", "data"):
+            events_table.add_column(name, overflow="fold")
+        for e in doc["events"]:
+            events_table.add_row(str(e["position"]), str(e["version"]), e["type"], e["recordedAt"],
+                                 escape(orjson.dumps(e["data"]).decode()))
+        out.print(events_table)
+    return 0
+
+
 def cmd_counts(args: argparse.Namespace) -> int:
     scope = Scope(args.workspace, args.job, args.execution)
-    if args.as_of is not None and args.as_of < 0:
-        raise ValidationError("as-of", "must be a log position (0 or more)")
+    _position_arg(args.as_of)
     with open_store(args.db) as store:
         if args.as_of is None:
             summary = store.queries.counts(scope)

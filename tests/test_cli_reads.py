@@ -9,6 +9,8 @@
   terminal, so that it pastes back; the caller's text (a display name) is shown as written, never read as markup.
 - Bad input (a state in no vocabulary, a cursor that is not one, a sort that is not one) exits 2 with the reason,
   however the input is spelt, and prints no page.
+- ``task --json`` prints the API's task (``--as-of`` a position: as it was then) and with ``--history`` its events;
+  without it, the task's fields as written and its events; an unknown or malformed id exits 2.
 - ``counts --json`` prints the API's count summary, with why it is (un)validated; without it, the totals, the
   validation status and its reason, and a table. ``--as-of`` an earlier summary's position gives that summary
   again. A job with no events counts zero tasks, validated, and says why.
@@ -156,6 +158,38 @@ def test_bad_input_exits_2_with_the_reason_and_prints_no_page(job, cli, args, re
     assert code == 2
     assert out == ""
     assert reason in " ".join(err.split())
+
+
+def test_task_json_is_the_api_s_task_now_or_as_of_a_position_with_its_history(job, cli):
+    failed = next(t for t in job.queries.list_tasks(JOB, limit=200).items if t.state is State.FAILED)
+    history = job.history(JOB, failed.task_id)
+    code, out, err = cli("task", "--id", failed.task_id.upper(), "--history", "--json")  # ids ignore case
+    assert code == 0, err
+    doc = orjson.loads(out)
+    assert doc["task"] == orjson.loads(orjson.dumps(failed.to_dict()))
+    assert [e["position"] for e in doc["events"]] == [e.position for e in history]
+    assert [e["version"] for e in doc["events"]] == list(range(1, len(history) + 1))
+    assert doc["events"][0]["type"] == "TaskAdded" and doc["events"][-1]["data"]["to"] == "failed"
+    second = history[1].position
+    code, out, _ = cli("task", "--id", failed.task_id, "--as-of", str(second), "--history", "--json")
+    then = orjson.loads(out)
+    assert then["task"] == orjson.loads(orjson.dumps(job.queries.task_as_of(JOB, failed.task_id, second).to_dict()))
+    assert then["task"]["version"] == 2 and [e["position"] for e in then["events"]] == [e.position for e in history[:2]]
+    assert "events" not in orjson.loads(cli("task", "--id", failed.task_id, "--json")[1])
+
+
+def test_task_prints_the_task_as_written_and_refuses_what_is_not_one(job, cli, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    job.add_task(JOB, {"id": "marked", "displayName": "[bold]x[/bold] [/]"})
+    code, out, err = cli("task", "--id", "marked", "--history")
+    assert code == 0, err
+    assert out.splitlines()[0] == f"{JOB} task marked: pending, version 1"
+    assert "[bold]x[/bold] [/]" in out and "TaskAdded" in out
+    for args, reason in ((["--id", "nobody"], "task 'nobody' does not exist"),
+                         (["--id", "no spaces"], "taskId:"),
+                         (["--id", "marked", "--as-of", "-3"], "as-of: must be a log position")):
+        code, out, err = cli("task", *args)
+        assert code == 2 and out == "" and reason in " ".join(err.split()), args
 
 
 def test_counts_json_is_the_api_s_summary(job, cli):
