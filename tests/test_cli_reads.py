@@ -47,6 +47,19 @@ def page_json(cli, *args: str) -> dict:
     return orjson.loads(out)
 
 
+def walk(cli, *args: str) -> list[str]:
+    """The ids of every page of ``list ARGS``, each next page asked for by the previous one's cursor."""
+    seen: list[str] = []
+    cursor: str | None = None
+    while True:
+        doc = page_json(cli, *args, *(["--cursor", cursor] if cursor else []))
+        seen += [t["id"] for t in doc["data"]]
+        if not doc["meta"]["hasMore"]:
+            assert doc["meta"]["nextCursor"] == ""
+            return seen
+        cursor = doc["meta"]["nextCursor"]
+
+
 def test_list_json_is_the_api_s_page_as_the_blaxel_document(job, cli):
     doc = page_json(cli, "--limit", "5")
     api = job.queries.list_tasks(JOB, limit=5).to_dict()
@@ -57,15 +70,7 @@ def test_list_json_is_the_api_s_page_as_the_blaxel_document(job, cli):
 
 @pytest.mark.parametrize("sort", ["createdAt:desc", "createdAt:asc", "name:asc", "name:desc", "number:asc"])
 def test_walking_the_cursors_lists_every_task_once_in_order(job, cli, sort):
-    seen: list[str] = []
-    cursor: str | None = None
-    while True:
-        doc = page_json(cli, "--sort", sort, "--limit", "8", *(["--cursor", cursor] if cursor else []))
-        seen += [t["id"] for t in doc["data"]]
-        if not doc["meta"]["hasMore"]:
-            assert doc["meta"]["nextCursor"] == ""
-            break
-        cursor = doc["meta"]["nextCursor"]
+    seen = walk(cli, "--sort", sort, "--limit", "8")
     expected = [t.task_id for t in job.queries.list_tasks(JOB, sort=sort, limit=200).items]
     assert seen == expected and len(seen) == 37
 
@@ -85,14 +90,7 @@ def test_a_filter_in_batch_s_grammar_lists_what_the_api_lists_for_it_walking_eve
     text = "state eq 'completed' and (executionInfo/exitCode ne 0 or startswith(id, 'task-000'))"
     expected = [t.task_id for t in job.queries.list_tasks(JOB, where=parse_filter(text), limit=200).items]
     assert 0 < len(expected) < 37
-    seen: list[str] = []
-    cursor: str | None = None
-    while True:
-        doc = page_json(cli, "--filter", text, "--limit", "2", *(["--cursor", cursor] if cursor else []))
-        seen += [t["id"] for t in doc["data"]]
-        if not doc["meta"]["hasMore"]:
-            break
-        cursor = doc["meta"]["nextCursor"]
+    seen = walk(cli, "--filter", text, "--limit", "2")
     assert seen == expected
     every = {t.task_id: t for t in job.queries.list_tasks(JOB, limit=200).items}
     assert all(every[i].state.value in {"succeeded", "failed", "cancelled"} for i in seen)
