@@ -252,6 +252,11 @@ def test_openapi_documents_the_parameters_of_routes_that_read_their_own(api_serv
         **{("query", n): False for n in ("cursor", "limit", "sort", "q", "state")},
         ("header", "authorization"): False,
     }
+    assert params("/v1/jobs/{job}/executions/{execution}/tasks/{task}") == {
+        **{("path", n): True for n in ("job", "execution", "task")},
+        ("query", "asOf"): False,
+        ("header", "authorization"): False,
+    }
     assert params("/v1/jobs/{job}/executions/{execution}/counts") == {
         ("path", "job"): True,
         ("path", "execution"): True,
