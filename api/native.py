@@ -4,7 +4,7 @@ Mounted at ``/v1``; ``Authorization: Bearer SECRET``; the credential's workspace
 takes an ``Idempotency-Key``: a retry with the same key and body returns the first answer and writes nothing.
 
     POST /v1/jobs/{job}/executions/{execution}/tasks                          add tasks, all or nothing (201)
-    GET  /v1/jobs/{job}/executions/{execution}/tasks                          list: cursor, limit, sort, q, state
+    GET  /v1/jobs/{job}/executions/{execution}/tasks                          list (cursor limit sort q state filter)
     GET  /v1/jobs/{job}/executions/{execution}/tasks/{task}                   one task (ETag: "VERSION"; asOf)
     POST /v1/jobs/{job}/executions/{execution}/tasks/{task}/transitions       record a transition (If-Match)
     POST /v1/jobs/{job}/executions/{execution}/tasks/{task}/conditions        record a Blaxel condition (If-Match)
@@ -34,9 +34,10 @@ from eventstore import (
     VersionMismatch,
     states_for,
 )
-from projections.filters import Cmp
+from projections.filters import And, Cmp
 
 from .auth import AuthFailure, authenticate_bearer, bearer_token
+from .batch_filter import BatchFilterError, parse_filter
 from .common import (
     BadJson,
     BodyTooLarge,
@@ -326,6 +327,7 @@ _LIST_QUERY = (
     ("sort", ", ".join(SORTS)),
     ("q", "search in id, display name and labels"),
     ("state", "comma-separated states (canonical or any dialect's)"),
+    ("filter", "an Azure Batch $filter expression (with state: tasks that match both)"),
 )
 
 
@@ -340,7 +342,7 @@ async def list_tasks(request: Request) -> Response:
     ctx = await context(request, request.headers.get("authorization"))
     path, query = request.path_params, request.query_params
     call = (_list_tasks, ctx, path["job"], path["execution"], *(query.get(name) for name, _ in _LIST_QUERY))
-    if query.get("q") or query.get("state"):  # a filter may scan up to the store's scan budget: not a short read
+    if query.get("q") or query.get("state") or query.get("filter"):  # may scan up to the scan budget: not short
         return await offload(*call)
     return await short_read(request, *call)
 
@@ -354,6 +356,7 @@ def _list_tasks(
     sort: str | None,
     q: str | None,
     state: str | None,
+    filter_: str | None = None,
 ) -> Response:
     n = DEFAULT_LIMIT
     if limit is not None and limit != "":
@@ -376,6 +379,13 @@ def _list_tasks(
             except KeyError:
                 raise ValidationError("state", f"{name.strip()!r} is not a state") from None
         where = Cmp("state", "eq", frozenset(wanted))
+    if filter_:
+        try:
+            expr = parse_filter(filter_)
+        except BatchFilterError as exc:
+            raise ValidationError("filter", str(exc)) from None
+        if expr is not None:
+            where = expr if where is None else And((where, expr))
     scope = ctx.existing_scope(job, execution)
     page = ctx.store.queries.list_tasks(scope, sort=order, limit=n, cursor=cursor or None, q=q, where=where)
     return JSONResponse(

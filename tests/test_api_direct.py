@@ -62,6 +62,8 @@ def _requests(job: str) -> list[tuple[str, str, dict[str, str]]]:
         (f"{v1}/tasks", "limit=2&sort=name:asc", native_headers()),
         (f"{v1}/tasks", "limit=2&limit=3", native_headers()),  # the last of a repeated parameter
         (f"{v1}/tasks", "state=running,active", native_headers()),
+        (f"{v1}/tasks", "filter=state%20eq%20%27active%27&limit=2", native_headers()),
+        (f"{v1}/tasks", "filter=nonsense", native_headers()),
         (f"{v1}/tasks", "limit=x", native_headers()),
         (f"{v1}/tasks", "limit=0", native_headers()),
         (f"{v1}/tasks", "sort=nope", native_headers()),

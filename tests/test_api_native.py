@@ -184,6 +184,33 @@ def test_docs_and_openapi(api_server):
         assert path in paths
 
 
+def test_a_list_filtered_in_batch_s_grammar_walks_the_tasks_that_match(api_server, http):
+    job = api_server.unique()
+    http.post(_tasks(job), json={"tasks": [{"id": f"f-{i:02d}"} for i in range(10)]})
+    for i in range(6):
+        http.post(f"{_tasks(job)}/f-{i:02d}/transitions", json={"to": "running"})
+        http.post(f"{_tasks(job)}/f-{i:02d}/transitions", json={"to": "failed" if i % 2 else "succeeded",
+                                                               "exitCode": i})
+    text = "state eq 'completed' and executionInfo/exitCode ge 2"
+    seen, cursor = [], None
+    while True:
+        doc = http.get(_tasks(job), params={"filter": text, "limit": 1, "sort": "name:asc",
+                                            **({"cursor": cursor} if cursor else {})}).json()
+        seen += [t["id"] for t in doc["tasks"]]
+        assert doc["total"] == 10  # the scope's, ignoring filters
+        if not doc["hasMore"]:
+            break
+        cursor = doc["nextCursor"]
+    assert seen == ["f-02", "f-03", "f-04", "f-05"]
+    r = http.get(_tasks(job), params={"filter": text, "state": "failed", "sort": "name:asc"})  # both
+    assert [t["id"] for t in r.json()["tasks"]] == ["f-03", "f-05"]
+    r = http.get(_tasks(job), params={"filter": "exitCode eq 1"})
+    assert (r.status_code, r.json()["error"]["code"], r.json()["error"]["field"]) == (400, "invalid", "filter")
+    first = http.get(_tasks(job), params={"filter": text, "limit": 1}).json()
+    r = http.get(_tasks(job), params={"filter": "state eq 'active'", "cursor": first["nextCursor"]})
+    assert (r.status_code, r.json()["error"]["code"]) == (400, "invalid_cursor")
+
+
 def test_counts_as_of_an_earlier_answer_s_position_give_that_answer_again(api_server, http):
     """Every count summary names the log position it reflects; ``asOf`` that position later gives the same counts
     (folded from the newest snapshot at or before it), which is how a caller audits an answer it was given."""
@@ -249,7 +276,7 @@ def test_openapi_documents_the_parameters_of_routes_that_read_their_own(api_serv
     assert params("/v1/jobs/{job}/executions/{execution}/tasks") == {
         ("path", "job"): True,
         ("path", "execution"): True,
-        **{("query", n): False for n in ("cursor", "limit", "sort", "q", "state")},
+        **{("query", n): False for n in ("cursor", "limit", "sort", "q", "state", "filter")},
         ("header", "authorization"): False,
     }
     assert params("/v1/jobs/{job}/executions/{execution}/tasks/{task}") == {
