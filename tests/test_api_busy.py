@@ -1,8 +1,8 @@
 """A command that loses a race for its task more often than the store retries it (``ConcurrencyError``) is answered
 with each dialect's "busy, retry" error, which its client retries: Azure Batch 503 ``ServerBusy`` with Retry-After
 (the azure-batch SDK retries it and the call succeeds), the native API 409 ``concurrent_update`` with Retry-After,
-and, in the read-only dialects, HealthOmics 429 ``ThrottlingException`` and Blaxel 429 ``busy`` (what their
-clients retry). Nothing is written by the refused attempt."""
+and, in the read-only dialects, HealthOmics 429 ``ThrottlingException`` (an error botocore's retry modes retry) and
+Blaxel 429 ``busy``. Nothing is written by the refused attempt."""
 
 from __future__ import annotations
 
