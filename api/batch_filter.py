@@ -31,6 +31,7 @@ import re
 from datetime import UTC, datetime, timedelta, timezone
 from typing import NamedTuple
 
+from eventstore import ValidationError
 from eventstore.lifecycle import states_for
 from projections.filters import And, Cmp, Expr, FilterError, Or
 
@@ -276,4 +277,17 @@ def parse_filter(text: str | None) -> Expr | None:
     return _Parser(tokenize(text), text).parse()
 
 
-__all__ = ["BatchFilterError", "parse_datetime", "parse_filter", "tokenize"]
+def and_filter(where: Expr | None, text: str | None) -> Expr | None:
+    """``where`` and the ``$filter`` ``text`` both (either alone when the other is absent), for the lists that take
+    this grammar beside their own parameters (the native API's ``filter``, the command line's ``--filter``); a text
+    that is not a filter is the caller's ``ValidationError`` on the field ``filter``."""
+    try:
+        expr = parse_filter(text)
+    except BatchFilterError as exc:
+        raise ValidationError("filter", str(exc)) from None
+    if where is None or expr is None:
+        return where or expr
+    return And((where, expr))
+
+
+__all__ = ["BatchFilterError", "and_filter", "parse_datetime", "parse_filter", "tokenize"]

@@ -34,10 +34,10 @@ from eventstore import (
     VersionMismatch,
     states_for,
 )
-from projections.filters import And, Cmp
+from projections.filters import Cmp
 
 from .auth import AuthFailure, authenticate_bearer, bearer_token
-from .batch_filter import BatchFilterError, parse_filter
+from .batch_filter import and_filter
 from .common import (
     BadJson,
     BodyTooLarge,
@@ -379,13 +379,7 @@ def _list_tasks(
             except KeyError:
                 raise ValidationError("state", f"{name.strip()!r} is not a state") from None
         where = Cmp("state", "eq", frozenset(wanted))
-    if filter_:
-        try:
-            expr = parse_filter(filter_)
-        except BatchFilterError as exc:
-            raise ValidationError("filter", str(exc)) from None
-        if expr is not None:
-            where = expr if where is None else And((where, expr))
+    where = and_filter(where, filter_)
     scope = ctx.existing_scope(job, execution)
     page = ctx.store.queries.list_tasks(scope, sort=order, limit=n, cursor=cursor or None, q=q, where=where)
     return JSONResponse(

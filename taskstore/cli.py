@@ -98,25 +98,11 @@ def _state_filter(values: list[str] | None):
     return Cmp("state", "eq", frozenset(wanted))
 
 
-def _where(args: argparse.Namespace):
-    """The list's filter: ``--state`` and ``--filter`` (Azure Batch's ``$filter`` grammar, the one text form of the
-    filter tree), both when both are given."""
-    from api.batch_filter import BatchFilterError, parse_filter
-    from projections import And
-
-    states = _state_filter(args.state)
-    try:
-        expr = parse_filter(args.filter_)
-    except BatchFilterError as exc:
-        raise ValidationError("filter", str(exc)) from None
-    if states is None or expr is None:
-        return states or expr
-    return And((states, expr))
-
-
 def cmd_list(args: argparse.Namespace) -> int:
+    from api.batch_filter import and_filter  # --filter: Azure Batch's grammar, the one text form of the filter tree
+
     scope = Scope(args.workspace, args.job, args.execution)
-    where = _where(args)
+    where = and_filter(_state_filter(args.state), args.filter_)
     with open_store(args.db) as store:
         page = store.queries.list_tasks(
             scope, sort=args.sort, limit=args.limit, cursor=args.cursor, q=args.q, where=where
@@ -149,15 +135,13 @@ def cmd_task(args: argparse.Namespace) -> int:
     scope = Scope(args.workspace, args.job, args.execution)
     _position_arg(args.as_of)
     with open_store(args.db) as store:
-        events = store.history(scope, args.task_id)  # the id checked, and found: tasks are never removed
-        if args.as_of is None:
-            task = store.get_task(scope, args.task_id)
-        else:
+        task = store.get_task(scope, args.task_id)  # the id checked, and found: tasks are never removed
+        if args.as_of is not None:
             task = store.queries.task_as_of(scope, args.task_id, args.as_of)
-            events = [e for e in events if e.position <= args.as_of]
+        events = store.history(scope, args.task_id) if args.history else []
     doc: dict = {"task": task.to_dict()}
     if args.history:
-        doc["events"] = [e.to_dict() for e in events]
+        doc["events"] = [e.to_dict() for e in events if args.as_of is None or e.position <= args.as_of]
     if args.json:
         sys.stdout.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n")
         return 0
