@@ -824,19 +824,29 @@ def walk_in_index_order(conn: Connection) -> None:
                              "set_config('enable_sort', 'off', true)")
 
 
-def stream_splits(conn: Connection, scope_id: int, events_in_scope: int, parts: int, head: int = 0) -> list[str]:
+def stream_splits(conn: Connection, scope_id: int, events_in_scope: int, parts: int) -> list[str]:
     """Streams that cut the scope's events, in (stream, version) order, into ``parts`` runs of about the same
-    length, the first ``head`` events longer (fewer runs when streams repeat): each the stream of the event at
-    ``head + k * (events - head) / parts`` of that order, read from the unique index (its entries only, no rows)."""
+    length (fewer runs when a stream is longer than a run): each the stream of the event a run's length after the
+    previous cut's first event, read from the unique index (its entries only, no rows), so that the index is walked
+    once in all."""
     pg = conn.engine.dialect.name == "postgresql"
     mark = "%s" if pg else "?"
-    sql = (f"SELECT stream FROM events WHERE scope_id = {mark} ORDER BY stream, version "
-           f"LIMIT 1 OFFSET {mark}")
+    order = f"ORDER BY stream, version LIMIT 1 OFFSET {mark}"
+    first = f"SELECT stream FROM events WHERE scope_id = {mark} {order}"
+    after = f"SELECT stream FROM events WHERE scope_id = {mark} AND stream >= {mark} {order}"
+    step = events_in_scope // parts
     cuts: list[str] = []
-    for k in range(1, parts):
-        row = driver_execute(conn, sql, (scope_id, head + (events_in_scope - head) * k // parts)).fetchone()
-        if row is not None and (not cuts or row[0] > cuts[-1]):
-            cuts.append(row[0])
+    offset = step
+    for _ in range(1, parts):
+        args = (scope_id, offset) if not cuts else (scope_id, cuts[-1], offset)
+        row = driver_execute(conn, after if cuts else first, args).fetchone()
+        if row is None:
+            break
+        if cuts and row[0] == cuts[-1]:  # a stream longer than a run: the run takes it whole, and one more step
+            offset += step
+            continue
+        cuts.append(row[0])
+        offset = step
     return cuts
 
 

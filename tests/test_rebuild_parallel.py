@@ -1,13 +1,14 @@
 """A rebuild that folds large scopes in several processes (``projections/seeding.py``), on both engines.
 
 - The scope is cut by ``stream_splits`` into runs of streams with about as many events each; ``stream_page`` reads a
-  run's events and no other's. With a head start, the first run is that many events longer than the others.
+  run's events and no other's. A stream longer than a run is not cut, and the runs after it are cut as before.
 - A log of one scope is cut by the count of the whole events table (the scope's: no count per scope needed).
 - A rebuild with 3 seeding processes (the size threshold lowered so that a small job is cut) gives exactly the
   task view and count summaries of the inline projection and of a rebuild in one process, with the same events read
   and skipped, and the audit finds nothing.
-- This process folds the first run of each scope and forked workers the others; the progress callback hears of
-  every event read, the workers' too. Workers that have reported are joined when the rebuild is done (those of an
+- This process folds the first run of each scope, each forked worker the next, and every run after those is folded
+  by the process that claims it first: each run exactly once; a worker slowed down leaves the rest to this process.
+  The progress callback hears of every event read, the workers' too. Workers that have reported are joined when the rebuild is done (those of an
   earlier scope before the next scope is cut), and none is left behind, also when the rebuild fails after seeding.
 - A failing worker fails the rebuild with its error (the other workers stopped), and the next rebuild succeeds; so
   does a failure of this process's own run. A worker is stopped by SIGTERM even when the process it was forked from
@@ -81,28 +82,25 @@ def test_splits_cut_a_scope_into_runs_of_about_equal_events(store):
         assert all((lo is None or row[1] >= lo) and (hi is None or row[1] < hi) for row in page)
 
 
-def test_a_head_start_makes_the_first_run_that_many_events_longer(store):
-    populate(store)
+def test_a_stream_longer_than_a_run_is_not_cut_and_the_runs_after_it_are(store):
+    for i in range(40):
+        store.add_tasks(JOB, [{"id": f"a-{i:02d}"}])
+    store.add_tasks(JOB, [{"id": "m-long"}])
+    for n in range(60):  # one stream of 61 events, longer than a run (about a fifth of the scope's 161)
+        store.log.append([StreamAppend(JOB, "m-long", [NewEvent("SomethingElse", {"n": n})])])
+    for i in range(60):
+        store.add_tasks(JOB, [{"id": f"z-{i:02d}"}])
     sid = store.log.scope_id(JOB)
     n = _events_of(store, JOB)
-    head = n // 5
     with store.log.reading() as conn:
-        cuts = engine_sql.stream_splits(conn, sid, n, 2, head)
-        even = engine_sql.stream_splits(conn, sid, n, 2)
-        first = engine_sql.stream_page(conn, sid, None, 10_000, cuts[0])
-        rest = engine_sql.stream_page(conn, sid, (cuts[0], 0), 10_000)
-    assert len(cuts) == 1 and cuts[0] > even[0]
-    assert len(first) + len(rest) == n
-    assert abs(len(first) - (head + (n - head) / 2)) <= 20  # off by less than a stream
-    assert len(first) - len(rest) >= head - 40
-
-
-@pytest.mark.parametrize("runs", [2, 3, 8])
-def test_this_process_s_run_is_head_start_longer_than_each_other_run(runs):
-    events = 1_000_000
-    head = seeding.head_start(events, runs)
-    other = (events - head) / runs
-    assert (head + other) / other == pytest.approx(1 + seeding.HEAD_START, rel=1e-4)
+        cuts = engine_sql.stream_splits(conn, sid, n, 5)
+        runs = list(zip([None, *cuts], [*cuts, None], strict=True))
+        pages = [engine_sql.stream_page(conn, sid, None if lo is None else (lo, 0), 10_000, hi) for lo, hi in runs]
+    assert cuts == sorted(cuts) and len(set(cuts)) == len(cuts)
+    assert sum(len(page) for page in pages) == n
+    long_run = next(page for page in pages if any(row[1] == "m-long" for row in page))
+    assert sum(row[1] == "m-long" for row in long_run) == 61  # the long stream whole in one run
+    assert sum(1 for c in cuts if c > "m-long") >= 1  # and the z- streams after it still cut into runs
 
 
 def test_a_parallel_rebuild_equals_the_inline_projection_and_a_rebuild_in_one_process(store, parallel, monkeypatch):
@@ -129,9 +127,9 @@ def test_a_log_of_one_scope_is_cut_by_the_count_of_the_whole_log(store, parallel
     cut = []
     real = engine_sql.stream_splits
 
-    def splits(conn, sid, events_in_scope, parts, head=0):
+    def splits(conn, sid, events_in_scope, parts):
         cut.append((sid, events_in_scope))
-        return real(conn, sid, events_in_scope, parts, head)
+        return real(conn, sid, events_in_scope, parts)
 
     monkeypatch.setattr(engine_sql, "stream_splits", splits)
     result = store.rebuild(workers=2, batch_size=40)
@@ -142,33 +140,77 @@ def test_a_log_of_one_scope_is_cut_by_the_count_of_the_whole_log(store, parallel
     assert store.audit(from_snapshots=False).ok
 
 
-def test_this_process_folds_the_first_run_and_forked_workers_the_others(store, parallel, monkeypatch, tmp_path):
-    populate(store)
-    parent = os.getpid()
-    ran = tmp_path / "runs"
-    ran.mkdir()
-    here: list[tuple[str | None, str | None]] = []
-    real_fold, real_run = seeding.bulk_fold, seeding._run
+def _runs_folded(monkeypatch, tmp_path) -> tuple[Callable[..., None], Callable[[], list[list[str]]]]:
+    """``seeding.bulk_fold`` noting each run it folds (as a file of its own), and what gives the runs noted so far:
+    each as [scope id and first stream, id of the process that folded it]."""
+    real = seeding.bulk_fold
+    folded = tmp_path / "runs"
+    folded.mkdir()
 
     def fold(log, sid, scope, view, batch, advance, streams=(None, None), write_lock=None, rows_per_write=None):
-        if os.getpid() == parent:
-            here.append(streams)
-        return real_fold(log, sid, scope, view, batch, advance, streams, write_lock, rows_per_write)
-
-    def run(log, sid, scope, view, batch, streams, *args):
-        (ran / f"{sid}-{streams[0]}-{os.getpid()}").touch()  # a worker's run, by the process that folded it
-        return real_run(log, sid, scope, view, batch, streams, *args)
+        (folded / f"{sid}-{streams[0]}-{os.getpid()}").touch()
+        return real(log, sid, scope, view, batch, advance, streams, write_lock, rows_per_write)
 
     monkeypatch.setattr(seeding, "bulk_fold", fold)
-    monkeypatch.setattr(seeding, "_run", run)
+    return fold, lambda: [path.name.rsplit("-", 1) for path in folded.iterdir()]
+
+
+def test_each_process_folds_its_first_run_and_every_run_is_folded_once(store, parallel, monkeypatch, tmp_path):
+    populate(store)
+    cuts: list[list[str]] = []
+    real_splits = engine_sql.stream_splits
+
+    def splits(*args):
+        cuts.append(real_splits(*args))
+        return cuts[-1]
+
+    monkeypatch.setattr(engine_sql, "stream_splits", splits)
+    _, runs_folded = _runs_folded(monkeypatch, tmp_path)
     heard = []
     result = store.rebuild(workers=3, batch_size=40, progress=lambda n, total: heard.append(n))
     assert parallel == [True, True]
-    assert len(here) == 2 and all(lo is None and hi is not None for lo, hi in here)  # each scope's first run only
-    workers = [path.name.rsplit("-", 1) for path in ran.iterdir()]
-    assert len(workers) == 4  # the two other runs of each scope
-    assert len({pid for _, pid in workers}) == 4 and str(parent) not in {pid for _, pid in workers}
+    folded = runs_folded()
+    sids = [store.log.scope_id(JOB), store.log.scope_id(SMALL)]
+    every = sorted(f"{sid}-{first}" for sid, scope_cuts in zip(sids, cuts, strict=True)
+                   for first in [None, *scope_cuts])
+    assert sorted(run for run, _pid in folded) == every  # every run of both scopes folded, and none twice
+    by_pid: dict[str, list[str]] = {}
+    for run, pid in folded:
+        by_pid.setdefault(pid, []).append(run)
+    assert sorted(run for run in by_pid[str(os.getpid())] if run.endswith("-None")) == [f"{sid}-None" for sid in sids]
+    assert len(by_pid) == 5  # this process and two workers per scope, each folding at least one run
     assert sum(heard) == result.events  # every event read, this process's and the workers'
+
+
+def test_a_slow_worker_leaves_the_runs_it_has_not_claimed_to_this_process(store, parallel, monkeypatch, tmp_path):
+    import multiprocessing
+
+    simulate(store, JOB, 120, seed=3)
+    live = tables(store)
+    parent = os.getpid()
+    done_here = multiprocessing.get_context("fork").Event()
+    noted, runs_folded = _runs_folded(monkeypatch, tmp_path)
+    real_claimed = seeding.fold_claimed
+
+    def fold(*args):
+        if os.getpid() != parent:  # the worker stalls in its first run until this process has folded the rest
+            assert done_here.wait(30), "this process never finished its runs"
+        return noted(*args)
+
+    def claimed(*args):
+        out = real_claimed(*args)
+        if os.getpid() == parent:
+            done_here.set()
+        return out
+
+    monkeypatch.setattr(seeding, "bulk_fold", fold)
+    monkeypatch.setattr(seeding, "fold_claimed", claimed)
+    store.rebuild(workers=2, batch_size=40)
+    folded = runs_folded()
+    worker = [run for run, pid in folded if pid != str(parent)]
+    assert len(worker) == 1 and not worker[0].endswith("-None")  # its own first run only
+    assert len(folded) == 2 * seeding.RUNS_PER_PROCESS  # and this process every other run
+    assert tables(store) == live
 
 
 def test_workers_that_have_reported_are_joined_when_the_rebuild_is_done(store, monkeypatch):
