@@ -40,8 +40,9 @@ PARALLEL_MIN_EVENTS = 20_000  # a scope with fewer events is folded in this proc
 MAX_WORKERS = 8
 # A scope folded in parallel is cut into this many runs per process, claimed one at a time. More runs even out the
 # processes' ends (they differ by about one run's fold) at the cost of one index seek each and of shorter turns of
-# the write lock. With a worker on a core slowed to half speed (a busy loop beside it), claimed runs made the
-# rebuild 18% faster at 10,000 tasks and 27% at 200,000 than two runs of fixed length; on an even machine 1 to 3%.
+# the write lock. With the worker on a core slowed to half speed (a busy loop beside it), a rebuild took 244 ms where
+# two runs of fixed length (this process's a twelfth longer) took 319 ms at 10,000 tasks, 4.1 s where they took 5.4 s
+# at 200,000; on an even machine about the same either way.
 RUNS_PER_PROCESS = 8
 # SQLite: rows a seeding process writes in one turn of the write lock: about a TURNS-th of its share of the scope
 # (rows estimated at EVENTS_PER_ROW events each), at least MIN_TURN_ROWS and at most ``batch`` rows, and a run's last
