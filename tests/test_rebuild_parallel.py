@@ -155,16 +155,22 @@ def _runs_folded(monkeypatch, tmp_path) -> tuple[Callable[..., None], Callable[[
     return fold, lambda: [path.name.rsplit("-", 1) for path in folded.iterdir()]
 
 
-def test_each_process_folds_its_first_run_and_every_run_is_folded_once(store, parallel, monkeypatch, tmp_path):
-    populate(store)
+def _cuts_noted(monkeypatch) -> list[list[str]]:
+    """The cuts of each scope cut for seeding, noted as ``engine_sql.stream_splits`` returns them."""
     cuts: list[list[str]] = []
-    real_splits = engine_sql.stream_splits
+    real = engine_sql.stream_splits
 
     def splits(*args):
-        cuts.append(real_splits(*args))
+        cuts.append(real(*args))
         return cuts[-1]
 
     monkeypatch.setattr(engine_sql, "stream_splits", splits)
+    return cuts
+
+
+def test_each_process_folds_its_first_run_and_every_run_is_folded_once(store, parallel, monkeypatch, tmp_path):
+    populate(store)
+    cuts = _cuts_noted(monkeypatch)
     _, runs_folded = _runs_folded(monkeypatch, tmp_path)
     heard = []
     result = store.rebuild(workers=3, batch_size=40, progress=lambda n, total: heard.append(n))
@@ -203,13 +209,15 @@ def test_a_slow_worker_leaves_the_runs_it_has_not_claimed_to_this_process(store,
             done_here.set()
         return out
 
+    cuts = _cuts_noted(monkeypatch)
     monkeypatch.setattr(seeding, "bulk_fold", fold)
     monkeypatch.setattr(seeding, "fold_claimed", claimed)
     store.rebuild(workers=2, batch_size=40)
     folded = runs_folded()
     worker = [run for run, pid in folded if pid != str(parent)]
     assert len(worker) == 1 and not worker[0].endswith("-None")  # its own first run only
-    assert len(folded) == 2 * seeding.RUNS_PER_PROCESS  # and this process every other run
+    assert len(cuts) == 1 and len(cuts[0]) + 1 > 2  # the scope was cut into more runs than processes
+    assert len(folded) == len(cuts[0]) + 1  # and this process folded every other run
     assert tables(store) == live
 
 
