@@ -59,20 +59,47 @@ class SeedingFailed(RuntimeError):
     """A seeding worker failed (its error is in the message), or ended without a word."""
 
 
+class Watch:
+    """What a seeding process checks while it waits for a ``SharedLock``: ``check()`` raises to give up. Set in each
+    process after the fork: this one looks for workers that ended before they reported, a worker for this one gone."""
+
+    def __init__(self) -> None:
+        self.check: Callable[[], None] = lambda: None
+
+
+class SharedLock:
+    """A lock shared with the processes forked after it was made, taken in waits of ``WAIT`` seconds with
+    ``watch.check()`` between them: a process killed while it held the lock (by the kernel's out-of-memory killer,
+    say) leaves it held for good, and the others would wait for it without end."""
+
+    def __init__(self, ctx: Any, watch: Watch) -> None:
+        self._lock = ctx.Lock()
+        self._watch = watch
+
+    def __enter__(self) -> SharedLock:
+        while not self._lock.acquire(timeout=WAIT):
+            self._watch.check()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+
+
 class Claims:
     """The runs of a scope's streams among ``processes`` seeding processes: process ``i`` folds run ``i`` first (so
     that each folds at least one), then each next unclaimed run until none is left, claimed through a counter in
     memory shared with the processes forked after it was made."""
 
-    def __init__(self, ctx: Any, runs: list[Run], processes: int) -> None:
+    def __init__(self, ctx: Any, runs: list[Run], processes: int, watch: Watch) -> None:
         self.runs = runs
-        self._next = ctx.Value("i", processes)
+        self._next = ctx.Value("i", processes, lock=False)
+        self._lock = SharedLock(ctx, watch)
 
     def of(self, i: int) -> Iterator[Run]:
         """The runs process ``i`` folds, claimed as it asks for each."""
         yield self.runs[i]
         while True:
-            with self._next.get_lock():
+            with self._lock:
                 n = self._next.value
                 self._next.value = n + 1
             if n >= len(self.runs):
@@ -213,17 +240,18 @@ def fold_in_parallel(log: EventLog, sid: int, scope: Scope, view: Any, batch: in
     if not cuts:
         return None
     ctx = multiprocessing.get_context("fork")
-    lock = None if engine_sql.is_postgresql(log.engine) else ctx.Lock()
+    watch = Watch()
+    lock = None if engine_sql.is_postgresql(log.engine) else SharedLock(ctx, watch)
     rows_per_turn = events_in_scope // (workers * EVENTS_PER_ROW * TURNS)
     turn = None if lock is None else min(batch, max(MIN_TURN_ROWS, rows_per_turn))
     reports: Any = ctx.Queue()
     runs = list(zip([None, *cuts], [*cuts, None], strict=True))
     processes = min(workers, len(runs))
-    claims = Claims(ctx, runs, processes)
+    claims = Claims(ctx, runs, processes, watch)
     # This process folds runs too rather than wait for the workers: it does so faster than a fork of it would (no
     # pages copied on first write, its connection warm), and one process fewer is forked.
     procs = {
-        i: ctx.Process(target=_run, args=(log, sid, scope, view, batch, claims.of(i), lock, turn, reports, i),
+        i: ctx.Process(target=_run, args=(log, sid, scope, view, batch, claims.of(i), lock, turn, reports, i, watch),
                        daemon=True, name=f"taskstore-seed-{sid}-{i}")
         for i in range(1, processes)
     }
@@ -248,8 +276,7 @@ def fold_in_parallel(log: EventLog, sid: int, scope: Scope, view: Any, batch: in
         else:
             raise SeedingFailed(f"seeding worker {i} of scope {sid} failed: {payload}")
 
-    def own_progress(n: int) -> None:
-        advance(n)
+    def take_reports() -> None:
         while True:  # the workers' reports so far: their progress shown as it comes, a failure raised at once
             try:
                 report = reports.get_nowait()
@@ -257,16 +284,26 @@ def fold_in_parallel(log: EventLog, sid: int, scope: Scope, view: Any, batch: in
                 return
             take(report)
 
+    def own_progress(n: int) -> None:
+        advance(n)
+        take_reports()
+
+    def none_gone() -> None:
+        """Raise for a worker that ended without reporting its runs done (killed, or died without a word)."""
+        take_reports()
+        gone = [i for i in pending if procs[i].exitcode is not None]
+        if gone and reports.empty():
+            raise SeedingFailed(f"seeding worker {gone[0]} of scope {sid} ended with exit code "
+                                f"{procs[gone[0]].exitcode} before it reported")
+
+    watch.check = none_gone
     try:
         folded.add(fold_claimed(log, sid, scope, view, batch, own_progress, claims.of(0), lock, turn))
         while pending:
             try:
                 report = reports.get(timeout=WAIT)
             except queue.Empty:
-                gone = [i for i in pending if procs[i].exitcode is not None]
-                if gone and reports.empty():
-                    raise SeedingFailed(f"seeding worker {gone[0]} of scope {sid} ended with exit code "
-                                        f"{procs[gone[0]].exitcode} before it reported") from None
+                none_gone()
                 continue
             take(report)
         reported = True
@@ -294,15 +331,24 @@ def fold_claimed(log: EventLog, sid: int, scope: Scope, view: Any, batch: int, a
     return folded
 
 
+def _parent_alive(parent: int) -> None:
+    if os.getppid() != parent:
+        raise SeedingFailed(f"the rebuild's process ({parent}) is gone")
+
+
 def _run(log: EventLog, sid: int, scope: Scope, view: Any, batch: int, claims: Iterator[Run], lock: Any,
-         turn: int | None, reports: Any, i: int) -> None:
+         turn: int | None, reports: Any, i: int, watch: Watch) -> None:
     """A seeding worker, in a forked process: its own connections (the parent's are left alone), the runs it claims
     folded.
 
     The signal handlers the parent had are not the worker's: SIGTERM (``terminate``, when the rebuild fails) ends
     it, and SIGINT raises KeyboardInterrupt. A handler that does not exit (blaxel's SDK installs one for both, to
     flush its telemetry) kept a stopped worker alive, and the parent waited for it without end. The worker is forked
-    with SIGTERM blocked, and unblocks it here: one sent before is acted on now."""
+    with SIGTERM blocked, and unblocks it here: one sent before is acted on now.
+
+    While it waits for a shared lock, it gives up when the process it was forked from is gone (its parent is then
+    another), rather than wait on a lock that process may have held when it was killed."""
+    watch.check = functools.partial(_parent_alive, os.getppid())
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})

@@ -8,13 +8,16 @@
   and skipped, and the audit finds nothing.
 - This process folds the first run of each scope, each forked worker the next, and every run after those is folded
   by the process that claims it first: each run exactly once; a worker slowed down leaves the rest to this process.
-  The progress callback hears of every event read, the workers' too. Workers that have reported are joined when the rebuild is done (those of an
-  earlier scope before the next scope is cut), and none is left behind, also when the rebuild fails after seeding.
+  The progress callback hears of every event read, the workers' too. Workers that have reported are joined when
+  the rebuild is done (those of an earlier scope before the next scope is cut), and none is left behind, also when
+  the rebuild fails after seeding.
 - A failing worker fails the rebuild with its error (the other workers stopped), and the next rebuild succeeds; so
   does a failure of this process's own run. A worker is stopped by SIGTERM even when the process it was forked from
   handles that signal without exiting (as blaxel's SDK has it do). A worker that dies without a word (killed)
   fails the rebuild with its exit code.
 - On SQLite the indexes are built with a larger page cache, and the connection's own is given back after.
+- A worker killed while it holds the SQLite write lock fails the rebuild rather than leave this process waiting for
+  the lock without end; a worker waiting for a lock gives up once the process it was forked from is gone.
 """
 
 from __future__ import annotations
@@ -412,3 +415,65 @@ def test_an_in_memory_sqlite_store_folds_in_its_own_process(parallel):
         store.rebuild(workers=4)
         assert tables(store) == live
     assert parallel == [False, False]
+
+
+@contextlib.contextmanager
+def _within(seconds: int) -> Iterator[None]:
+    """Fail rather than hang: SIGALRM after ``seconds`` raises in this process."""
+    import signal
+
+    def expire(signum, frame):
+        raise TimeoutError(f"still waiting after {seconds} s")
+
+    before = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, before)
+
+
+def test_a_worker_killed_while_it_holds_the_sqlite_write_lock_fails_the_rebuild_rather_than_hang(tmp_path,
+                                                                                                  monkeypatch):
+    """SQLite's seeding processes take turns under one lock; a worker killed during its turn (the kernel's
+    out-of-memory killer, say) leaves the lock held for good. This process, waiting for its next turn, notices the
+    worker gone and fails the rebuild, the live tables untouched; the next rebuild succeeds."""
+    import multiprocessing
+
+    from taskstore import open_store
+
+    monkeypatch.setattr(seeding, "PARALLEL_MIN_EVENTS", 0)
+    parent = os.getpid()
+    died = multiprocessing.get_context("fork").Event()
+    real_load, real_fold = engine_sql.load_rows, seeding.bulk_fold
+
+    def load_rows(*args):
+        if os.getpid() != parent:
+            died.set()
+            os._exit(9)  # in the worker's turn, under the write lock
+        return real_load(*args)
+
+    def fold(*args):
+        if os.getpid() == parent:  # this process writes only once the worker has died in its turn
+            assert died.wait(30), "the worker never took its turn"
+        return real_fold(*args)
+
+    with open_store(f"sqlite:///{tmp_path / 'held.db'}") as store:
+        populate(store)
+        live = tables(store)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(engine_sql, "load_rows", load_rows)
+            patch.setattr(seeding, "bulk_fold", fold)
+            with _within(60), pytest.raises(seeding.SeedingFailed, match="ended with exit code 9 before it reported"):
+                store.rebuild(workers=2)
+        assert tables(store) == live
+        _the_next_rebuild_succeeds(store, monkeypatch, live, workers=2)
+
+
+def test_a_worker_waiting_for_a_shared_lock_gives_up_once_the_process_it_was_forked_from_is_gone():
+    """The worker's check between its waits (``_run`` sets it): its parent is another process once the rebuild's
+    process is gone (a killed process holding the lock would leave it held for good)."""
+    seeding._parent_alive(os.getppid())  # the parent this process has: nothing to give up
+    with pytest.raises(seeding.SeedingFailed, match="is gone"):
+        seeding._parent_alive(os.getppid() + 1)
