@@ -639,6 +639,46 @@ def test_sqlite_a_held_connection_is_replaced_when_invalidated_and_given_back_on
         log.engine.dispose()
 
 
+def test_sqlite_a_writer_waiting_for_the_held_connection_when_the_log_closes_writes_on_a_pooled_one(tmp_path):
+    """``close()`` while a writer of another thread waits for the held connection: the waiter gets none (it writes
+    on a connection of the pool, as every writer after close does), the held connection is given back, and the
+    waiter's append lands once."""
+    log = _sqlite_log(tmp_path)
+    one = [StreamAppend(SCOPE, "a", [NewEvent("Noted", {})], Expect.ANY)]
+    waiting, appended = threading.Event(), threading.Event()
+    got: list[Any] = []
+    real_acquire = log._writer.acquire
+
+    def acquire() -> Any:
+        if threading.current_thread() is not threading.main_thread():
+            waiting.set()
+        got.append(real_acquire())
+        return got[-1]
+
+    def other() -> None:
+        log.append(one)  # waits for the held connection, which the log gives back meanwhile
+        appended.set()
+
+    try:
+        log._writer.acquire = acquire  # type: ignore[method-assign]
+        with log.writing() as held:
+            writer = threading.Thread(target=other)
+            writer.start()
+            assert waiting.wait(10)
+            assert not appended.wait(0.2)  # it waits for the held connection
+            closer = threading.Thread(target=log.close)
+            closer.start()
+            closer.join(0.2)  # close waits for the held connection too, once it has said the log is closing
+            assert log._writer._closed
+        writer.join(10)
+        closer.join(10)
+        assert appended.is_set() and got == [held, None]  # the waiter got no held connection
+        assert held.closed
+        assert [e.stream for e in log.read_all(limit=10).events] == ["a"]
+    finally:
+        log.engine.dispose()
+
+
 def test_sqlite_a_forked_process_writes_on_its_own_connection(tmp_path):
     """A process forked from one that holds a writing connection (the rebuild's seeding workers are) never uses
     its parent's database handle, nor waits for its parent's writers' turns: it makes its own, and both processes'
