@@ -68,15 +68,17 @@ class Watch:
 
 
 class SharedLock:
-    """A lock shared with the processes forked after it was made, taken in waits of ``WAIT`` seconds with
-    ``watch.check()`` between them: a process killed while it held the lock (by the kernel's out-of-memory killer,
-    say) leaves it held for good, and the others would wait for it without end."""
+    """A lock shared with the processes forked after it was made, taken after ``watch.check()`` and in waits of
+    ``WAIT`` seconds with ``watch.check()`` between them: a process killed while it held the lock (by the kernel's
+    out-of-memory killer, say) leaves it held for good, and the others would wait for it without end; and a worker
+    whose rebuild is gone stops at its next turn or claim rather than fold and write the rest of its share."""
 
     def __init__(self, ctx: Any, watch: Watch) -> None:
         self._lock = ctx.Lock()
         self._watch = watch
 
     def __enter__(self) -> SharedLock:
+        self._watch.check()
         while not self._lock.acquire(timeout=WAIT):
             self._watch.check()
         return self

@@ -17,7 +17,7 @@
   fails the rebuild with its exit code.
 - On SQLite the indexes are built with a larger page cache, and the connection's own is given back after.
 - A worker killed while it holds the SQLite write lock fails the rebuild rather than leave this process waiting for
-  the lock without end; a worker waiting for a lock gives up once the process it was forked from is gone.
+  the lock without end; a worker gives up once the process it was forked from is gone, at its next turn or claim.
 """
 
 from __future__ import annotations
@@ -477,3 +477,21 @@ def test_a_worker_waiting_for_a_shared_lock_gives_up_once_the_process_it_was_for
     seeding._parent_alive(os.getppid())  # the parent this process has: nothing to give up
     with pytest.raises(seeding.SeedingFailed, match="is gone"):
         seeding._parent_alive(os.getppid() + 1)
+
+
+def test_a_worker_stops_at_its_next_claim_or_turn_once_the_process_it_was_forked_from_is_gone(store, parallel,
+                                                                                               monkeypatch):
+    """Made to happen by the worker's check finding its parent gone from the start: it folds its first run, stops
+    at its first turn of the write lock (SQLite) or its first claim (PostgreSQL), and reports why."""
+    populate(store)
+    live = tables(store)
+
+    def gone(parent: int) -> None:
+        raise seeding.SeedingFailed(f"the rebuild's process ({parent}) is gone")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(seeding, "_parent_alive", gone)  # forked workers inherit it; this process never calls it
+        with pytest.raises(seeding.SeedingFailed, match=r"seeding worker 1 of scope \d+ failed: .*is gone"):
+            store.rebuild(workers=2)
+    assert tables(store) == live
+    _the_next_rebuild_succeeds(store, monkeypatch, live, workers=2)
