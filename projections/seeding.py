@@ -60,8 +60,9 @@ class SeedingFailed(RuntimeError):
 
 
 class Watch:
-    """What a seeding process checks while it waits for a ``SharedLock``: ``check()`` raises to give up. Set in each
-    process after the fork: this one looks for workers that ended before they reported, a worker for this one gone."""
+    """What a seeding process checks as it takes a ``SharedLock`` and while it waits: ``check()`` raises to give up.
+    Set in each process after the fork: this one looks for workers that ended before they reported, a worker for this
+    one gone."""
 
     def __init__(self) -> None:
         self.check: Callable[[], None] = lambda: None
