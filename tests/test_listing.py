@@ -947,6 +947,20 @@ def test_a_signed_document_that_is_not_a_page_end_is_refused(tstore):
         assert err.value.field == "cursor"
 
 
+@pytest.mark.parametrize("body", [b"not json", b"[1, 2]", b'{"d": 1}', b'{"d": 1, "f": "x", "t": "soon"}', b"null"])
+def test_a_body_signed_with_the_store_s_key_that_is_no_cursor_envelope_is_refused(tstore, body):
+    """Only this store can sign; should it ever have signed something else, the signature does not make it a cursor."""
+    import hashlib
+    import hmac
+
+    _paged_scopes(tstore)
+    mac = hmac.new(store_key(tstore.engine), body, hashlib.sha256).digest()[:16]
+    token = ".".join(base64.urlsafe_b64encode(part).rstrip(b"=").decode() for part in (body, mac))
+    with pytest.raises(CursorError, match="not a cursor of this store") as err:
+        tstore.queries.list_tasks(SCOPE, limit=2, cursor=token)
+    assert err.value.field == "cursor"
+
+
 # -- the walk budget -------------------------------------------------------------------------------------------
 
 
