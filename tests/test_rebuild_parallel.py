@@ -18,6 +18,7 @@
 - On SQLite the indexes are built with a larger page cache, and the connection's own is given back after.
 - A worker killed while it holds the SQLite write lock fails the rebuild rather than leave this process waiting for
   the lock without end; a worker gives up once the process it was forked from is gone, at its next turn or claim.
+  A worker that dies while this process waits for the reports, its own runs folded, fails the rebuild too.
 """
 
 from __future__ import annotations
@@ -492,6 +493,33 @@ def test_a_worker_stops_at_its_next_claim_or_turn_once_the_process_it_was_forked
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(seeding, "_parent_alive", gone)  # forked workers inherit it; this process never calls it
         with pytest.raises(seeding.SeedingFailed, match=r"seeding worker 1 of scope \d+ failed: .*is gone"):
+            store.rebuild(workers=2)
+    assert tables(store) == live
+    _the_next_rebuild_succeeds(store, monkeypatch, live, workers=2)
+
+
+def test_a_worker_that_dies_after_this_process_has_folded_its_runs_fails_the_rebuild(store, parallel, monkeypatch):
+    """This process, done with its runs and waiting for the workers' reports, notices a worker that ended without
+    one and fails the rebuild with its exit code, the live tables untouched."""
+    import multiprocessing
+
+    populate(store)
+    live = tables(store)
+    parent = os.getpid()
+    done_here = multiprocessing.get_context("fork").Event()
+    real_claimed = seeding.fold_claimed
+
+    def claimed(*args):
+        if os.getpid() != parent:
+            assert done_here.wait(30), "this process never finished its runs"
+            os._exit(9)  # before it claims or folds anything
+        out = real_claimed(*args)
+        done_here.set()
+        return out
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(seeding, "fold_claimed", claimed)
+        with _within(30), pytest.raises(seeding.SeedingFailed, match="ended with exit code 9 before it reported"):
             store.rebuild(workers=2)
     assert tables(store) == live
     _the_next_rebuild_succeeds(store, monkeypatch, live, workers=2)
