@@ -639,6 +639,35 @@ def test_sqlite_a_held_connection_is_replaced_when_invalidated_and_given_back_on
         log.engine.dispose()
 
 
+def test_sqlite_a_held_connection_that_cannot_be_replaced_fails_that_append_only(tmp_path, monkeypatch):
+    """When the held connection must be made anew (its database handle invalidated) and connecting fails, that
+    append fails with the error and writes nothing; the held connection is not left taken, so the next append makes
+    it and lands."""
+    log = _sqlite_log(tmp_path)
+    one = [StreamAppend(SCOPE, "a", [NewEvent("Noted", {})], Expect.ANY)]
+    try:
+        with log.writing() as first:
+            pass
+        first.invalidate()
+        real_connect = log.engine.connect
+
+        def connect_fails(*args, **kwargs):
+            raise OSError("no more file handles")
+
+        monkeypatch.setattr(log.engine, "connect", connect_fails)
+        with pytest.raises(OSError, match="no more file handles"):
+            log.append(one)
+        assert not log._writer._lock.locked()  # given back: the next writer does not wait for it
+        monkeypatch.setattr(log.engine, "connect", real_connect)
+        log.append(one)
+        with log.writing() as again:
+            assert again is log._writer._conn and again is not first and not again.invalidated
+        assert [e.stream for e in log.read_all(limit=10).events] == ["a"]
+    finally:
+        log.close()
+        log.engine.dispose()
+
+
 def test_sqlite_a_writer_waiting_for_the_held_connection_when_the_log_closes_writes_on_a_pooled_one(tmp_path):
     """``close()`` while a writer of another thread waits for the held connection: the waiter gets none (it writes
     on a connection of the pool, as every writer after close does), the held connection is given back, and the
