@@ -618,13 +618,19 @@ def test_sqlite_writers_of_one_process_take_turns_on_the_held_connection(tmp_pat
         log.engine.dispose()
 
 
+def _held_then_invalidated(log: EventLog) -> Any:
+    """The log's held connection, taken once and then invalidated (as the pool does when its database went away)."""
+    with log.writing() as held:
+        pass
+    held.invalidate()
+    return held
+
+
 def test_sqlite_a_held_connection_is_replaced_when_invalidated_and_given_back_on_close(tmp_path):
     log = _sqlite_log(tmp_path)
     one = [StreamAppend(SCOPE, "a", [NewEvent("Noted", {})], Expect.ANY)]
     try:
-        with log.writing() as first:
-            pass
-        first.invalidate()
+        first = _held_then_invalidated(log)
         log.append(one)
         with log.writing() as second:
             assert second is not first and not second.invalidated
@@ -646,9 +652,7 @@ def test_sqlite_a_held_connection_that_cannot_be_replaced_fails_that_append_only
     log = _sqlite_log(tmp_path)
     one = [StreamAppend(SCOPE, "a", [NewEvent("Noted", {})], Expect.ANY)]
     try:
-        with log.writing() as first:
-            pass
-        first.invalidate()
+        first = _held_then_invalidated(log)
         real_connect = log.engine.connect
 
         def connect_fails(*args, **kwargs):
