@@ -824,29 +824,28 @@ def walk_in_index_order(conn: Connection) -> None:
                              "set_config('enable_sort', 'off', true)")
 
 
-def stream_splits(conn: Connection, scope_id: int, events_in_scope: int, parts: int) -> list[str]:
-    """Streams that cut the scope's events, in (stream, version) order, into ``parts`` runs of about the same
-    length (fewer runs when a stream is longer than a run): each the stream of the event a run's length after the
-    previous cut's first event, read from the unique index (its entries only, no rows), so that the index is walked
-    once in all."""
+def stream_splits(conn: Connection, scope_id: int, lengths: Sequence[int]) -> list[str]:
+    """Streams that cut the scope's events, in (stream, version) order, into runs of about ``lengths`` events each
+    (the last run takes the rest; fewer runs when a stream is longer than a run): each the stream of the event a
+    run's length after the previous cut's first event, read from the unique index (its entries only, no rows), so
+    that the index is walked once in all."""
     pg = conn.engine.dialect.name == "postgresql"
     mark = "%s" if pg else "?"
     order = f"ORDER BY stream, version LIMIT 1 OFFSET {mark}"
     first = f"SELECT stream FROM events WHERE scope_id = {mark} {order}"
     after = f"SELECT stream FROM events WHERE scope_id = {mark} AND stream >= {mark} {order}"
-    step = events_in_scope // parts
     cuts: list[str] = []
-    offset = step
-    for _ in range(1, parts):
+    offset = 0
+    for length in lengths:
+        offset += max(1, length)
         args = (scope_id, offset) if not cuts else (scope_id, cuts[-1], offset)
         row = driver_execute(conn, after if cuts else first, args).fetchone()
         if row is None:
             break
-        if cuts and row[0] == cuts[-1]:  # a stream longer than a run: the run takes it whole, and one more step
-            offset += step
+        if cuts and row[0] == cuts[-1]:  # a stream longer than a run: the run takes it whole, and the next one more
             continue
         cuts.append(row[0])
-        offset = step
+        offset = 0
     return cuts
 
 

@@ -74,7 +74,7 @@ def test_splits_cut_a_scope_into_runs_of_about_equal_events(store):
     sid = store.log.scope_id(JOB)
     n = _events_of(store, JOB)
     with store.log.reading() as conn:
-        cuts = engine_sql.stream_splits(conn, sid, n, 3)
+        cuts = engine_sql.stream_splits(conn, sid, [n // 3] * 2)
         runs = list(zip([None, *cuts], [*cuts, None], strict=True))
         pages = [engine_sql.stream_page(conn, sid, None if lo is None else (lo, 0), 10_000, hi) for lo, hi in runs]
         whole = engine_sql.stream_page(conn, sid, None, 10_000)
@@ -84,6 +84,33 @@ def test_splits_cut_a_scope_into_runs_of_about_equal_events(store):
         assert abs(len(page) - n / 3) <= 20  # a cut falls on a stream's first event: off by less than a stream
     for (lo, hi), page in zip(runs, pages, strict=True):
         assert all((lo is None or row[1] >= lo) and (hi is None or row[1] < hi) for row in page)
+
+
+def test_splits_follow_the_lengths_asked_for(store):
+    populate(store)
+    sid = store.log.scope_id(JOB)
+    n = _events_of(store, JOB)
+    asked = [n // 2, n // 4, n // 8]
+    with store.log.reading() as conn:
+        cuts = engine_sql.stream_splits(conn, sid, asked)
+        runs = list(zip([None, *cuts], [*cuts, None], strict=True))
+        pages = [engine_sql.stream_page(conn, sid, None if lo is None else (lo, 0), 10_000, hi) for lo, hi in runs]
+    assert len(pages) == 4 and sum(len(page) for page in pages) == n
+    for want, page in zip([*asked, n - sum(asked)], pages, strict=True):
+        assert abs(len(page) - want) <= 20  # off by less than a stream
+
+
+def test_run_lengths_fall_from_the_first_run_to_the_last():
+    n, processes = 1_000_003, 3
+    lengths = seeding.run_lengths(n, processes)
+    runs = processes * seeding.RUNS_PER_PROCESS
+    assert len(lengths) == runs - 1  # the last run is the rest
+    average = n / runs
+    assert lengths == sorted(lengths, reverse=True) and len(set(lengths)) == len(lengths)
+    assert abs(lengths[0] - seeding.FIRST_RUN * average) <= 1
+    rest = n - sum(lengths)
+    assert abs(rest - seeding.LAST_RUN * average) <= runs  # each length rounded down: the rest a few events longer
+    assert rest < lengths[-1]
 
 
 def test_a_stream_longer_than_a_run_is_not_cut_and_the_runs_after_it_are(store):
@@ -97,7 +124,7 @@ def test_a_stream_longer_than_a_run_is_not_cut_and_the_runs_after_it_are(store):
     sid = store.log.scope_id(JOB)
     n = _events_of(store, JOB)
     with store.log.reading() as conn:
-        cuts = engine_sql.stream_splits(conn, sid, n, 5)
+        cuts = engine_sql.stream_splits(conn, sid, [n // 5] * 4)
         runs = list(zip([None, *cuts], [*cuts, None], strict=True))
         pages = [engine_sql.stream_page(conn, sid, None if lo is None else (lo, 0), 10_000, hi) for lo, hi in runs]
     assert cuts == sorted(cuts) and len(set(cuts)) == len(cuts)
@@ -129,16 +156,16 @@ def test_a_log_of_one_scope_is_cut_by_the_count_of_the_whole_log(store, parallel
     simulate(store, JOB, 60, seed=5)
     live = tables(store)
     cut = []
-    real = engine_sql.stream_splits
+    real = seeding.run_lengths
 
-    def splits(conn, sid, events_in_scope, parts):
-        cut.append((sid, events_in_scope))
-        return real(conn, sid, events_in_scope, parts)
+    def lengths(events_in_scope, processes):
+        cut.append(events_in_scope)
+        return real(events_in_scope, processes)
 
-    monkeypatch.setattr(engine_sql, "stream_splits", splits)
+    monkeypatch.setattr(seeding, "run_lengths", lengths)
     result = store.rebuild(workers=2, batch_size=40)
     assert parallel == [True]
-    assert cut == [(store.log.scope_id(JOB), _events_of(store, JOB))]  # the table's count is the scope's
+    assert cut == [_events_of(store, JOB)]  # the table's count is the scope's
     assert result.seeded == _events_of(store, JOB)
     assert tables(store) == live
     assert store.audit(from_snapshots=False).ok
