@@ -259,11 +259,11 @@ def fold_in_parallel(log: EventLog, sid: int, scope: Scope, view: Any, batch: in
     ctx = multiprocessing.get_context("fork")
     watch = Watch()
     lock = None if engine_sql.is_postgresql(log.engine) else SharedLock(ctx, watch)
-    rows_per_turn = events_in_scope // (workers * EVENTS_PER_ROW * TURNS)
-    turn = None if lock is None else min(batch, max(MIN_TURN_ROWS, rows_per_turn))
     reports: Any = ctx.Queue()
     runs = list(zip([None, *cuts], [*cuts, None], strict=True))
     processes = min(workers, len(runs))
+    rows_per_turn = events_in_scope // (processes * EVENTS_PER_ROW * TURNS)  # a TURNS-th of a process's share
+    turn = None if lock is None else min(batch, max(MIN_TURN_ROWS, rows_per_turn))
     claims = Claims(ctx, runs, processes, watch)
     # This process folds runs too rather than wait for the workers: it does so faster than a fork of it would (no
     # pages copied on first write, its connection warm), and one process fewer is forked.
