@@ -1,7 +1,8 @@
 """A rebuild that folds large scopes in several processes (``projections/seeding.py``), on both engines.
 
-- The scope is cut by ``stream_splits`` into runs of streams with about as many events each; ``stream_page`` reads a
-  run's events and no other's. A stream longer than a run is not cut, and the runs after it are cut as before.
+- The scope is cut by ``stream_splits`` into runs of streams of about the lengths asked for (equal ones, or
+  ``run_lengths``'s, falling from the first run to the last); ``stream_page`` reads a run's events and no other's. A
+  stream longer than a run is not cut, and the runs after it are cut as before.
 - A log of one scope is cut by the count of the whole events table (the scope's: no count per scope needed).
 - A rebuild with 3 seeding processes (the size threshold lowered so that a small job is cut) gives exactly the
   task view and count summaries of the inline projection and of a rebuild in one process, with the same events read
