@@ -70,14 +70,19 @@ def _events_of(store, scope: Scope) -> int:
         return engine_sql.count_since(conn, store.log.scope_id(scope), None)
 
 
+def _runs_read(conn, sid: int, cuts: list[str]) -> tuple[list[tuple], list[list[tuple]]]:
+    """The runs ``cuts`` make, as seeding makes them, and each run's events as ``stream_page`` reads them."""
+    runs = list(zip([None, *cuts], [*cuts, None], strict=True))
+    return runs, [engine_sql.stream_page(conn, sid, None if lo is None else (lo, 0), 10_000, hi) for lo, hi in runs]
+
+
 def test_splits_cut_a_scope_into_runs_of_about_equal_events(store):
     populate(store)
     sid = store.log.scope_id(JOB)
     n = _events_of(store, JOB)
     with store.log.reading() as conn:
         cuts = engine_sql.stream_splits(conn, sid, [n // 3] * 2)
-        runs = list(zip([None, *cuts], [*cuts, None], strict=True))
-        pages = [engine_sql.stream_page(conn, sid, None if lo is None else (lo, 0), 10_000, hi) for lo, hi in runs]
+        runs, pages = _runs_read(conn, sid, cuts)
         whole = engine_sql.stream_page(conn, sid, None, 10_000)
     assert len(cuts) == 2 and cuts == sorted(cuts)
     assert [row for page in pages for row in page] == whole  # every event once, in order, no run overlapping
@@ -94,8 +99,7 @@ def test_splits_follow_the_lengths_asked_for(store):
     asked = [n // 2, n // 4, n // 8]
     with store.log.reading() as conn:
         cuts = engine_sql.stream_splits(conn, sid, asked)
-        runs = list(zip([None, *cuts], [*cuts, None], strict=True))
-        pages = [engine_sql.stream_page(conn, sid, None if lo is None else (lo, 0), 10_000, hi) for lo, hi in runs]
+        _, pages = _runs_read(conn, sid, cuts)
     assert len(pages) == 4 and sum(len(page) for page in pages) == n
     for want, page in zip([*asked, n - sum(asked)], pages, strict=True):
         assert abs(len(page) - want) <= 20  # off by less than a stream
@@ -126,8 +130,7 @@ def test_a_stream_longer_than_a_run_is_not_cut_and_the_runs_after_it_are(store):
     n = _events_of(store, JOB)
     with store.log.reading() as conn:
         cuts = engine_sql.stream_splits(conn, sid, [n // 5] * 4)
-        runs = list(zip([None, *cuts], [*cuts, None], strict=True))
-        pages = [engine_sql.stream_page(conn, sid, None if lo is None else (lo, 0), 10_000, hi) for lo, hi in runs]
+        _, pages = _runs_read(conn, sid, cuts)
     assert cuts == sorted(cuts) and len(set(cuts)) == len(cuts)
     assert sum(len(page) for page in pages) == n
     long_run = next(page for page in pages if any(row[1] == "m-long" for row in page))
