@@ -25,14 +25,19 @@
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import os
+import signal
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
 
 import projections.seeding as seeding
 from eventstore import NewEvent, Scope, StreamAppend
+from eventstore.dialects.base import driver_execute
 from projections import engine_sql
+from taskstore import open_store
 from taskstore.simulate import simulate
 
 from .test_rebuild_audit import tables
@@ -224,8 +229,6 @@ def test_each_process_folds_its_first_run_and_every_run_is_folded_once(store, pa
 
 
 def test_a_slow_worker_leaves_the_runs_it_has_not_claimed_to_this_process(store, parallel, monkeypatch, tmp_path):
-    import multiprocessing
-
     simulate(store, JOB, 120, seed=3)
     live = tables(store)
     parent = os.getpid()
@@ -257,8 +260,6 @@ def test_a_slow_worker_leaves_the_runs_it_has_not_claimed_to_this_process(store,
 
 
 def test_workers_that_have_reported_are_joined_when_the_rebuild_is_done(store, monkeypatch):
-    import multiprocessing
-
     monkeypatch.setattr(seeding, "PARALLEL_MIN_EVENTS", 0)
     populate(store)
     live = tables(store)
@@ -332,8 +333,6 @@ def _the_next_rebuild_succeeds(store, monkeypatch, live, workers: int) -> None:
 
 def test_a_failure_of_this_process_s_own_run_stops_the_workers_and_the_next_rebuild_succeeds(store, parallel,
                                                                                             monkeypatch):
-    import multiprocessing
-
     populate(store)
     live = tables(store)
 
@@ -348,10 +347,6 @@ def test_a_failure_of_this_process_s_own_run_stops_the_workers_and_the_next_rebu
 
 
 def test_a_worker_ends_on_sigterm_whatever_handler_the_parent_has(store, parallel, monkeypatch):
-    import multiprocessing
-    import signal
-    import time
-
     populate(store)
     parent = os.getpid()
     real = seeding.bulk_fold
@@ -384,9 +379,6 @@ def test_a_worker_ends_on_sigterm_whatever_handler_the_parent_has(store, paralle
 
 def test_sqlite_indexes_are_built_with_a_larger_page_cache_and_the_connection_s_own_given_back(tmp_path,
                                                                                               monkeypatch):
-    from eventstore.dialects.base import driver_execute
-    from taskstore import open_store
-
     seen = []
     real = engine_sql.Index.create
 
@@ -439,8 +431,6 @@ def test_a_worker_that_dies_without_a_word_fails_the_rebuild_with_its_exit_code(
 
 
 def test_an_in_memory_sqlite_store_folds_in_its_own_process(parallel):
-    from taskstore import open_store
-
     with open_store("sqlite://") as store:
         populate(store)
         live = tables(store)
@@ -452,8 +442,6 @@ def test_an_in_memory_sqlite_store_folds_in_its_own_process(parallel):
 @contextlib.contextmanager
 def _within(seconds: int) -> Iterator[None]:
     """Fail rather than hang: SIGALRM after ``seconds`` raises in this process."""
-    import signal
-
     def expire(signum, frame):
         raise TimeoutError(f"still waiting after {seconds} s")
 
@@ -471,10 +459,6 @@ def test_a_worker_killed_while_it_holds_the_sqlite_write_lock_fails_the_rebuild_
     """SQLite's seeding processes take turns under one lock; a worker killed during its turn (the kernel's
     out-of-memory killer, say) leaves the lock held for good. This process, waiting for its next turn, notices the
     worker gone and fails the rebuild, the live tables untouched; the next rebuild succeeds."""
-    import multiprocessing
-
-    from taskstore import open_store
-
     monkeypatch.setattr(seeding, "PARALLEL_MIN_EVENTS", 0)
     parent = os.getpid()
     died = multiprocessing.get_context("fork").Event()
@@ -532,8 +516,6 @@ def test_a_worker_stops_at_its_next_claim_or_turn_once_the_process_it_was_forked
 def test_a_worker_that_dies_after_this_process_has_folded_its_runs_fails_the_rebuild(store, parallel, monkeypatch):
     """This process, done with its runs and waiting for the workers' reports, notices a worker that ended without
     one and fails the rebuild with its exit code, the live tables untouched."""
-    import multiprocessing
-
     populate(store)
     live = tables(store)
     parent = os.getpid()
