@@ -31,6 +31,7 @@ from eventstore.events import Scope
 
 MIGRATIONS = Path(__file__).parent / "migrations" / "versions"
 VERSION_TABLE = "api_version"
+HEAD = "a0001"  # the newest revision in migrations/versions
 
 metadata = MetaData()
 credentials_table = Table(
@@ -78,7 +79,7 @@ def new_secret() -> str:
 
 def migrate(engine: Engine) -> None:
     """Create (or upgrade) the api package's tables."""
-    upgrade(engine, versions=MIGRATIONS, version_table=VERSION_TABLE)
+    upgrade(engine, versions=MIGRATIONS, version_table=VERSION_TABLE, head=HEAD)
 
 
 class CredentialStore:

@@ -1,23 +1,30 @@
-"""Opening a database: the URL, the engine with its per-engine settings, and the schema upgrade."""
+"""Opening a database: the URL, the engine with its per-engine settings, and the schema upgrade.
+
+Alembic makes and upgrades the schema. Importing it and loading a package's migrations costs about a fifth of a
+second, on every ``taskstore`` command: a database whose version table already names the package's newest revision
+(``HEAD``; ``tests/test_migrations.py`` checks each against Alembic's) is left as it is without either.
+"""
 
 from __future__ import annotations
 
 import re
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import orjson
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import create_engine, make_url
+from sqlalchemy import create_engine, inspect, make_url, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import StaticPool
 
 from .dialects import Dialect, dialect_for
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 DEFAULT_URL = "sqlite:///taskstore.db"
 MIGRATIONS = Path(__file__).parent / "migrations"
+HEAD = "0002"  # the newest revision in migrations/versions
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}\Z")
 
 
@@ -79,6 +86,8 @@ def write_transaction(engine: Engine, dialect: Dialect | None = None) -> Iterato
 
 def alembic_config(versions: Path = MIGRATIONS / "versions", version_table: str = "eventstore_version") -> Config:
     """An Alembic configuration for one package's migrations; each package keeps its own version table."""
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.set_main_option("path_separator", "os")
@@ -93,18 +102,32 @@ def upgrade(
     *,
     versions: Path = MIGRATIONS / "versions",
     version_table: str = "eventstore_version",
+    head: str | None = HEAD,
 ) -> None:
     """Create a package's tables, or upgrade a database made by an older taskstore, in place.
 
-    Without arguments: the event log's own tables. ``projections`` and ``api`` pass their own ``versions`` folder
-    and ``version_table``.
+    Without arguments: the event log's own tables. ``projections`` and ``api`` pass their own ``versions`` folder,
+    ``version_table`` and ``head`` (the newest revision in that folder). Upgrading to the head of a database whose
+    version table names ``head`` already does nothing, and does not load Alembic.
     """
+    if revision == "head" and head is not None and revisions_of(engine, version_table) == {head}:
+        return
+    from alembic import command
+
     dialect = dialect_for(engine)
     cfg = alembic_config(versions, version_table)
     with write_transaction(engine) as conn:
         dialect.lock_for_migration(conn)
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
+
+
+def revisions_of(engine: Engine, version_table: str) -> set[str]:
+    """The revisions a package's version table names (one, unless its migrations branch); none without the table."""
+    with engine.connect() as conn:
+        if not inspect(conn).has_table(version_table):
+            return set()
+        return {row[0] for row in conn.execute(text(f"SELECT version_num FROM {version_table}"))}
 
 
 def current_revision(engine: Engine, version_table: str = "eventstore_version") -> str | None:

@@ -24,6 +24,7 @@ from .version import PROJECTION_VERSION
 
 VERSIONS = Path(__file__).parent / "migrations" / "versions"
 VERSION_TABLE = "projections_version"
+HEAD = "p0003"  # the newest revision in migrations/versions
 
 
 def install(
@@ -41,7 +42,7 @@ def install(
     ``taskstore snapshot --due``). ``validation_budget``: events after the last verified snapshot a count check
     above ``RECOUNT_LIMIT`` tasks may fold before it says "unvalidated".
     """
-    upgrade(log.engine, versions=VERSIONS, version_table=VERSION_TABLE)
+    upgrade(log.engine, versions=VERSIONS, version_table=VERSION_TABLE, head=HEAD)
     log.projections.append(TaskProjection(log))
     snapshots = Snapshots(log, every=snapshot_every, background=background_snapshots)
     log.projections.append(snapshots.schedule)

@@ -271,3 +271,75 @@ def test_upgrading_a_store_clears_the_statistics_it_gathered_of_the_task_views_s
         assert current_revision(engine, projections.VERSION_TABLE) == "p0003"
     finally:
         store.close()
+
+
+def _migrate_projections(engine, how, revision: str) -> None:
+    import projections
+    from eventstore.engine import alembic_config, write_transaction
+
+    cfg = alembic_config(projections.VERSIONS, projections.VERSION_TABLE)
+    with write_transaction(engine) as conn:
+        cfg.attributes["connection"] = conn
+        how(cfg, revision)
+
+
+@pytest.mark.parametrize("package", ["eventstore", "projections", "api"])
+def test_each_package_names_its_newest_migration_as_its_head(package):
+    """``upgrade`` skips Alembic for a database whose version table names ``head``: a ``HEAD`` left behind by a new
+    migration would leave databases at the revision before it."""
+    from alembic.script import ScriptDirectory
+
+    import api.credentials
+    import eventstore.engine
+    import projections
+    from eventstore.engine import alembic_config
+
+    versions, table, head = {
+        "eventstore": (eventstore.engine.MIGRATIONS / "versions", "eventstore_version", eventstore.engine.HEAD),
+        "projections": (projections.VERSIONS, projections.VERSION_TABLE, projections.HEAD),
+        "api": (api.credentials.MIGRATIONS, api.credentials.VERSION_TABLE, api.credentials.HEAD),
+    }[package]
+    assert ScriptDirectory.from_config(alembic_config(versions, table)).get_heads() == [head]
+
+
+def test_opening_a_store_at_the_newest_schema_does_not_load_alembic(database):
+    import subprocess
+    import sys
+
+    from api.credentials import migrate
+
+    store = database.open_store(snapshot_every=None)  # made: Alembic creates every package's tables
+    migrate(store.log.engine)
+    store.close()
+    code = (
+        "import sys\n"
+        "from taskstore import open_store\n"
+        "from api.credentials import migrate\n"
+        "store = open_store(sys.argv[1], schema=sys.argv[2] or None, snapshot_every=None)\n"
+        "migrate(store.log.engine)\n"
+        "store.close()\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'alembic'))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, database.url, database.schema or ""], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_a_store_a_revision_behind_is_upgraded_when_opened(database):
+    """The check that spares a store at the newest revision Alembic does not spare one a revision behind."""
+    from alembic import command
+
+    import projections
+
+    store = database.open_store(snapshot_every=None)
+    try:
+        _migrate_projections(store.log.engine, command.downgrade, "p0002")
+        assert current_revision(store.log.engine, projections.VERSION_TABLE) == "p0002"
+    finally:
+        store.close()
+    store = database.open_store(snapshot_every=None)
+    try:
+        assert current_revision(store.log.engine, projections.VERSION_TABLE) == projections.HEAD == "p0003"
+    finally:
+        store.close()
