@@ -112,13 +112,15 @@ def cmd_list(args: argparse.Namespace) -> int:
         return 0
     out = Console()
     table = Table()
-    for name in ("id", "state", "created", "exit", "retries", "display name"):
-        table.add_column(name)
+    for name in ("id", "state", "created (UTC)", "exit", "retries"):  # never cut: the display name wraps instead
+        table.add_column(name, no_wrap=True)
+    table.add_column("display name")
     for t in page.items:
         exit_code = "" if t.exit_code is None else str(t.exit_code)
         # Display names are the caller's text: escaped, or "[...]" in one would be read as rich's markup.
-        table.add_row(escape(t.task_id), t.state.value, t.created_at, exit_code, str(t.retry_count),
-                      escape(t.display_name or ""))
+        # The creation time to the second (``--json`` has it to the microsecond, as stored).
+        table.add_row(escape(t.task_id), t.state.value, t.created_at[:19].replace("T", " "), exit_code,
+                      str(t.retry_count), escape(t.display_name or ""))
     out.print(table)
     more = f"; next page: --cursor {page.next_cursor}" if page.has_more else ""
     # Not wrapped at the terminal's width: a cursor broken over two lines would not paste back as one.

@@ -6,7 +6,8 @@
   both), ``--q``, ``--sort`` and ``--limit`` narrow and order it as the API's; a cursor of one filter is refused by
   another.
 - Without ``--json`` it prints a table and a line with the next page's cursor, whole on one line however narrow the
-  terminal, so that it pastes back; the caller's text (a display name) is shown as written, never read as markup.
+  terminal, so that it pastes back; the id, state and creation time (to the second) are never cut at 80 columns (the
+  display name wraps); the caller's text (a display name) is shown as written, never read as markup.
 - Bad input (a state in no vocabulary, a cursor that is not one, a sort that is not one) exits 2 with the reason,
   however the input is spelt, and prints no page.
 - ``task --json`` prints the API's task (``--as-of`` a position: as it was then) and with ``--history`` its events;
@@ -137,6 +138,18 @@ def test_a_display_name_is_shown_as_written_not_as_markup(job, cli, monkeypatch)
     code, out, err = cli("list", "--sort", "name:desc", "--limit", "1")
     assert code == 0, err
     assert "[bold]x[/bold] [/]" in out
+
+
+def test_the_table_shows_each_task_s_id_state_and_creation_time_whole_at_80_columns(job, cli, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    job.add_task(JOB, {"id": "zz-long-name", "displayName": "a display name far too long for the terminal " * 3})
+    code, out, err = cli("list", "--sort", "name:desc", "--limit", "3")
+    assert code == 0, err
+    for t in job.queries.list_tasks(JOB, sort="name:desc", limit=3).items:
+        row = next(line for line in out.splitlines() if t.task_id in line)
+        # the time to the second, in UTC, as stored but for the microseconds
+        assert t.state.value in row and t.created_at[:19].replace("T", " ") in row
+    assert max(len(line) for line in out.splitlines()[:-1]) <= 80  # the display name wraps; the cursor line not
 
 
 @pytest.mark.parametrize(
