@@ -104,11 +104,15 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
         return 0
     Console().print(
         f"rebuilt the task view and count summaries: {result.events} events in {result.seconds:.2f}s "
-        f"({doc['eventsPerSecond']}/s); {result.scopes_from_snapshots} scopes from snapshots, "
+        f"({doc['eventsPerSecond']}/s); {_count(result.scopes_from_snapshots, 'scope')} from snapshots, "
         f"{result.scopes_from_log} from the log; swapped in at position {result.checkpoint.position}"
         + (f"; {result.skipped} events of streams that are not tasks skipped" if result.skipped else "")
     )
     return 0
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _show(value: Any) -> str:
@@ -133,8 +137,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
     for note in report.notes:
         out.print(f"note: {escape(note)}")
     summary = (
-        f"{report.scopes} scopes, {report.tasks} tasks, {report.events} events, {report.snapshots} snapshots "
-        f"audited in {time.perf_counter() - started:.2f}s"
+        f"{_count(report.scopes, 'scope')}, {_count(report.tasks, 'task')}, {_count(report.events, 'event')}, "
+        f"{_count(report.snapshots, 'snapshot')} audited in {time.perf_counter() - started:.2f}s"
     )
     if report.ok:
         out.print(f"{summary}: the live task view and count summaries agree with the log")

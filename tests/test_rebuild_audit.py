@@ -248,6 +248,9 @@ def test_audit_of_a_clean_store_exits_0(store, taskstore_cli):
     assert report.ok and report.scopes == 2 and report.tasks == 85 and report.snapshots >= 1
     ran = taskstore_cli("audit")
     assert ran.code == 0 and "agree with the log" in ran.out
+    assert f"2 scopes, 85 tasks, {report.events} events" in " ".join(ran.out.split())
+    one = taskstore_cli("audit", "--workspace", JOB.workspace, "--job", JOB.job, "--execution", JOB.execution)
+    assert one.code == 0 and " ".join(one.out.split()).startswith("1 scope, ")
 
 
 def _some_task(store, scope: Scope, state: State):
