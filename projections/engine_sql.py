@@ -773,7 +773,7 @@ def create_indexes(conn: Connection, indexes: Iterable[Index]) -> None:
         before = driver_execute(conn, "PRAGMA cache_size").fetchone()[0]
         driver_execute(conn, f"PRAGMA cache_size = -{INDEX_CACHE_KIB}")
     try:
-        for index in indexes:
+        for index in sorted(indexes, key=lambda i: str(i.name)):  # one order every time (a table's are a set)
             index.create(conn)
     finally:
         if sqlite:
