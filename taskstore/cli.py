@@ -112,7 +112,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         return 0
     out = Console()
     table = Table()
-    for name in ("id", "state", "created (UTC)", "exit", "retries"):  # never cut: the display name wraps instead
+    for name in ("id", "state", "created (UTC)", "exit", "retries"):  # at 80 columns whole; the display name wraps
         table.add_column(name, no_wrap=True)
     table.add_column("display name")
     for t in page.items:
