@@ -106,7 +106,7 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
         f"rebuilt the task view and count summaries: {result.events} events in {result.seconds:.2f}s "
         f"({doc['eventsPerSecond']}/s); {_count(result.scopes_from_snapshots, 'scope')} from snapshots, "
         f"{result.scopes_from_log} from the log; swapped in at position {result.checkpoint.position}"
-        + (f"; {result.skipped} events of streams that are not tasks skipped" if result.skipped else "")
+        + (f"; {_count(result.skipped, 'event')} of streams that are not tasks skipped" if result.skipped else "")
     )
     return 0
 
