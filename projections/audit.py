@@ -9,12 +9,15 @@ For each scope, in one consistent read:
   and the newest verified snapshot's counts plus the from/to deltas after it (what validation relies on) compared
   with the live summary.
 
-Every disagreement is a :class:`Difference` (scope, task, field, live value, folded value, and which fold).
+Every disagreement is a :class:`Difference` (scope, task, field, live value, folded value, and which fold). With a
+``progress`` callback, the tasks compared are reported as they go, against the tasks expected (each scope's live
+total, once per fold it is compared in): what ``taskstore audit`` shows as its progress bar.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +38,9 @@ from .tables import scope_counts, task_view
 from .version import PROJECTION_VERSION
 
 CHUNK = 1000
+
+Progress = Callable[[int, "int | None"], None]  # (tasks just compared, tasks expected in all)
+Tick = Callable[[int], None]
 
 
 @dataclass(frozen=True)
@@ -99,14 +105,23 @@ def audit(
     snapshots: Snapshots | None = None,
     from_snapshots: bool = True,
     limit: int = 1000,
+    progress: Progress | None = None,
 ) -> AuditReport:
     """Audit every scope (or those matching ``workspace``/``job``/``execution``); see the module's doc."""
     report = AuditReport()
     out = _Collector(report, limit)
     snapshots = snapshots or Snapshots(log, background=False)
+    totals: dict[int, int] = {}
     with log.reading() as conn:
         targets = scope_ids(conn, workspace, job, execution)
         version = live_version(conn)
+        if progress is not None:  # a lookup of each scope's count summary: only when asked
+            totals = {sid: engine_sql.scope_total(conn, scope_counts, sid) for sid, _ in targets}
+    expected = sum(totals.values()) * (2 if from_snapshots else 1)
+
+    def tick(n: int) -> None:
+        if progress is not None and n:
+            progress(n, expected)
     if version != PROJECTION_VERSION:
         report.notes.append(
             f"the live task view was built by projection version {version}; this code is version "
@@ -115,9 +130,9 @@ def audit(
     for sid, scope in targets:
         report.scopes += 1
         with consistent(log) as conn:
-            _audit_from_log(log, conn, sid, scope, report, out)
-            if from_snapshots:
-                _audit_from_snapshots(log, conn, snapshots, sid, scope, report, out)
+            _audit_from_log(log, conn, sid, scope, report, out, tick)
+            if from_snapshots and not _audit_from_snapshots(log, conn, snapshots, sid, scope, report, out, tick):
+                tick(totals.get(sid, 0))  # no full snapshot: none of its tasks to compare there
     return report
 
 
@@ -162,7 +177,7 @@ def _compare_counts(conn: Connection, sid: int, scope: Scope, states: Any, slots
 
 
 def _audit_from_log(log: EventLog, conn: Connection, sid: int, scope: Scope, report: AuditReport,
-                    out: _Collector) -> None:
+                    out: _Collector, tick: Tick) -> None:
     states: Counter[State] = Counter()
     slots: Counter[State] = Counter()
     batch: dict[str, tuple[Task, int]] = {}
@@ -171,6 +186,7 @@ def _audit_from_log(log: EventLog, conn: Connection, sid: int, scope: Scope, rep
 
     def flush() -> None:
         _compare_tasks(conn, sid, scope, batch, "log", out)
+        tick(len(batch))
         batch.clear()
 
     for stream, evs in scope_streams(log, sid, conn=conn):
@@ -201,11 +217,13 @@ def _audit_from_log(log: EventLog, conn: Connection, sid: int, scope: Scope, rep
 
 
 def _audit_from_snapshots(log: EventLog, conn: Connection, snapshots: Snapshots, sid: int, scope: Scope,
-                          report: AuditReport, out: _Collector) -> None:
+                          report: AuditReport, out: _Collector, tick: Tick) -> bool:
+    """Compare the scope with its newest full snapshot plus the events after it, and its counts with the newest
+    verified snapshot plus the deltas after it. Whether it had a full snapshot (tasks compared)."""
     full = snapshots.newest(conn, sid, kind=FULL)
     if full is not None:
         report.snapshots += 1
-        _audit_full_snapshot(log, conn, full, sid, scope, out)
+        _audit_full_snapshot(log, conn, full, sid, scope, out, tick)
     verified = snapshots.newest(conn, sid, verified=True)
     if verified is not None and (full is None or verified.id != full.id):
         report.snapshots += 1
@@ -214,10 +232,11 @@ def _audit_from_snapshots(log: EventLog, conn: Connection, snapshots: Snapshots,
         d = deltas_since(log, conn, sid, verified.point)
         states, slots = d.added_to(verified.states, verified.slots)
         _compare_counts(conn, sid, scope, states, slots, None, source, out)
+    return full is not None
 
 
 def _audit_full_snapshot(log: EventLog, conn: Connection, snap: Snapshot, sid: int, scope: Scope,
-                         out: _Collector) -> None:
+                         out: _Collector, tick: Tick) -> None:
     source = f"snapshot #{snap.id} at position {snap.position}"
     tail: dict[str, list[Any]] = {}
     for e in scope_events(log, conn, sid, snap.point):
@@ -242,6 +261,7 @@ def _audit_full_snapshot(log: EventLog, conn: Connection, snap: Snapshot, sid: i
             seen.add(r["key"])
             fold.apply_all(tail.get(r["key"], ()))
         _compare_tasks(conn, sid, scope, {k: (t, fold.positions[k]) for k, t in fold.tasks.items()}, source, out)
+        tick(len(fold.tasks))
         for t in fold.tasks.values():
             states[t.state] += 1
             slots[t.state] += t.required_slots
@@ -250,6 +270,7 @@ def _audit_full_snapshot(log: EventLog, conn: Connection, snap: Snapshot, sid: i
         if key not in seen:
             fresh.apply_all(evs)
     _compare_tasks(conn, sid, scope, {k: (t, fresh.positions[k]) for k, t in fresh.tasks.items()}, source, out)
+    tick(len(fresh.tasks))
     for t in fresh.tasks.values():
         states[t.state] += 1
         slots[t.state] += t.required_slots

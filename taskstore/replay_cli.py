@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import orjson
@@ -75,23 +76,31 @@ def _print_json(doc: Any) -> None:
     sys.stdout.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n")
 
 
+@contextmanager
+def _progress_bar(command: str, unit: str) -> Iterator[Callable[[int, int | None], None]]:
+    """A progress bar on standard error (none when it is not a terminal), and the callback that moves it:
+    ``(done just now, expected in all so far)``; the total never falls below what is done."""
+    columns = (
+        TextColumn(f"[bold]{command}[/]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn(unit),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=False, disable=not console.is_terminal) as bar:
+        job = bar.add_task(unit, total=None)
+
+        def progress(n: int, total: int | None) -> None:
+            done = bar.tasks[0].completed + n
+            bar.update(job, advance=n, total=max(total, done) if total is not None else None)
+
+        yield progress
+
+
 def cmd_rebuild(args: argparse.Namespace) -> int:
     with open_store(args.db, background_snapshots=False) as store:
-        columns = (
-            TextColumn("[bold]rebuild[/]"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("events"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-        )
-        with Progress(*columns, console=console, transient=False, disable=not console.is_terminal) as bar:
-            job = bar.add_task("events", total=None)
-
-            def progress(n: int, total: int | None) -> None:
-                done = bar.tasks[0].completed + n
-                bar.update(job, advance=n, total=max(total, done) if total is not None else None)
-
+        with _progress_bar("rebuild", "events") as progress:
             try:
                 result = store.rebuild(from_snapshots=args.from_snapshots, batch_size=args.batch_size,
                                        progress=progress, workers=args.workers)
@@ -123,12 +132,12 @@ def _show(value: Any) -> str:
 
 def cmd_audit(args: argparse.Namespace) -> int:
     started = time.perf_counter()
-    with open_store(args.db, background_snapshots=False) as store:
+    with open_store(args.db, background_snapshots=False) as store, _progress_bar("audit", "tasks") as progress:
         from projections.audit import audit
 
         report = audit(
             store.log, workspace=args.workspace, job=args.job, execution=args.execution,
-            snapshots=store.snapshots, from_snapshots=not args.no_snapshots, limit=args.limit,
+            snapshots=store.snapshots, from_snapshots=not args.no_snapshots, limit=args.limit, progress=progress,
         )
     if args.json:
         _print_json(report.to_dict())
@@ -150,7 +159,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
         table.add_row(d.scope, d.task or "(counts)", d.field, escape(_show(d.live)), escape(_show(d.folded)), d.source)
     out.print(table)
     more = f" (and {report.more} more)" if report.more else ""
-    out.print(f"{summary}: {len(report.differences)} differences{more}")
+    out.print(f"{summary}: {_count(len(report.differences), 'difference')}{more}")
     return 1
 
 

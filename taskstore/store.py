@@ -52,10 +52,11 @@ class TaskStore(TaskService):
             progress=progress, workers=workers,
         )
 
-    def audit(self, scope: Scope | None = None, *, from_snapshots: bool = True) -> AuditReport:
-        """Fold the log again (from the first event, and from snapshots) and compare with the live projections."""
+    def audit(self, scope: Scope | None = None, *, from_snapshots: bool = True, progress: Any = None) -> AuditReport:
+        """Fold the log again (from the first event, and from snapshots) and compare with the live projections;
+        ``progress(tasks just compared, tasks expected)`` as it goes."""
         where = {} if scope is None else {"workspace": scope.workspace, "job": scope.job, "execution": scope.execution}
-        return audit(self.log, snapshots=self.snapshots, from_snapshots=from_snapshots, **where)
+        return audit(self.log, snapshots=self.snapshots, from_snapshots=from_snapshots, progress=progress, **where)
 
     def close(self) -> None:
         if self.queries.snapshots is not None:

@@ -354,6 +354,47 @@ def test_audit_from_snapshots_names_a_corrupted_snapshot(store):
     assert store.audit(JOB, from_snapshots=False).ok
 
 
+def test_audit_reports_its_progress_in_tasks_compared(store):
+    """The progress callback hears of every task as it is compared, against the tasks expected: each scope's live
+    total once for the fold from the log and once for the snapshots (a scope without a full snapshot counted done at
+    once), the same expected total in every call."""
+    populate(store)
+    store.snapshot(JOB)
+    for from_snapshots, folds in ((True, 2), (False, 1)):
+        heard: list[tuple[int, int | None]] = []
+        report = store.audit(from_snapshots=from_snapshots, progress=lambda n, total: heard.append((n, total)))
+        assert report.ok and report.tasks == 85
+        assert {total for _, total in heard} == {85 * folds}
+        assert sum(n for n, _ in heard) == 85 * folds and all(n > 0 for n, _ in heard)
+    assert store.audit(JOB, from_snapshots=True, progress=None).ok
+
+
+def test_audit_and_rebuild_commands_show_progress_bars_on_a_terminal(store, taskstore_cli, monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    from taskstore import replay_cli
+
+    populate(store)
+    screen = io.StringIO()
+    monkeypatch.setattr(replay_cli, "console", Console(file=screen, force_terminal=True, color_system=None, width=120))
+    assert taskstore_cli("audit", "--no-snapshots").code == 0
+    assert "audit" in screen.getvalue() and "85/85 tasks" in screen.getvalue()
+    assert taskstore_cli("rebuild").code == 0
+    assert "rebuild" in screen.getvalue() and "events" in screen.getvalue()
+
+
+def test_the_audit_command_counts_one_difference_as_one(store, taskstore_cli):
+    populate(store)
+    with store.engine.begin() as conn:
+        conn.execute(text("UPDATE scope_counts SET running = running + 1 WHERE scope_id = :s"),
+                     {"s": store.log.scope_id(OTHER)})
+    ran = taskstore_cli("audit", "--no-snapshots")
+    assert ran.code == 1
+    assert " ".join(ran.out.split()).endswith(": 1 difference")
+
+
 def test_a_store_written_before_it_had_projections_gets_them_when_opened(database):
     """Events appended through a bare event log (as taskstore did before projections existed) are folded into the
     task view the first time the store is opened with them."""
