@@ -122,6 +122,7 @@ def audit(
     def tick(n: int) -> None:
         if progress is not None and n:
             progress(n, expected)
+
     if version != PROJECTION_VERSION:
         report.notes.append(
             f"the live task view was built by projection version {version}; this code is version "
