@@ -77,24 +77,38 @@ def shared_key_strings(request: Request, account: str) -> list[str]:
     The Azure SDKs sign ``content-length`` as they know it when signing (a request without a body signs ``0`` for
     anything but GET and HEAD, while the transport may still add the header), and some REST callers lower-case the
     query parameter names as the REST documentation says: every such reading is a candidate.
+
+    Every value of the request is signed: a header sent more than once signs its values joined with commas, in the
+    order received, and a query parameter sent more than once its values sorted and joined with commas (as the REST
+    documentation says). The SDKs send neither twice, and sign the same string; an added second value (a fresh
+    ``ocp-date`` before a stale one, a second ``maxresults``) no longer passes under another value's signature.
     """
-    headers = {k.lower(): v for k, v in request.headers.items() if v}
+    headers: dict[str, str] = {}
+    for k, v in request.headers.items():
+        if v:
+            k = k.lower()
+            headers[k] = f"{headers[k]},{v}" if k in headers else v
     method = request.method.upper()
     lengths = {headers.get("content-length", ""), "" if method in ("GET", "HEAD") else "0"}
     ocp = "".join(f"{k}:{v}\n" for k, v in sorted((k, v) for k, v in headers.items() if "ocp-" in k))
     resource = f"/{account}{_raw_path(request)}"
     parsed = parse_qs(_raw_query(request))
-    queries = {"".join(f"\n{k}:{v[0]}" for k, v in sorted(parsed.items()) if v[0])}
+    queries = {"".join(f"\n{k}:{_joined(v)}" for k, v in sorted(parsed.items()))}
     lowered: dict[str, list[str]] = {}
     for k, v in parsed.items():
-        lowered.setdefault(k.lower(), v)
-    queries.add("".join(f"\n{k}:{v[0]}" for k, v in sorted(lowered.items()) if v[0]))
+        lowered.setdefault(k.lower(), []).extend(v)
+    queries.add("".join(f"\n{k}:{_joined(v)}" for k, v in sorted(lowered.items())))
     out = []
     for length in sorted(lengths):
         values = [length if h == "content-length" else headers.get(h, "") for h in _SHARED_KEY_HEADERS]
         head = method + "\n" + "\n".join(values) + "\n" + ocp + resource
         out.extend(head + q for q in sorted(queries))
     return out
+
+
+def _joined(values: list[str]) -> str:
+    """A query parameter's values as SharedKey signs them (``parse_qs`` keeps no blank value)."""
+    return values[0] if len(values) == 1 else ",".join(sorted(values))
 
 
 def shared_key_signature(key: bytes, string_to_sign: str) -> str:

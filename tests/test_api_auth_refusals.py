@@ -2,7 +2,8 @@
 
 - Azure Batch (SharedKey): an Authorization header of another scheme, a request without ``ocp-date`` or ``Date``, and
   a date that is not RFC 1123 each get 401 ``AuthenticationFailed`` whose ``AuthenticationErrorDetail`` says which;
-  a refused task creation writes nothing.
+  a refused task creation writes nothing. A signed request with a value added (a fresh ``ocp-date`` before its own
+  stale one, a second query parameter) is refused: every value is signed.
 - AWS HealthOmics (SigV4): a header without its Credential, SignedHeaders or Signature, a credential scope of
   another shape or service, a request without ``X-Amz-Date`` (or ``Date``), a date of another form or day than the
   credential's, SignedHeaders without ``host`` or naming a header the request lacks each get 403
@@ -15,7 +16,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import time
 from datetime import UTC, datetime
+from email.utils import formatdate
 
 import pytest
 
@@ -140,3 +143,38 @@ def test_a_sigv4_signature_scoped_otherwise_than_the_request_is_refused_with_the
     assert "the signed header 'x-amz-security-token' is not in the request" in _omics_refusal(r)
     r = HTTP.get(url, headers=_sigv4_headers(api_server, path, key_id="TSNOSUCHKEY"))
     assert "the security token included in the request is invalid" in _omics_refusal(r)
+
+
+# -- a signed request changed in what the signature must cover -------------------------------------------------------
+
+
+def _stale_signed_get(api_server, url: str) -> dict[str, str]:
+    """A GET signed an hour ago: refused alone, as too old."""
+    return shared_key_sign("GET", url, WS_A, SECRET_A, {"ocp-date": formatdate(time.time() - 3600, usegmt=True)})
+
+
+def test_a_second_ocp_date_does_not_let_an_old_shared_key_signature_through(api_server):
+    """The date checked against the clock must be the date the signature covers: an old request sent again with a
+    fresh ``ocp-date`` before its own is a replay, refused."""
+    job = api_server.unique()
+    assert _create(api_server, job, _signed_create_headers(api_server, job)).status_code == 201
+    url = f"{api_server.url}/batch/jobs/{job}/tasks?{API_VERSION}"
+    old = _stale_signed_get(api_server, url)
+    assert "more than 15 minutes" in _batch_detail(HTTP.get(url, headers=old))
+    replay = [(k, v) for k, v in old.items() if k != "ocp-date"]
+    replay += [("ocp-date", formatdate(usegmt=True)), ("ocp-date", old["ocp-date"])]
+    _batch_detail(HTTP.get(url, headers=replay))
+
+
+def test_a_repeated_query_parameter_is_covered_by_the_shared_key_signature(api_server):
+    """A query parameter sent twice is signed with both values (as Azure's canonicalization says): a signed request
+    with a second ``maxresults`` (the value the service would act on) added is refused."""
+    job = api_server.unique()
+    assert _create(api_server, job, _signed_create_headers(api_server, job)).status_code == 201
+    url = f"{api_server.url}/batch/jobs/{job}/tasks?{API_VERSION}&maxresults=1"
+    headers = shared_key_sign("GET", url, WS_A, SECRET_A, {})
+    assert HTTP.get(url, headers=headers).status_code == 200
+    for extra in ("&maxresults=1000", "&MAXRESULTS=1000", "&api-version=2024-02-01.19.0"):
+        _batch_detail(HTTP.get(url + extra, headers=headers))
+    swapped = url.replace("maxresults=1", "MAXRESULTS=1&maxresults=1000")
+    _batch_detail(HTTP.get(swapped, headers=headers))
