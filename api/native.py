@@ -172,7 +172,7 @@ def _expected_version(if_match: str | None) -> int | None:
     if value.startswith("W/"):
         value = value[2:]
     value = value.strip('"')
-    if not value.isdigit():
+    if not (value.isascii() and value.isdigit()):  # str.isdigit() also holds for '²', which int() refuses
         raise ApiError(400, "invalid", 'If-Match is a task version in quotes, such as "3"', extra={"field": "If-Match"})
     return int(value)
 
@@ -298,7 +298,7 @@ def get_task(
 
 def _position(name: str, text: str) -> int:
     """A log position given as a query parameter."""
-    if not text.isdigit() or len(text) > 18:
+    if not (text.isascii() and text.isdigit()) or len(text) > 18:  # not '²' or '١': ASCII digits
         raise ValidationError(name, "must be a log position (a whole number)")
     return int(text)
 

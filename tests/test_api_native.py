@@ -301,3 +301,22 @@ def test_openapi_documents_the_parameters_of_routes_that_read_their_own(api_serv
     sort = next(p for p in paths["/v1/jobs/{job}/executions/{execution}/tasks"]["get"]["parameters"]
                 if p["name"] == "sort")
     assert "createdAt:desc" in sort["description"]
+
+
+def test_digits_that_are_not_ascii_are_refused_not_a_500(api_server, http):
+    """``asOf`` and ``If-Match`` take ASCII digits: other characters Python calls digits (``²``, ``١``) are the
+    caller's 400, never a 500 from int(), and nothing is recorded."""
+    job = api_server.unique()
+    assert http.post(_tasks(job), json={"tasks": [{"id": "x"}]}).status_code == 201
+    for path in (_tasks(job) + "/x", f"/jobs/{job}/executions/default/counts"):
+        for value in ("\u00b2", "1\u00b2", "\u0661"):
+            r = http.get(path, params={"asOf": value})
+            assert r.status_code == 400, (path, value, r.text)
+            assert r.json()["error"] == {
+                "code": "invalid", "message": "asOf: must be a log position (a whole number)", "field": "asOf"
+            }
+    for value in (b'"\xb2"', b"\xb2"):  # a header is bytes: ISO 8859-1 text to the server
+        r = http.post(_tasks(job) + "/x/transitions", json={"to": "running"}, headers={"If-Match": value})
+        assert r.status_code == 400, (value, r.text)
+        assert r.json()["error"]["field"] == "If-Match"
+    assert http.get(_tasks(job) + "/x").json()["version"] == 1
