@@ -712,6 +712,17 @@ def list_tasks(
             int(doc.get("m") or MAX_RESULTS),
             doc.get("c"),
         )
+        # The token carries its whole query (the SDKs follow the link as it is); a query given beside it must be
+        # that one: a token of one query is never a page of another.
+        given = (
+            ("$filter", filter_, filter_ is not None and filter_ != filter_text),
+            ("$select", select, select is not None and parse_select(select) != select_list),
+            ("$expand", expand, expand is not None and parse_expand(expand) != stats),
+            ("maxresults", maxresults, maxresults is not None and _parse_max_results(maxresults) != limit),
+        )
+        for name, value, differs in given:
+            if differs:
+                raise _query_error(name, value or "", f"the $skiptoken belongs to a list with another {name}")
     else:
         filter_text, limit, inner = filter_, _parse_max_results(maxresults), None
         select_list = parse_select(select)

@@ -315,6 +315,17 @@ def test_skiptoken_carries_the_whole_query_and_is_refused_elsewhere(api_server, 
     bad = f"{api_server.url}/batch/jobs/{job}/tasks?api-version=2025-06-01&$skiptoken=garbage"
     r = HTTP.get(bad, headers=shared_key_sign("GET", bad, WS_A, SECRET_A, {}))
     assert r.status_code == 400 and r.json()["code"] == "InvalidQueryParameterValue"
+    # beside the token, its own query may be given again, another is refused
+    link = HTTP.get(url, headers=shared_key_sign("GET", url, WS_A, SECRET_A, {})).json()["odata.nextLink"]
+    same = f"{link}&maxresults=2&$select=id,state&$filter=startswith(id,'t-')"
+    r = HTTP.get(same, headers=shared_key_sign("GET", same, WS_A, SECRET_A, {}))
+    assert r.status_code == 200 and [t["id"] for t in r.json()["value"]] == ["t-0002", "t-0003"]
+    for extra, name in (("$filter=startswith(id,'u-')", "$filter"), ("$select=id", "$select"),
+                        ("$expand=stats", "$expand"), ("maxresults=1000", "maxresults")):
+        bad = f"{link}&{extra}"
+        r = HTTP.get(bad, headers=shared_key_sign("GET", bad, WS_A, SECRET_A, {}))
+        assert r.status_code == 400 and r.json()["code"] == "InvalidQueryParameterValue", (extra, r.text)
+        assert {v["key"]: v["value"] for v in r.json()["values"]}["QueryParameterName"] == name
 
 
 def test_msrest_sdk_wire_shape(api_server):
