@@ -37,7 +37,8 @@ from .errors import ApiError, Dialect, JSONResponse
 
 PREFIX = "/omics"
 SERVICE = "omics"
-DIGITS = re.compile(r"^[0-9]{1,18}$")
+DIGITS = re.compile(r"[0-9]{1,18}")  # with fullmatch: "$" would also pass a trailing newline
+INTEGER = re.compile(r"-?[0-9]+")
 MAX_RESULTS = 100
 MAX_TOKEN = 128
 STATUSES = ("PENDING", "STARTING", "RUNNING", "STOPPING", "COMPLETED", "CANCELLED", "FAILED")
@@ -53,6 +54,26 @@ def render(err: ApiError, request: Request) -> Response:
 
 def validation(message: str) -> ApiError:
     return ApiError(400, "ValidationException", message)
+
+
+def invalid(problems: list[str]) -> ApiError:
+    """AWS's ValidationException for the request's constraint violations, worded as AWS words them."""
+    n = len(problems)
+    return validation(f"{n} validation error{'s' if n > 1 else ''} detected: " + "; ".join(problems))
+
+
+def _violation(name: str, value: str, constraint: str) -> str:
+    return f"Value '{value}' at '{name}' failed to satisfy constraint: Member must {constraint}"
+
+
+def id_problems(name: str, value: str) -> list[str]:
+    """A run or task id: 1 to 18 characters, digits only (``TaskId``/``RunId`` in the service model)."""
+    out = []
+    if len(value) > 18:
+        out.append(_violation(name, value, "have length less than or equal to 18"))
+    if not re.fullmatch(r"[0-9]+", value):
+        out.append(_violation(name, value, "satisfy regular expression pattern: [0-9]+"))
+    return out
 
 
 def not_found(message: str) -> ApiError:
@@ -96,11 +117,8 @@ class Context:
         self.store = store_of(request)
 
     def run_scope(self, run_id: str) -> Scope:
-        if not DIGITS.match(run_id):
-            raise validation(
-                "1 validation error detected: Value at 'id' failed to satisfy constraint: Member must "
-                "satisfy regular expression pattern: [0-9]+ (1 to 18 digits)"
-            )
+        if not DIGITS.fullmatch(run_id):
+            raise invalid(id_problems("id", run_id))
         scope = Scope(self.workspace, run_id)
         if not self.store.queries.scope_exists(scope):
             raise not_found("The requested run could not be found.")
@@ -162,31 +180,36 @@ def list_run_tasks(
     max_results: str | None = Query(None, alias="maxResults", description="1 to 100"),
     starting_token: str | None = Query(None, alias="startingToken"),
 ) -> Response:
+    problems = id_problems("id", run_id)
     limit = MAX_RESULTS
     if max_results is not None:
         try:
-            limit = int(max_results)
-        except ValueError:
-            raise validation(
-                f"Value '{max_results}' at 'maxResults' failed to satisfy constraint: Member must be an integer"
-            ) from None
-        if not 1 <= limit <= MAX_RESULTS:
-            raise validation(
-                f"1 validation error detected: Value '{limit}' at 'maxResults' failed to satisfy constraint: "
-                f"Member must have value between 1 and {MAX_RESULTS}"
-            )
+            given = int(max_results) if INTEGER.fullmatch(max_results) else None
+        except ValueError:  # more digits than int() takes
+            given = None
+        if given is None:
+            problems.append(_violation("maxResults", max_results, "be an integer"))
+        elif given < 1:
+            problems.append(_violation("maxResults", str(given), "have value greater than or equal to 1"))
+        elif given > MAX_RESULTS:
+            problems.append(_violation("maxResults", str(given), f"have value less than or equal to {MAX_RESULTS}"))
+        else:
+            limit = given
     where = None
     if status is not None:
         if status not in STATUSES:
-            raise validation(
-                f"1 validation error detected: Value '{status}' at 'status' failed to satisfy constraint: "
-                f"Member must satisfy enum value set: [{', '.join(STATUSES)}]"
+            problems.append(_violation("status", status, f"satisfy enum value set: [{', '.join(STATUSES)}]"))
+        else:
+            where = Cmp("state", "eq", states_for(status, "omics"))
+    if starting_token is not None:
+        if len(starting_token) < 1:
+            problems.append(_violation("startingToken", starting_token, "have length greater than or equal to 1"))
+        elif len(starting_token) > MAX_TOKEN:
+            problems.append(
+                _violation("startingToken", starting_token, f"have length less than or equal to {MAX_TOKEN}")
             )
-        where = Cmp("state", "eq", states_for(status, "omics"))
-    if starting_token is not None and not 1 <= len(starting_token) <= MAX_TOKEN:
-        raise validation(
-            f"Value at 'startingToken' failed to satisfy constraint: Member must have length between 1 and {MAX_TOKEN}"
-        )
+    if problems:
+        raise invalid(problems)
     scope = ctx.run_scope(run_id)
     page = ctx.store.queries.list_tasks(scope, sort="number:asc", limit=limit, cursor=starting_token, where=where)
     out: dict[str, Any] = {"items": [list_item(t) for t in page.items]}
@@ -203,11 +226,9 @@ def get_run_task(
     task_id: str = Path(..., description="the task's id (digits)"),
     ctx: Context = Depends(context),
 ) -> Response:
-    if not DIGITS.match(task_id):
-        raise validation(
-            "1 validation error detected: Value at 'taskId' failed to satisfy constraint: Member must "
-            "satisfy regular expression pattern: [0-9]+ (1 to 18 digits)"
-        )
+    problems = id_problems("id", run_id) + id_problems("taskId", task_id)
+    if problems:
+        raise invalid(problems)
     scope = ctx.run_scope(run_id)
     task = ctx.store.queries.get_by_number(scope, int(task_id))
     return JSONResponse(task_detail(task))

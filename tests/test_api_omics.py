@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from urllib.parse import quote, urlencode
 
+import httpx
 import pytest
 from botocore.exceptions import ClientError, ParamValidationError
 
@@ -52,6 +54,18 @@ def _move(server, run: str, task: str, *path: str, **extra) -> dict:
         )
         assert r.status_code == 200, r.text
     return r.json()
+
+
+def omics_call(server, path: str, query: dict) -> httpx.Response:
+    """A SigV4-signed GET of what no boto3 call would send."""
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    url = f"{server.url}/omics{path}?{urlencode(query, quote_via=quote)}"
+    req = AWSRequest(method="GET", url=url)
+    SigV4Auth(Credentials(KEY_A, SECRET_A), "omics", "us-east-1").add_auth(req)
+    return HTTP.get(url, headers=dict(req.headers.items()))
 
 
 def _error(exc: ClientError) -> tuple[int, str]:
@@ -173,3 +187,65 @@ def test_signature_checks(api_server):
     auth = f"AWS4-HMAC-SHA256 Credential={KEY_A}/{scope}, SignedHeaders=host;x-amz-date, Signature={sig}"
     r = HTTP.get(f"{api_server.url}/omics/run/{run}/task", headers={"Authorization": auth, "X-Amz-Date": stamp})
     assert r.status_code == 403 and "15 minutes" in r.json()["message"]
+
+
+def test_ids_with_a_trailing_newline_are_refused(api_server, omics):
+    """The id pattern is [0-9]+ over the whole value: "5\\n" is not task 5 (nor run R\\n a malformed *job*)."""
+    run = api_server.unique_run()
+    number = str(_add(api_server, run, 1)[0]["number"])
+    for call, name in (
+        (lambda: omics.get_run_task(id=run, taskId=number + "\n"), "taskId"),
+        (lambda: omics.list_run_tasks(id=run + "\n"), "id"),
+        (lambda: omics.get_run_task(id=run + "\n", taskId=number), "id"),
+    ):
+        with pytest.raises(ClientError) as info:
+            call()
+        assert _error(info.value) == (400, "ValidationException")
+        assert f"at '{name}' failed to satisfy constraint" in info.value.response["Error"]["Message"]
+    assert omics.get_run_task(id=run, taskId=number)["taskId"] == number
+
+
+def test_validation_messages_are_worded_as_aws_words_them(api_server, omics):
+    run = api_server.unique_run()
+    _add(api_server, run, 1)
+    prefix = "failed to satisfy constraint: Member must"
+    enum = "[PENDING, STARTING, RUNNING, STOPPING, COMPLETED, CANCELLED, FAILED]"
+    cases = [
+        (
+            {"maxResults": 101},
+            f"1 validation error detected: Value '101' at 'maxResults' {prefix} have value less than or equal to 100",
+        ),
+        (
+            {"status": "DONE"},
+            f"1 validation error detected: Value 'DONE' at 'status' {prefix} satisfy enum value set: {enum}",
+        ),
+        (
+            {"maxResults": 500, "status": "done"},
+            f"2 validation errors detected: Value '500' at 'maxResults' {prefix} have value less than or equal to "
+            f"100; Value 'done' at 'status' {prefix} satisfy enum value set: {enum}",
+        ),
+        (
+            {"startingToken": "t" * 129},
+            f"1 validation error detected: Value '{'t' * 129}' at 'startingToken' {prefix} have length less than "
+            "or equal to 128",
+        ),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(ClientError) as info:
+            omics.list_run_tasks(id=run, **kwargs)
+        assert _error(info.value) == (400, "ValidationException")
+        assert info.value.response["Error"]["Message"] == message
+    long_id = "1" * 19
+    with pytest.raises(ClientError) as info:
+        omics.get_run_task(id=run, taskId=long_id)
+    assert info.value.response["Error"]["Message"] == (
+        f"1 validation error detected: Value '{long_id}' at 'taskId' {prefix} have length less than or equal to 18"
+    )
+    with pytest.raises(ClientError) as info:
+        omics.get_run_task(id="r1", taskId="t1")
+    assert info.value.response["Error"]["Message"].startswith("2 validation errors detected: Value 'r1' at 'id'")
+    # maxResults is an integer written in ASCII digits, nothing more
+    for raw in (" 5", "5_0", "+5", "1" * 5000):
+        r = omics_call(api_server, f"/run/{run}/task", {"maxResults": raw})
+        assert r.status_code == 400 and r.headers["x-amzn-ErrorType"] == "ValidationException", raw
+        assert "at 'maxResults' failed to satisfy constraint: Member must be an integer" in r.json()["message"]
