@@ -228,6 +228,8 @@ async def authenticate_sigv4(
             moment = datetime.strptime(stamp, _AMZ_DATE).replace(tzinfo=UTC)
         elif request.headers.get("date"):
             moment = parsedate_to_datetime(request.headers["date"])
+            if moment.tzinfo is None:  # "-0000": a time in UTC (RFC 2822), which Python leaves naive
+                moment = moment.replace(tzinfo=UTC)
             stamp = moment.astimezone(UTC).strftime(_AMZ_DATE)
         else:
             raise AuthFailure("the request has no X-Amz-Date header")

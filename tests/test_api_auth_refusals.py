@@ -18,7 +18,7 @@ import hashlib
 import hmac
 import time
 from datetime import UTC, datetime
-from email.utils import formatdate
+from email.utils import formatdate, parsedate_to_datetime
 
 import pytest
 
@@ -77,12 +77,15 @@ def test_a_malformed_shared_key_request_is_refused_with_the_reason_and_writes_no
 
 
 def _sigv4_headers(api_server, path: str, *, key_id: str = KEY_A, day: str | None = None, service: str = "omics",
-                   signed: str = "host;x-amz-date", stamp: str | None = None) -> dict[str, str]:
-    """A GET signed as SigV4 says, with the parts a test may spoil."""
+                   signed: str = "host;x-amz-date", stamp: str | None = None, date: str | None = None) -> dict[str, str]:
+    """A GET signed as SigV4 says, with the parts a test may spoil; with ``date``, dated by that ``Date`` header
+    (RFC 1123) rather than ``X-Amz-Date``."""
+    if date is not None:
+        stamp = parsedate_to_datetime(date).replace(tzinfo=UTC).strftime("%Y%m%dT%H%M%SZ")
     stamp = stamp or datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     day = day or stamp[:8]
     host = api_server.url.removeprefix("http://")
-    values = {"host": host, "x-amz-date": stamp}
+    values = {"host": host, "x-amz-date": stamp, "date": date or ""}
     names = signed.split(";")
     canonical_headers = "".join(f"{n}:{values.get(n, '')}\n" for n in names)
     canonical = "\n".join(["GET", path, "", canonical_headers, signed, hashlib.sha256(b"").hexdigest()])
@@ -92,8 +95,8 @@ def _sigv4_headers(api_server, path: str, *, key_id: str = KEY_A, day: str | Non
     for part in (day, "us-east-1", service, "aws4_request"):
         key = hmac.new(key, part.encode(), hashlib.sha256).digest()
     sig = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
-    return {"Authorization": f"AWS4-HMAC-SHA256 Credential={key_id}/{scope}, SignedHeaders={signed}, Signature={sig}",
-            "X-Amz-Date": stamp}
+    auth = f"AWS4-HMAC-SHA256 Credential={key_id}/{scope}, SignedHeaders={signed}, Signature={sig}"
+    return {"Authorization": auth, "Date": date} if date is not None else {"Authorization": auth, "X-Amz-Date": stamp}
 
 
 def _omics_refusal(r) -> str:
@@ -178,3 +181,16 @@ def test_a_repeated_query_parameter_is_covered_by_the_shared_key_signature(api_s
         _batch_detail(HTTP.get(url + extra, headers=headers))
     swapped = url.replace("maxresults=1", "MAXRESULTS=1&maxresults=1000")
     _batch_detail(HTTP.get(swapped, headers=headers))
+
+
+def test_a_sigv4_request_dated_by_a_date_header_in_any_rfc_1123_zone_form_is_let_in(api_server):
+    """``Date`` instead of ``X-Amz-Date``: ``GMT``, ``+0000`` and ``-0000`` (a time in UTC whose zone the sender does
+    not know, which Python reads as a naive time) each sign in; a stale one is refused, never a 500."""
+    path = f"/omics/run/{api_server.unique_run()}/task"
+    now = formatdate(usegmt=True)
+    for date in (now, now.replace("GMT", "+0000"), now.replace("GMT", "-0000")):
+        r = HTTP.get(api_server.url + path, headers=_sigv4_headers(api_server, path, signed="host;date", date=date))
+        assert r.status_code == 404 and r.headers["x-amzn-ErrorType"] == "ResourceNotFoundException", (date, r.text)
+    stale = formatdate(time.time() - 3600, usegmt=True).replace("GMT", "-0000")
+    r = HTTP.get(api_server.url + path, headers=_sigv4_headers(api_server, path, signed="host;date", date=stale))
+    assert "X-Amz-Date" in _omics_refusal(r)
