@@ -41,6 +41,8 @@ def counts_as_of(log: EventLog, snapshots: Any, scope: Scope, position: int) -> 
 
 
 def task_as_of(log: EventLog, snapshots: Any, scope: Scope, task_id: str, position: int) -> Task:
+    if "\x00" in task_id:  # no task has one, and PostgreSQL cannot take it: not found, on both engines alike
+        raise TaskNotFound(scope, task_id)
     key = stream_key(task_id)
     with consistent(log) as conn:
         sid = log.scope_id(scope, conn)

@@ -62,10 +62,13 @@ class Cmp:
             if not isinstance(self.value, frozenset) or not all(isinstance(s, State) for s in self.value):
                 raise FilterError("a state comparison takes a set of canonical states")
         elif kind == "int":
-            if isinstance(self.value, bool) or not isinstance(self.value, int):
-                raise FilterError(f"{self.field} compares with an integer")
+            # Exit codes are 32-bit (as transitions and Batch's $filter take them, and as the column holds them).
+            if isinstance(self.value, bool) or not isinstance(self.value, int) or not -(2**31) <= self.value < 2**31:
+                raise FilterError(f"{self.field} compares with a 32-bit integer")
         elif not isinstance(self.value, str):
             raise FilterError(f"{self.field} compares with a string")
+        elif "\x00" in self.value:  # PostgreSQL cannot take it: refused on both engines alike
+            raise FilterError(f"{self.field} compares with a string without NUL characters")
         if self.field == "result" and self.value not in RESULTS:
             raise FilterError("result is 'success' or 'failure'")
 

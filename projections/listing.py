@@ -97,8 +97,11 @@ def normalise_q(q: str | None) -> str | None:
         return None
     if not isinstance(q, str) or len(q) > 200:
         raise ValidationError("q", "a search is a string of at most 200 characters")
-    q = q.strip().lower()
-    return q if len(q) >= 2 else None
+    if "\x00" in q:  # as everywhere in the store (PostgreSQL cannot take it): refused on both engines alike
+        raise ValidationError("q", "a search must not contain NUL characters")
+    q = q.strip()
+    # Its length as given: lower-casing may lengthen it ("İ" is two characters lower-cased), not make it a search.
+    return q.lower() if len(q) >= 2 else None
 
 
 def state_only(expr: Expr | None) -> frozenset[State] | None:
@@ -121,11 +124,12 @@ def state_only(expr: Expr | None) -> frozenset[State] | None:
 def _datetime_text(value: str) -> str:
     try:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        moment = moment.astimezone(UTC)
+    except (ValueError, OverflowError):  # OverflowError: an offset that takes it past year 1 or 9999 in UTC
         raise ValidationError("filter", f"{value!r} is not an ISO 8601 date and time") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def compile_filter(expr: Expr, cols: Any) -> ColumnElement[bool]:

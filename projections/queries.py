@@ -58,6 +58,8 @@ class TaskQueries:
     # -- one task ----------------------------------------------------------------------------------------------
 
     def get_task(self, scope: Scope, task_id: str) -> Task:
+        if "\x00" in task_id:  # no task has one, and PostgreSQL cannot take it: not found, on both engines alike
+            raise TaskNotFound(scope, task_id)
         return self._one(scope, task_id, lambda c: c.key == stream_key(task_id))
 
     def get_by_number(self, scope: Scope, number: int) -> Task:

@@ -128,9 +128,10 @@ def matches(expr: Expr | None, task: Task) -> bool:
 def q_matches(q: str | None, task: Task) -> bool:
     """The reference meaning of ``q``: trimmed; under 2 characters no search; else a case-insensitive substring of
     the id, the display name, or a label key or value."""
-    needle = (q or "").strip().lower()
-    if len(needle) < 2:
+    needle = (q or "").strip()
+    if len(needle) < 2:  # its length as given: lower-casing may lengthen it ("İ")
         return True
+    needle = needle.lower()
     fields = [task.task_id, task.display_name or "", *task.labels.keys(), *task.labels.values()]
     return any(needle in f.lower() for f in fields)
 
@@ -513,6 +514,24 @@ def test_q_shorter_than_two_characters_lists_unfiltered(tstore, q):
     check_every_sort(tstore, SCOPE, {"Align-Reads", "sort_bam", "QC-1", "call", "abc", "plain"}, q=q)
 
 
+@pytest.mark.parametrize("q", ["İ", " İ "])
+def test_q_of_one_character_that_lower_casing_lengthens_lists_unfiltered(tstore, q):
+    # "İ".lower() is two characters ("i" and a combining dot): the search is still one character long.
+    _search_scope(tstore)
+    tstore.add_task(SCOPE, {"id": "ist", "displayName": "İstanbul"})
+
+    check_every_sort(tstore, SCOPE, {"Align-Reads", "sort_bam", "QC-1", "call", "abc", "plain", "ist"}, q=q)
+    check_every_sort(tstore, SCOPE, {"ist"}, q="İs")
+
+
+@pytest.mark.parametrize("q", ["ab\x00", "\x00", "\x00\x00"])
+def test_q_with_a_nul_character_is_refused_on_both_engines(tstore, q):
+    _search_scope(tstore)
+    with pytest.raises(ValidationError) as err:
+        tstore.queries.list_tasks(SCOPE, q=q)
+    assert err.value.field == "q"
+
+
 def test_q_combines_with_a_filter(tstore):
     _search_scope(tstore)
     tstore.transition(SCOPE, "QC-1", "running")
@@ -703,6 +722,12 @@ def test_and_or_and_parentheses_nest(tstore, clock):
         lambda: Cmp("createdAt", "startswith", "2024"),
         lambda: Cmp("result", "eq", "succeeded"),
         lambda: Cmp("id", "eq", 3),
+        lambda: Cmp("exitCode", "eq", 2**31),  # exit codes are 32-bit (the column, transitions and $filter)
+        lambda: Cmp("exitCode", "lt", -(2**31) - 1),
+        lambda: Cmp("exitCode", "gt", 2**70),
+        lambda: Cmp("id", "eq", "a\x00"),  # PostgreSQL cannot take NUL: refused on both engines alike
+        lambda: Cmp("id", "startswith", "\x00"),
+        lambda: Cmp("endTime", "lt", "2024-01-01T00:00:00Z\x00"),
     ],
 )
 def test_a_malformed_filter_is_refused_when_built(make):
@@ -714,6 +739,14 @@ def test_a_filter_time_that_is_not_iso_8601_is_refused(tstore):
     tstore.add_task(SCOPE, {"id": "t"})
     with pytest.raises(ValidationError) as err:
         tstore.queries.list_tasks(SCOPE, where=Cmp("createdAt", "gt", "yesterday"))
+    assert err.value.field == "filter"
+
+
+@pytest.mark.parametrize("moment", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"])
+def test_a_filter_time_outside_the_calendar_in_utc_is_refused(tstore, moment):
+    tstore.add_task(SCOPE, {"id": "t"})
+    with pytest.raises(ValidationError) as err:
+        tstore.queries.list_tasks(SCOPE, where=Cmp("createdAt", "gt", moment))
     assert err.value.field == "filter"
 
 
@@ -1189,6 +1222,14 @@ def test_a_task_of_another_scope_is_not_found(tstore):
         tstore.queries.get_by_number(other, task.number)
     with pytest.raises(TaskNotFound):
         tstore.queries.get_task(Scope("nobody", "nothing"), "mine")
+
+
+def test_a_task_id_with_a_nul_character_is_not_found_on_both_engines(tstore):
+    tstore.add_task(SCOPE, {"id": "mine"})
+    with pytest.raises(TaskNotFound):
+        tstore.queries.get_task(SCOPE, "mine\x00")
+    with pytest.raises(TaskNotFound):
+        tstore.queries.task_as_of(SCOPE, "mine\x00", 10**9)
 
 
 # -- plans: a page is read in the order of its sort's index ------------------------------------------------------

@@ -220,8 +220,8 @@ def searches_for(tasks: list[Task]) -> st.SearchStrategy[str]:
 
 
 def normalised(q: str | None) -> str | None:
-    q = (q or "").strip().lower()
-    return q if len(q) >= 2 else None
+    q = (q or "").strip()
+    return q.lower() if len(q) >= 2 else None  # its length as given, before lower-casing
 
 
 def state_only(expr) -> bool:
