@@ -129,7 +129,7 @@ def parse_datetime(text: str) -> str:
         moment = moment.astimezone(UTC)
     except (ValueError, OverflowError) as exc:
         raise BatchFilterError(f"{text!r} is not a valid datetime: {exc}") from None
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")  # strftime's %Y gives year 999 as "999"
 
 
 class _Parser:

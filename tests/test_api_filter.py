@@ -33,6 +33,7 @@ COMPLETED = frozenset({State.SUCCEEDED, State.FAILED, State.CANCELLED})
         ("lastModifiedTime le 2024-01-01T01:00:00+01:00", Cmp("lastModified", "le", "2024-01-01T00:00:00.000000Z")),
         ("lastModified lt '2024-01-01T00:00:00.1234567Z'", Cmp("lastModified", "lt", "2024-01-01T00:00:00.123456Z")),
         ("executionInfo/startTime ge 2024-01-01", Cmp("startTime", "ge", "2024-01-01T00:00:00.000000Z")),
+        ("creationTime gt DateTime'0999-01-01T00:00:00Z'", Cmp("createdAt", "gt", "0999-01-01T00:00:00.000000Z")),
         (
             "executionInfo/endTime eq datetime'2024-02-29T23:59:59Z'",
             Cmp("endTime", "eq", "2024-02-29T23:59:59.000000Z"),
