@@ -46,5 +46,8 @@ def _parse(text: str) -> timedelta:
         except OverflowError:
             return UNLIMITED
     if _GO.match(text):
-        return timedelta(seconds=sum(float(n) * _GO_UNIT[u] for n, u in _GO_PART.findall(text)))
+        try:
+            return timedelta(seconds=sum(float(n) * _GO_UNIT[u] for n, u in _GO_PART.findall(text)))
+        except OverflowError:  # beyond timedelta's range (or infinite): as long as an ISO duration can be
+            return UNLIMITED
     raise ValueError(f"{text!r} is not a duration (ISO 8601 such as PT1H, or 30m)")

@@ -17,7 +17,7 @@ from sqlalchemy.pool import StaticPool
 from .dialects import dialect_for
 from .engine import write_transaction
 from .held_writer import HeldWriter
-from .errors import ConcurrencyError, IdempotencyConflict, ValidationError
+from .errors import ConcurrencyError, EventStoreError, IdempotencyConflict, ValidationError
 from .events import (
     START,
     AppendResult,
@@ -269,6 +269,15 @@ class EventLog:
                 # stream): nothing the caller asked for was violated, so decide their versions again.
                 if attempt == _ATTEMPTS or not any(a.expected is Expect.ANY for a in appends):
                     raise
+            except EventStoreError:
+                # ``decide`` refused (an illegal transition, a version mismatch) or a stream was behind: when the same
+                # request committed since this one last looked (a concurrent retry), the state it refused is the
+                # first attempt's own doing, and the first attempt's result is the answer.
+                if request_id is not None:
+                    found = self.find_request(namespace, request_id, fingerprint)
+                    if found is not None:
+                        return found
+                raise
             except OperationalError as exc:
                 # PostgreSQL broke a deadlock by rolling this append back: nothing was written, so try again.
                 if getattr(exc.orig, "sqlstate", None) != _DEADLOCK or attempt == _ATTEMPTS:
@@ -663,6 +672,11 @@ def _check_request(namespace: str, request_id: str | None) -> None:
             continue
         if not isinstance(value, str) or len(value) > 128 or "\x00" in value or (name == "requestId" and not value):
             raise ValidationError(name, "must be 1 to 128 characters without NUL characters")
+        if not value.isascii():
+            try:
+                value.encode()
+            except UnicodeEncodeError:  # a lone surrogate: the database driver cannot send it
+                raise ValidationError(name, "must be valid Unicode (no lone surrogates)") from None
 
 
 def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:

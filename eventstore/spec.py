@@ -213,9 +213,10 @@ class Resources(TypedDict, total=False):
     """HealthOmics' task resources."""
 
     __pydantic_config__ = _FORBID  # type: ignore[misc]
-    cpus: Annotated[StrictInt, Field(ge=0)] | None
-    memory: Annotated[StrictInt, Field(ge=0)] | None
-    gpus: Annotated[StrictInt, Field(ge=0)] | None
+    # HealthOmics' Integers are 32-bit; unbounded, 2**64 failed the append with a TypeError from the JSON encoder.
+    cpus: Annotated[StrictInt, Field(ge=0, le=2**31 - 1)] | None
+    memory: Annotated[StrictInt, Field(ge=0, le=2**31 - 1)] | None
+    gpus: Annotated[StrictInt, Field(ge=0, le=2**31 - 1)] | None
     instanceType: StrictStr | None
 
 

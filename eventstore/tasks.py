@@ -384,6 +384,11 @@ def transition_details(raw: Mapping[str, Any], where: str = "") -> dict[str, Any
         if value is not None:
             if not isinstance(value, str) or "\x00" in value:
                 raise ValidationError(f"{prefix}{key}", "must be a string without NUL characters")
+            if not value.isascii():
+                try:
+                    value.encode()
+                except UnicodeEncodeError:  # a lone surrogate: no JSON encoder or database takes it
+                    raise ValidationError(f"{prefix}{key}", "must be valid Unicode (no lone surrogates)") from None
             details[key] = value
     return details
 

@@ -88,3 +88,37 @@ def test_appends_still_work_after_a_refused_change(engine):
     result = log.append([StreamAppend(SCOPE, "s", [NewEvent("D", {"n": 4})], 2)])
     assert result.events[0].version == 3
     assert len(snapshot(engine)) == 4
+
+
+# Statements that would take an existing event's key and so change or remove that event: SQLite's REPLACE deletes
+# the rows in its way (firing the DELETE trigger only with recursive triggers on), an upsert updates one.
+_TAKING_A_KEY = {
+    "sqlite": [
+        "REPLACE INTO events (position, scope_id, stream, version, type, schema_version, data, metadata) "
+        "SELECT position, scope_id, stream, version, 'Forged', schema_version, '{}', metadata FROM events "
+        "WHERE stream = 's' AND version = 1",
+        "INSERT OR REPLACE INTO events (position, scope_id, stream, version, type, schema_version, data, metadata) "
+        "SELECT 1000, scope_id, stream, version, 'Forged', schema_version, '{}', metadata FROM events "
+        "WHERE stream = 's' AND version = 2",
+        "INSERT INTO events (position, scope_id, stream, version, type, schema_version, data, metadata) "
+        "SELECT position, scope_id, stream, 99, type, schema_version, data, metadata FROM events WHERE stream = 't' "
+        "ON CONFLICT DO UPDATE SET type = 'Forged'",
+    ],
+    "postgresql": [
+        "INSERT INTO events (position, scope_id, stream, version, type, schema_version, data, metadata) "
+        "SELECT position, scope_id, stream, version, type, schema_version, data, metadata FROM events "
+        "WHERE stream = 't' ON CONFLICT (position) DO UPDATE SET type = 'Forged'",
+        "INSERT INTO events (scope_id, stream, version, type, schema_version, data, metadata) "
+        "SELECT scope_id, stream, version, type, schema_version, data, metadata FROM events "
+        "WHERE stream = 's' ON CONFLICT (scope_id, stream, version) DO UPDATE SET data = '{}'",
+    ],
+}
+
+
+def test_replace_and_upserts_cannot_change_an_event(database, engine):
+    before = snapshot(engine)
+    for statement in _TAKING_A_KEY[database.engine]:
+        with pytest.raises(DBAPIError, match="append-only"):
+            with engine.begin() as conn:
+                conn.execute(text(statement))
+        assert snapshot(engine) == before, statement

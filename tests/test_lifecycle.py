@@ -290,6 +290,9 @@ def test_the_seed_examples_and_a_full_specification_are_accepted(spec):
         ({"maxRetries": -5}, "maxRetries"),
         ({"timeout": "soon"}, "timeout"),
         ({"resources": {"cpus": -1}}, "resources.cpus"),
+        ({"resources": {"cpus": 2**64}}, "resources.cpus"),  # beyond the JSON encoder: was a TypeError
+        ({"resources": {"memory": 2**63}}, "resources.memory"),
+        ({"resources": {"gpus": 2**31}}, "resources.gpus"),
         ({"resources": {"disk": 10}}, "resources.disk"),
         ({"labels": {"team": 7}}, "labels.team"),
         ({"displayName": "x" * 1025}, "displayName"),
@@ -357,6 +360,14 @@ def test_iso_8601_durations_are_accepted_and_kept_as_written(duration):
 
 @pytest.mark.parametrize("duration", ["30m", "1h30m", "45s", "1.5h", "500ms"])
 def test_blaxel_durations_are_accepted(duration):
+    assert parse_spec({"id": "t", "timeout": duration}).to_data()["timeout"] == duration
+
+
+@pytest.mark.parametrize("duration", ["9" * 30 + "h", "9" * 400 + "h", "P" + "9" * 400 + "D", "PT" + "9" * 400 + "S"])
+def test_durations_beyond_the_longest_are_unlimited_not_an_error(duration):
+    from eventstore.durations import UNLIMITED, parse_duration
+
+    assert parse_duration(duration) == UNLIMITED  # was an OverflowError for the Go-style ones
     assert parse_spec({"id": "t", "timeout": duration}).to_data()["timeout"] == duration
 
 
@@ -601,6 +612,26 @@ def test_nul_characters_in_transition_details_and_request_ids_are_refused(store)
         store.transition(SCOPE, "t", "running", request_id="r\x00")
     assert info.value.field == "requestId"
     assert store.get_task(SCOPE, "t").version == 1
+
+
+def test_lone_surrogates_in_transition_details_and_request_ids_are_refused(store):
+    store.add_task(SCOPE, {"id": "t"})
+    for kwargs, field in [
+        ({"reason": "half\ud800way"}, "reason"),
+        ({"message": "\udfff"}, "message"),
+        ({"request_id": "r-\ud800"}, "requestId"),
+    ]:
+        with pytest.raises(ValidationError) as info:  # was a TypeError (UnicodeEncodeError) from the encoder
+            store.transition(SCOPE, "t", "running", **kwargs)
+        assert info.value.field == field
+    with pytest.raises(ValidationError) as info:
+        store.transition_many(SCOPE, [("t", "running", {"message": "\ud800"})])
+    assert info.value.field == "changes[0].message"
+    with pytest.raises(ValidationError) as info:
+        store.add_task(SCOPE, {"id": "u"}, request_id="\udc00")
+    assert info.value.field == "requestId"
+    assert store.get_task(SCOPE, "t").version == 1 and store.log.head().position == 1
+    assert store.transition(SCOPE, "t", "running", message="déjà vu ✓", request_id="r-é").status_message == "déjà vu ✓"
 
 
 # -- several transitions at once ----------------------------------------------------------------------------------

@@ -96,6 +96,10 @@ class SQLiteDialect:
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA busy_timeout=30000")
+            # REPLACE (``INSERT OR REPLACE``, ``REPLACE INTO``) makes room for its row by deleting the rows whose key it
+            # takes, and SQLite fires no DELETE trigger for those deletions unless recursive triggers are on: without
+            # this, ``REPLACE INTO events`` rewrote an event past the trigger that refuses DELETE.
+            cur.execute("PRAGMA recursive_triggers=ON")
             # Some builds (Debian's, for one) zero every freed byte (SQLITE_SECURE_DELETE): a rebuild's DROP of the
             # retired task view then rewrites every page of it. Nothing taskstore frees is the only copy of
             # anything: events are never deleted, and every projection or snapshot row is derived from them.
