@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 DEFAULT_URL = "sqlite:///taskstore.db"
 MIGRATIONS = Path(__file__).parent / "migrations"
-HEAD = "0002"  # the newest revision in migrations/versions
+HEAD = "0003"  # the newest revision in migrations/versions
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}\Z")
 
 

@@ -1,5 +1,6 @@
 """The database itself refuses to change or remove events: raw SQL UPDATE and DELETE (and TRUNCATE on PostgreSQL)
-fail on both engines, and the rows are unchanged afterwards."""
+fail on both engines, and the rows are unchanged afterwards. So for the scopes the events are keyed by: a scope row
+names the workspace, job and execution of its events, and changing it would move them to another workspace."""
 
 from __future__ import annotations
 
@@ -24,12 +25,10 @@ def engine(database):
         eng.dispose()
 
 
-def snapshot(engine) -> list[tuple]:
+def snapshot(engine, table: str = "events") -> list[tuple]:
+    order = "position" if table == "events" else "id"
     with engine.connect() as conn:
-        return [
-            tuple(str(v) for v in r)
-            for r in conn.execute(text("SELECT * FROM events ORDER BY position"))
-        ]
+        return [tuple(str(v) for v in r) for r in conn.execute(text(f"SELECT * FROM {table} ORDER BY {order}"))]
 
 
 @pytest.mark.parametrize(
@@ -122,3 +121,33 @@ def test_replace_and_upserts_cannot_change_an_event(database, engine):
             with engine.begin() as conn:
                 conn.execute(text(statement))
         assert snapshot(engine) == before, statement
+
+
+_CHANGING_A_SCOPE = {
+    "sqlite": [
+        "UPDATE scopes SET workspace = 'other'",
+        "DELETE FROM scopes",
+        "REPLACE INTO scopes (id, workspace, job, execution) SELECT id, 'other', job, execution FROM scopes",
+    ],
+    "postgresql": [
+        "UPDATE scopes SET workspace = 'other'",
+        "DELETE FROM scopes",
+        "TRUNCATE scopes",
+        "INSERT INTO scopes (id, workspace, job, execution) SELECT id, workspace, job, execution FROM scopes "
+        "ON CONFLICT (id) DO UPDATE SET workspace = 'other'",
+    ],
+}
+
+
+def test_the_scopes_of_events_cannot_be_changed_or_removed(database, engine):
+    """Moving a scope to another workspace would move its events there: refused like a change of the events."""
+    before = snapshot(engine, "scopes")
+    assert [row[1:] for row in before] == [(SCOPE.workspace, SCOPE.job, SCOPE.execution)]
+    for statement in _CHANGING_A_SCOPE[database.engine]:
+        with pytest.raises(DBAPIError, match="scopes are append-only"):
+            with engine.begin() as conn:
+                conn.execute(text(statement))
+        assert snapshot(engine, "scopes") == before, statement
+    log = EventLog(engine)  # and a new scope is still added with its first event
+    log.append([StreamAppend(Scope("ws", "other"), "u", [NewEvent("E", {"n": 5})])])
+    assert len(snapshot(engine, "scopes")) == 2

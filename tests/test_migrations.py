@@ -6,10 +6,11 @@ from __future__ import annotations
 import orjson
 import pytest
 from sqlalchemy import create_engine, inspect, text
+from sqlalchemy.exc import DBAPIError
 
 from eventstore import ConcurrencyError, EventLog, Expect, NewEvent, Scope, StreamAppend, task_upcasters
 from eventstore.dialects import dialect_for
-from eventstore.engine import _json_dumps, current_revision, upgrade
+from eventstore.engine import HEAD, _json_dumps, current_revision, upgrade
 from eventstore.schema import metadata
 from eventstore.tasks import TaskService
 
@@ -100,9 +101,12 @@ def test_opening_an_old_store_upgrades_it_in_place_and_keeps_its_events(old_data
     database, old = old_database
     engine = database.open_engine()
     try:
-        assert current_revision(engine) == "0002"
+        assert current_revision(engine) == HEAD == "0003"
         assert "requests" in tables(engine)
         assert event_rows(engine) == old
+        with pytest.raises(DBAPIError, match="scopes are append-only"):  # 0003: its scopes are protected too
+            with engine.begin() as conn:
+                conn.execute(text("UPDATE scopes SET workspace = 'elsewhere'"))
         log = EventLog(engine)
         assert [(e.version, e.type) for e in log.read_stream(SCOPE, "task-1")] == [(1, "TaskAdded"),
                                                                                   (2, "TaskTransitioned")]
@@ -147,7 +151,7 @@ def test_open_store_upgrades_an_old_store(old_database):
     database, old = old_database
     store = database.open_store()
     try:
-        assert current_revision(store.engine) == "0002"
+        assert current_revision(store.engine) == HEAD == "0003"
         assert store.get_task(SCOPE, "task-1").version == 2
         assert event_rows(store.engine)[: len(old)] == old
     finally:
@@ -163,7 +167,7 @@ def test_opening_an_up_to_date_store_again_changes_nothing(database):
         engine.dispose()
     engine = database.open_engine()
     try:
-        assert current_revision(engine) == "0002"
+        assert current_revision(engine) == HEAD == "0003"
         assert event_rows(engine) == before
         assert EventLog(engine).find_request("", "r") is not None
     finally:
