@@ -76,6 +76,7 @@ EVENT_COLUMNS = (  # every column of an event row, in the order decode() reads t
     events.c.metadata,
 )
 _STREAM_MAX = 64
+_VERSION_MAX = 2**31 - 1  # the version column is 32-bit on PostgreSQL: the same bound on both engines
 # How often an append is tried again when it lost a race that violated nothing the caller asked for: a stream expected
 # at ANY version moved, or (PostgreSQL) a deadlock between concurrent appends to the same streams in another order.
 _ATTEMPTS = 100
@@ -300,6 +301,9 @@ class EventLog:
                 raise ValidationError("stream", f"stream {a.stream!r} appears twice in one append")
             if isinstance(a.expected, int) and (isinstance(a.expected, bool) or a.expected < 0):
                 raise ValidationError("expected", f"expected version {a.expected!r} is not a version")
+            if isinstance(a.expected, int) and a.expected + len(a.events) > _VERSION_MAX:
+                raise ValidationError("expected", f"expected version {a.expected!r} is beyond the versions of a stream "
+                                                  f"(at most {_VERSION_MAX:,})")
             seen.add((a.scope, a.stream))
 
     def _append_in(
