@@ -172,7 +172,9 @@ def _expected_version(if_match: str | None) -> int | None:
     if value.startswith("W/"):
         value = value[2:]
     value = value.strip('"')
-    if not (value.isascii() and value.isdigit()):  # str.isdigit() also holds for '²', which int() refuses
+    # str.isdigit() also holds for '²', which int() refuses; past 18 digits no task's version (a 32-bit number), and
+    # the 412 naming it would not serialise (a 500)
+    if not (value.isascii() and value.isdigit()) or len(value) > 18:
         raise ApiError(400, "invalid", 'If-Match is a task version in quotes, such as "3"', extra={"field": "If-Match"})
     return int(value)
 

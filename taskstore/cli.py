@@ -15,6 +15,7 @@ from rich.table import Table
 
 from eventstore import DEFAULT_URL, EventStoreError, Scope, ValidationError
 
+from .cli_db import open_db
 from .replay_cli import add_replay_commands
 from .simulate import planned_events, simulate
 from .store import open_store
@@ -102,8 +103,10 @@ def cmd_list(args: argparse.Namespace) -> int:
     from api.batch_filter import and_filter  # --filter: Azure Batch's grammar, the one text form of the filter tree
 
     scope = Scope(args.workspace, args.job, args.execution)
+    if args.limit < 1:  # as the native API's limit (the Python API would quietly list one task)
+        raise ValidationError("limit", "must be at least 1")
     where = and_filter(_state_filter(args.state), args.filter_)
-    with open_store(args.db) as store:
+    with open_db(open_store, args.db, create=False) as store:
         page = store.queries.list_tasks(
             scope, sort=args.sort, limit=args.limit, cursor=args.cursor, q=args.q, where=where
         )
@@ -128,15 +131,18 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+MAX_POSITION = 10**18 - 1  # as the native API's asOf (at most 18 digits): a log position fits in 64 bits
+
+
 def _position_arg(value: int | None) -> None:
-    if value is not None and value < 0:
-        raise ValidationError("as-of", "must be a log position (0 or more)")
+    if value is not None and not 0 <= value <= MAX_POSITION:
+        raise ValidationError("as-of", f"must be a log position (0 to {MAX_POSITION})")
 
 
 def cmd_task(args: argparse.Namespace) -> int:
     scope = Scope(args.workspace, args.job, args.execution)
     _position_arg(args.as_of)
-    with open_store(args.db) as store:
+    with open_db(open_store, args.db, create=False) as store:
         task = store.get_task(scope, args.task_id)  # the id checked, and found: tasks are never removed
         if args.as_of is not None:
             task = store.queries.task_as_of(scope, args.task_id, args.as_of)
@@ -172,7 +178,7 @@ def cmd_task(args: argparse.Namespace) -> int:
 def cmd_counts(args: argparse.Namespace) -> int:
     scope = Scope(args.workspace, args.job, args.execution)
     _position_arg(args.as_of)
-    with open_store(args.db) as store:
+    with open_db(open_store, args.db, create=False) as store:
         if args.as_of is None:
             summary = store.queries.counts(scope)
         else:
@@ -197,7 +203,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if args.tasks < 1:  # bad input exits 2 with the reason, as a scope that is not one does (``main``)
         raise ValidationError("tasks", "must be at least 1")
     scope = Scope(args.workspace, args.job, args.execution)
-    with open_store(args.db) as store:
+    with open_db(open_store, args.db) as store:
         started = time.perf_counter()
         columns = (
             TextColumn("[bold]simulate[/]"),
@@ -247,7 +253,7 @@ def _add_service_commands(sub: argparse._SubParsersAction) -> None:
     )
     _db_arg(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
-    p.add_argument("--port", type=int, default=8080, help="port to listen on (default: %(default)s)")
+    p.add_argument("--port", type=_port, default=8080, help="port to listen on, 1 to 65535 (default: %(default)s)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
                    help="uvicorn's log level (default: %(default)s)")
     p.set_defaults(run=cmd_serve)
@@ -259,6 +265,16 @@ def _add_service_commands(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--workspace", required=True, help="the workspace the credential reaches (and nothing else)")
     c.add_argument("--json", action="store_true", help='print {"workspace", "keyId", "secret"}')
     c.set_defaults(run=cmd_credentials_create)
+
+
+def _port(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {value!r}") from None
+    if not 1 <= n <= 65535:  # uvicorn would listen on another port than it says, or fail with a traceback
+        raise argparse.ArgumentTypeError(f"must be 1 to 65535, not {n}")
+    return n
 
 
 def _print_credential(cred, *, as_json: bool = False, note: str | None = None) -> None:
@@ -274,7 +290,7 @@ def _print_credential(cred, *, as_json: bool = False, note: str | None = None) -
 def cmd_credentials_create(args: argparse.Namespace) -> int:
     from api.credentials import CredentialStore, migrate
 
-    with open_store(args.db) as store:
+    with open_db(open_store, args.db) as store:
         migrate(store.engine)
         try:
             cred = CredentialStore(store.engine).create(args.workspace)
@@ -289,7 +305,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from api import create_app
 
-    with open_store(args.db) as store:
+    with open_db(open_store, args.db) as store:
         app = create_app(store)
         creds = app.state.credentials
         if creds.count() == 0:
@@ -311,6 +327,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EventStoreError as exc:
         console.print(f"[red]taskstore {args.command}: {escape(str(exc))}[/]")
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: a line, not a traceback; 128 + SIGINT, as a shell reports it
+        console.print(f"[red]taskstore {args.command}: interrupted[/]")
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -26,6 +26,7 @@ from eventstore import Scope, ValidationError
 from projections.rebuild import RebuildInProgress
 from projections.snapshots import COUNTS, FULL, StaleProjection
 
+from .cli_db import open_db
 from .store import open_store
 
 console = Console(stderr=True)
@@ -36,7 +37,8 @@ def add_replay_commands(sub: argparse._SubParsersAction, db_arg: Callable[[argpa
     db_arg(p)
     p.add_argument("--from-snapshots", action="store_true",
                    help="start each scope from its newest verified snapshot instead of its first event")
-    p.add_argument("--batch-size", type=int, default=5000, help="events per write transaction (default: %(default)s)")
+    p.add_argument("--batch-size", type=_positive, default=5000,
+                   help="events per write transaction (default: %(default)s)")
     p.add_argument("--workers", type=_positive, default=None,
                    help="processes that fold a large scope from the log, each a run of its tasks "
                         "(default: one per core, at most 8; 1: in this process)")
@@ -49,7 +51,8 @@ def add_replay_commands(sub: argparse._SubParsersAction, db_arg: Callable[[argpa
     p.add_argument("--job", help="only this job's scopes")
     p.add_argument("--execution", help="only this execution's scopes")
     p.add_argument("--no-snapshots", action="store_true", help="fold from the first event only, not from snapshots")
-    p.add_argument("--limit", type=int, default=1000, help="differences to list at most (default: %(default)s)")
+    p.add_argument("--limit", type=_non_negative, default=1000,
+                   help="differences to list at most (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(run=cmd_audit)
 
@@ -69,6 +72,13 @@ def _positive(value: str) -> int:
     n = int(value)
     if n < 1:
         raise argparse.ArgumentTypeError(f"must be 1 or more, not {n}")
+    return n
+
+
+def _non_negative(value: str) -> int:
+    n = int(value)
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {n}")
     return n
 
 
@@ -99,7 +109,7 @@ def _progress_bar(command: str, unit: str) -> Iterator[Callable[[int, int | None
 
 
 def cmd_rebuild(args: argparse.Namespace) -> int:
-    with open_store(args.db, background_snapshots=False) as store:
+    with open_db(open_store, args.db, create=False, background_snapshots=False) as store:
         with _progress_bar("rebuild", "events") as progress:
             try:
                 result = store.rebuild(from_snapshots=args.from_snapshots, batch_size=args.batch_size,
@@ -132,7 +142,8 @@ def _show(value: Any) -> str:
 
 def cmd_audit(args: argparse.Namespace) -> int:
     started = time.perf_counter()
-    with open_store(args.db, background_snapshots=False) as store, _progress_bar("audit", "tasks") as progress:
+    store = open_db(open_store, args.db, create=False, background_snapshots=False)
+    with store, _progress_bar("audit", "tasks") as progress:
         from projections.audit import audit
 
         report = audit(
@@ -166,7 +177,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
 def cmd_snapshot(args: argparse.Namespace) -> int:
     if not args.due and not (args.workspace and args.job):
         raise ValidationError("", "give --workspace and --job, or --due")
-    with open_store(args.db, background_snapshots=False) as store:
+    with open_db(open_store, args.db, create=False, background_snapshots=False) as store:
         try:
             if args.due:
                 taken = store.snapshots.take_due()

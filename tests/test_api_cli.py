@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 
 from taskstore.cli import main
 from tests.test_api_fixtures import HTTP, ThreadedServer
@@ -63,6 +64,20 @@ def test_serve_creates_a_default_credential_once(tmp_path, capsys, monkeypatch):
     assert "secret:" not in capsys.readouterr().out
     assert served[1][1] == {"host": "0.0.0.0", "port": 8080, "log_level": "info"}
     assert "/batch/jobs/{job_id}/tasks" in app.openapi()["paths"]
+
+
+
+def test_serve_refuses_a_port_that_is_not_one_before_opening_anything(tmp_path, capsys, monkeypatch):
+    import uvicorn
+
+    served = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.append(kw))
+    for port in ("0", "-1", "65536", "99999", "http"):  # 99999: uvicorn listened on another port than it said
+        with pytest.raises(SystemExit) as info:
+            main(["serve", "--db", _url(tmp_path), "--port", port])
+        assert info.value.code == 2 and "argument --port" in capsys.readouterr().err
+    assert served == [] and list(tmp_path.iterdir()) == []
+    assert main(["serve", "--db", _url(tmp_path), "--port", "65535"]) == 0 and served[0]["port"] == 65535
 
 
 def test_the_migration_makes_the_credentials_table(database):

@@ -70,6 +70,18 @@ def test_transitions_if_match_and_history(api_server, http):
     assert http.get(_tasks(job) + "/nope/events").status_code == 404
 
 
+def test_if_match_of_a_version_past_64_bits_is_a_400_not_a_500(api_server, http):
+    job = api_server.unique()
+    http.post(_tasks(job), json={"tasks": [{"id": "t"}]})
+    for value in (f'"{2**64}"', f'"{10**30}"', str(10**19)):  # was a 500: the 412 naming it did not serialise
+        r = http.post(_tasks(job) + "/t/transitions", json={"to": "running"}, headers={"If-Match": value})
+        assert r.status_code == 400, (value, r.text)
+        assert r.json()["error"]["code"] == "invalid" and r.json()["error"]["field"] == "If-Match"
+    r = http.post(_tasks(job) + "/t/transitions", json={"to": "running"}, headers={"If-Match": f'"{2**40}"'})
+    assert r.status_code == 412 and r.json()["error"]["actual"] == 1
+    assert http.get(_tasks(job) + "/t").json()["version"] == 1  # nothing written
+
+
 def test_idempotency_key(api_server, http):
     job = api_server.unique()
     body = {"tasks": [{"id": "once"}]}

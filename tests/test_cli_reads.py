@@ -15,6 +15,9 @@
 - ``counts --json`` prints the API's count summary, with why it is (un)validated; without it, the totals, the
   validation status and its reason, and a table. ``--as-of`` an earlier summary's position gives that summary
   again. A job with no events counts zero tasks, validated, and says why.
+- A ``--db`` that cannot be opened (a directory, a file that is not a database, a scheme no driver speaks, a server
+  that does not answer) exits 2 with the reason, never a traceback; a command that reads a SQLite database that is
+  not there says so and creates nothing.
 """
 
 from __future__ import annotations
@@ -162,6 +165,8 @@ def test_the_table_shows_each_task_s_id_state_and_creation_time_whole_at_80_colu
         (["--filter", "exitCode eq 1"], "filter: 'exitCode' is not a property tasks can be filtered on"),
         (["--filter", "state eq 'sleeping'"], "filter:"),
         (["--filter", "(state eq 'active'"], "filter:"),
+        (["--limit", "0"], "limit: must be at least 1"),  # was a page of one task, as the Python API clamps it
+        (["--limit", "-1"], "limit: must be at least 1"),
     ],
 )
 def test_bad_input_exits_2_with_the_reason_and_prints_no_page(job, cli, args, reason):
@@ -198,7 +203,9 @@ def test_task_prints_the_task_as_written_and_refuses_what_is_not_one(job, cli, m
     assert "[bold]x[/bold] [/]" in out and "TaskAdded" in out
     for args, reason in ((["--id", "nobody"], "task 'nobody' does not exist"),
                          (["--id", "no spaces"], "taskId:"),
-                         (["--id", "marked", "--as-of", "-3"], "as-of: must be a log position")):
+                         (["--id", "marked", "--as-of", "-3"], "as-of: must be a log position"),
+                         # was OverflowError (SQLite) or DataError (PostgreSQL), a traceback
+                         (["--id", "marked", "--as-of", str(2**64)], "as-of: must be a log position")):
         code, out, err = cli("task", *args)
         assert code == 2 and out == "" and reason in " ".join(err.split()), args
 
@@ -238,8 +245,9 @@ def test_counts_as_of_an_earlier_summary_s_position_give_that_summary_again(job,
     assert again["validationStatus"] == "unvalidated" and again["validationDetail"].startswith(
         f"as of position {then['position']}: ")
     assert orjson.loads(cli("counts", "--json")[1])["total"] == 38  # now: the late task too
-    code, out, err = cli("counts", "--as-of", "-1")
-    assert code == 2 and out == "" and "as-of: must be a log position" in " ".join(err.split())
+    for bad in ("-1", str(10**18), str(2**64)):  # past 64 bits: was a traceback
+        code, out, err = cli("counts", "--as-of", bad)
+        assert code == 2 and out == "" and "as-of: must be a log position" in " ".join(err.split()), bad
 
 
 def test_counts_of_a_job_with_no_events_are_zero_and_say_why_they_are_validated(job, taskstore_cli):
@@ -249,3 +257,60 @@ def test_counts_of_a_job_with_no_events_are_zero_and_say_why_they_are_validated(
     assert doc["total"] == 0 and set(doc["states"].values()) == {0}
     assert doc["validationStatus"] == "validated"
     assert doc["validationDetail"] == "the scope has no events: no tasks to count"
+
+
+# -- --db: what cannot be opened ----------------------------------------------------------------------------------
+#
+# These run on SQLite files and URLs that open nothing (a CLI test never gets a real PostgreSQL URL).
+
+_READS = [
+    ["list", "--workspace", "acme", "--job", "j"],
+    ["task", "--workspace", "acme", "--job", "j", "--id", "t"],
+    ["counts", "--workspace", "acme", "--job", "j"],
+    ["audit"],
+    ["rebuild"],
+    ["snapshot", "--due"],
+]
+
+
+def _main(capsys, args: list[str]) -> tuple[int, str, str]:
+    from taskstore import cli as cli_module
+
+    capsys.readouterr()
+    code = cli_module.main(args)
+    printed = capsys.readouterr()
+    return code, printed.out, printed.err
+
+
+@pytest.mark.parametrize("command", _READS, ids=lambda c: c[0])
+def test_a_command_that_reads_a_database_that_is_not_there_exits_2_and_creates_nothing(tmp_path, capsys, command):
+    missing = tmp_path / "typo" / "taskstore.db"
+    for db in (f"sqlite:///{missing}", str(missing)):
+        code, out, err = _main(capsys, [command[0], "--db", db, *command[1:]])
+        assert (code, out) == (2, ""), err
+        assert f"db: there is no database at {missing}" in " ".join(err.split())
+        assert "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []  # was: an empty database, and the folder it is in
+
+
+@pytest.mark.parametrize(
+    ("db", "reason"),
+    [
+        ("{tmp}", "is a directory, not a database"),
+        ("sqlite:///{tmp}/junk.db", "file is not a database"),
+        ("nosuchengine://host/db", "cannot open nosuchengine://host/db"),
+        ("mysql://user@127.0.0.1:1/db", "cannot open mysql://user@127.0.0.1:1/db"),  # (no driver, or no server)
+        ("postgresql://nobody:hidden@127.0.0.1:1/nothing", "cannot open postgresql+psycopg://nobody:***@127.0.0.1:1"),
+    ],
+    ids=["directory", "not-a-database", "unknown-scheme", "no-driver", "no-server"],
+)
+@pytest.mark.parametrize("command", [_READS[0], ["simulate", "--workspace", "acme", "--job", "j", "--tasks", "2"]],
+                         ids=lambda c: c[0])
+def test_a_db_that_cannot_be_opened_exits_2_with_the_reason_not_a_traceback(tmp_path, capsys, db, reason, command):
+    (tmp_path / "junk.db").write_text("not a database, but notes\n")
+    code, out, err = _main(capsys, [command[0], "--db", db.format(tmp=tmp_path), *command[1:]])
+    assert (code, out) == (2, ""), err
+    said = " ".join(err.split())
+    assert said.startswith(f"taskstore {command[0]}: db: ") and reason in said, said
+    assert "Traceback" not in err and "hidden" not in err
+    assert (tmp_path / "junk.db").read_text() == "not a database, but notes\n"

@@ -64,3 +64,14 @@ def test_bad_input_exits_2_with_the_reason_and_writes_nothing(cli, store, args, 
     assert reason in " ".join(err.split())
     with store.engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(events)).scalar_one() == 0
+
+
+def test_ctrl_c_exits_130_with_a_line_not_a_traceback(cli, monkeypatch):
+    from taskstore import cli as cli_module
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_module, "simulate", interrupted)
+    got, out, err = cli("--workspace", "acme", "--job", "stopped", "--tasks", "3")
+    assert (got, out) == (130, "") and err.strip() == "taskstore simulate: interrupted"

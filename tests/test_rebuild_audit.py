@@ -234,6 +234,10 @@ def test_rebuild_command_refuses_while_another_rebuild_holds_its_lease(store, ta
     with pytest.raises(SystemExit) as info:  # argparse's refusal: usage and the reason on stderr
         taskstore_cli("rebuild", "--workers", "0")
     assert info.value.code == 2 and "must be 1 or more, not 0" in capsys.readouterr().err
+    for bad in ("0", "-5"):  # was an IndexError (0) after taking the rebuild's lease, refusing rebuilds for 5 minutes
+        with pytest.raises(SystemExit) as info:
+            taskstore_cli("rebuild", "--batch-size", bad)
+        assert info.value.code == 2 and f"must be 1 or more, not {bad}" in capsys.readouterr().err
 
 
 # -- audit -------------------------------------------------------------------------------------------------------
@@ -251,6 +255,13 @@ def test_audit_of_a_clean_store_exits_0(store, taskstore_cli):
     assert f"2 scopes, 85 tasks, {report.events} events" in " ".join(ran.out.split())
     one = taskstore_cli("audit", "--workspace", JOB.workspace, "--job", JOB.job, "--execution", JOB.execution)
     assert one.code == 0 and " ".join(one.out.split()).startswith("1 scope, ")
+
+
+
+def test_audit_command_refuses_a_negative_limit(store, taskstore_cli, capsys):
+    with pytest.raises(SystemExit) as info:  # was taken as 0: the differences counted, none listed
+        taskstore_cli("audit", "--limit", "-1")
+    assert info.value.code == 2 and "must be 0 or more, not -1" in capsys.readouterr().err
 
 
 def _some_task(store, scope: Scope, state: State):
