@@ -252,7 +252,8 @@ class _Parser:
                 lit = Token("int", lit.value, lit.at)
             if lit.kind != "int":
                 raise BatchFilterError(f"{name} compares with an integer, not {lit.value!r}")
-            value = int(lit.value)
+            # bounded before int(): Python refuses to convert more than 4,300 digits (a ValueError, not ours)
+            value = int(lit.value) if len(lit.value.lstrip("+-0")) <= 10 else 2**31
             if not -(2**31) <= value < 2**31:
                 raise BatchFilterError(f"{name} compares with a 32-bit integer")
             return _cmp(field, op, value)

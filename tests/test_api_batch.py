@@ -517,3 +517,68 @@ def test_authentication_failures(api_server):
     nover = f"{api_server.url}/batch/jobs/{job}/tasks"
     r = HTTP.get(nover, headers=shared_key_sign("GET", nover, WS_A, SECRET_A, {}))
     assert r.status_code == 400 and r.json()["code"] == "MissingRequiredQueryParameter"
+
+
+# -- found in review ---------------------------------------------------------------------------------------------------
+
+
+def test_filter_and_maxresults_with_numbers_int_cannot_take(api_server, client):
+    """An exit code of more digits than Python converts (4,300) was a ValueError and a 500; "1_0" was maxresults 10."""
+    job = api_server.unique()
+    client.create_task(job, _task("n"))
+    for flt in ("executionInfo/exitCode eq " + "1" * 5000, f"executionInfo/exitCode lt '-{'9' * 5000}'"):
+        with pytest.raises(HttpResponseError) as info:
+            list(client.list_tasks(job, filter=flt))
+        assert info.value.status_code == 400 and _code(info.value) == "InvalidQueryParameterValue"
+    assert [t.id for t in client.list_tasks(job, filter="executionInfo/exitCode eq -0000000000000000001")] == []
+    for value, code in (("1_0", "InvalidQueryParameterValue"), ("\u0663", "InvalidQueryParameterValue"),
+                        ("9" * 5000, "OutOfRangeQueryParameterValue")):
+        url = f"{api_server.url}/batch/jobs/{job}/tasks?api-version=2025-06-01&maxresults={value}"
+        r = HTTP.get(url, headers=shared_key_sign("GET", url, WS_A, SECRET_A, {}))
+        assert (r.status_code, r.json()["code"]) == (400, code), value
+
+
+def test_if_none_match_decides_over_if_modified_since(api_server, client):
+    """Beside If-None-Match, If-Modified-Since is ignored (RFC 9110 13.2.2): an eTag that differs shows a change made
+    within the second of the Last-Modified the client holds, which the date cannot."""
+    job = api_server.unique()
+    client.create_task(job, _task("fresh"))
+    stale = client.get_task(job, "fresh").etag
+    client.terminate_task(job, "fresh")  # a change in the same second, most likely
+    task = client.get_task(job, "fresh")
+    later = format_datetime((task.last_modified + timedelta(seconds=2)).astimezone(UTC), usegmt=True)
+    url = f"{api_server.url}/batch/jobs/{job}/tasks/fresh?api-version=2025-06-01"
+    r = HTTP.get(url, headers=shared_key_sign("GET", url, WS_A, SECRET_A, {"If-None-Match": stale,
+                                                                          "If-Modified-Since": later}))
+    assert r.status_code == 200 and r.json()["state"] == "completed"
+    r = HTTP.get(url, headers=shared_key_sign("GET", url, WS_A, SECRET_A, {"If-None-Match": task.etag,
+                                                                          "If-Modified-Since": later}))
+    assert r.status_code == 304
+    r = HTTP.get(url, headers=shared_key_sign("GET", url, WS_A, SECRET_A, {"If-Modified-Since": later}))
+    assert r.status_code == 304
+
+
+def test_retried_conditional_command_gets_the_first_answer(api_server, client):
+    """A conditional terminate retried with its client-request-id (its answer lost) finds the eTag it named moved on by
+    its own change: it gets the first answer (204), not 412; another request with that eTag is still refused."""
+    job = api_server.unique()
+    client.create_task(job, _task("once"))
+    first_etag = client.get_task(job, "once").etag
+    url = f"{api_server.url}/batch/jobs/{job}/tasks/once/terminate?api-version=2025-06-01"
+
+    def terminate(request_id: str, **conditions: str):
+        headers = {"content-length": "0", "client-request-id": request_id, **conditions}
+        return HTTP.post(url, headers=shared_key_sign("POST", url, WS_A, SECRET_A, headers))
+
+    first = terminate("aaaaaaaa-0000-0000-0000-000000000001", **{"If-Match": first_etag})
+    again = terminate("aaaaaaaa-0000-0000-0000-000000000001", **{"If-Match": first_etag})
+    assert first.status_code == again.status_code == 204
+    assert first.headers["etag"] == again.headers["etag"]
+    client.reactivate_task(job, "once")
+    for conditions in ({"If-Match": first_etag}, {"If-None-Match": "*"}):
+        r = terminate("aaaaaaaa-0000-0000-0000-000000000002", **conditions)
+        assert (r.status_code, r.json()["code"]) == (412, "ConditionNotMet"), conditions
+    r = HTTP.post(url, headers=shared_key_sign("POST", url, WS_A, SECRET_A, {"content-length": "0",
+                                                                            "If-Match": first_etag}))
+    assert (r.status_code, r.json()["code"]) == (412, "ConditionNotMet")  # without a client-request-id
+    assert client.get_task(job, "once").state == "active"  # none of the refused ones wrote anything
