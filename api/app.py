@@ -22,7 +22,7 @@ from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as SATimeoutError
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import compile_path, get_route_path
 
@@ -203,6 +203,13 @@ def create_app(store: Any, *, credentials: CredentialStore | None = None) -> Fas
             first = (exc.errors() or [{}])[0]
             where = ".".join(str(p) for p in first.get("loc", ()))
             err = ApiError(400, "InvalidRequest", f"{where}: {first.get('msg', 'invalid request')}")
+        if err is None and isinstance(exc, ClientDisconnect):
+            # the client went away before its body ended: its input, not the server's failure (and no one reads
+            # the answer); logging it as an unexpected error would let any client fill the log with tracebacks
+            log.debug("client disconnected before its body ended: %s %s", request.method, path_of(request))
+            reason = BadJson("the request body ended early: the client disconnected")
+            err = dialect.translate(reason) if dialect is not None else None
+            err = err or ApiError(400, "bad_request", str(reason))
         if err is None and isinstance(exc, DataError) and dialect is not None:
             # input the validation let through but the database refuses: still the caller's input
             err = dialect.translate(ValidationError("", f"the input cannot be stored: {exc.orig}"))

@@ -133,22 +133,28 @@ async def authenticate_shared_key(request: Request, creds: CredentialStore, now:
     except (TypeError, ValueError, IndexError):
         raise AuthFailure(f"ocp-date {date!r} is not an RFC 1123 date") from None
     _check_skew(moment, now or datetime.now(UTC), "ocp-date")
-    candidates = await _lookup(creds, lambda: creds.for_workspace(account, reload=False))
-    if not candidates:
-        raise AuthFailure("the signature does not match the account's key")
     strings = shared_key_strings(request, account)
     given = signature.encode()
-    for cred in candidates:
-        try:
-            key = cred.key_bytes
-        except (binascii.Error, ValueError):
-            continue
-        ok = False
-        for s in strings:
-            ok |= hmac.compare_digest(shared_key_signature(key, s).encode(), given)
-        if ok:
-            return cred
-    raise AuthFailure("the signature does not match the account's key")
+
+    def matching() -> Credential | None:
+        for cred in creds.for_workspace(account, reload=False):
+            try:
+                key = cred.key_bytes
+            except (binascii.Error, ValueError):
+                continue
+            ok = False
+            for s in strings:
+                ok |= hmac.compare_digest(shared_key_signature(key, s).encode(), given)
+            if ok:
+                return cred
+        return None
+
+    # A miss reloads the table once (rate-limited): also when the account has keys, one of which another process
+    # may have just added (a rotation), not only when it has none.
+    found = await _lookup(creds, matching)
+    if found is None:
+        raise AuthFailure("the signature does not match the account's key")
+    return found  # type: ignore[return-value]
 
 
 # -- AWS Signature Version 4 -----------------------------------------------------------------------------------------

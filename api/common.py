@@ -45,7 +45,8 @@ async def read_body(request: Request, limit: int = MAX_BODY) -> bytes:
     if cached is not None:
         return cached
     length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > limit:
+    # str.isdigit() also holds for '²' (a latin-1 header byte), which int() refuses: ASCII digits only
+    if length is not None and length.isascii() and length.isdigit() and int(length) > limit:
         raise BodyTooLarge(limit)
     chunks: list[bytes] = []
     size = 0

@@ -112,7 +112,7 @@ class CredentialStore:
         except (binascii.Error, ValueError):
             raise ValueError("a secret is base64 of at least 16 bytes") from None
         key_id = key_id or new_key_id()
-        if not (1 <= len(key_id) <= 32) or not key_id.isalnum():
+        if not (1 <= len(key_id) <= 32) or not (key_id.isascii() and key_id.isalnum()):  # 'É' is alnum too
             raise ValueError("a key id is 1 to 32 letters and digits")
         cred = Credential(
             key_id=key_id,
