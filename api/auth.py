@@ -30,7 +30,10 @@ class AuthFailure(Exception):
 
 
 async def _lookup(creds: CredentialStore, get: Callable[[], object]):
-    """An in-memory lookup; on a miss, one reload of the table (rate-limited) off the event loop."""
+    """An in-memory lookup, of a table loaded less than ``MAX_AGE`` seconds ago (a revoked credential is refused
+    within that long); on a miss, one reload of the table (rate-limited); each reload off the event loop."""
+    if creds.stale():
+        await run_in_threadpool(creds.refresh)
     found = get()
     if not found and await run_in_threadpool(creds.maybe_reload):
         found = get()

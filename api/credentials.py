@@ -6,7 +6,8 @@
 
 The server keeps the secrets because SharedKey and SigV4 signatures are HMACs it must recompute. Lookups are served
 from memory; a miss reloads the table (at most once a second), so a credential created by ``taskstore credentials
-create`` while the server runs is usable at once.
+create`` while the server runs is usable at once; and a table loaded ``MAX_AGE`` seconds ago is loaded again before
+the next lookup, so a credential revoked by ``taskstore credentials revoke`` stops working within that long.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import Column, MetaData, String, Table, func, insert, select
+from sqlalchemy import Column, MetaData, String, Table, delete, func, insert, select
 from sqlalchemy.engine import Engine
 
 from eventstore.engine import upgrade, write_transaction
@@ -85,7 +86,8 @@ def migrate(engine: Engine) -> None:
 class CredentialStore:
     """The credentials table, with an in-memory index for the request path."""
 
-    RELOAD_INTERVAL = 1.0
+    RELOAD_INTERVAL = 1.0  # seconds between two reloads at most
+    MAX_AGE = 5.0  # seconds a loaded table is trusted: a revoked credential is refused within this long
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -93,7 +95,8 @@ class CredentialStore:
         self._by_key: dict[str, Credential] = {}
         self._by_workspace: dict[str, list[Credential]] = {}
         self._by_digest: dict[str, Credential] = {}
-        self._loaded_at = float("-inf")
+        self._loaded_at = float("-inf")  # when the table in memory was read (``stale``)
+        self._tried_at = float("-inf")  # when a reload was last begun (``maybe_reload``'s rate limit)
 
     # -- writing -------------------------------------------------------------------------------------------------
 
@@ -135,6 +138,27 @@ class CredentialStore:
         self._add(cred)
         return cred
 
+    def revoke(self, key_id: str) -> Credential | None:
+        """Delete the credential ``key_id`` (None when there is none): refused from now on here, and by a service
+        that loaded it within ``MAX_AGE`` seconds."""
+        c = credentials_table.c
+        with write_transaction(self.engine) as conn:
+            row = conn.execute(select(credentials_table).where(c.key_id == key_id)).mappings().first()
+            if row is None:
+                return None
+            conn.execute(delete(credentials_table).where(c.key_id == key_id))
+        self._remove(key_id)
+        return _credential(row)
+
+    def listing(self, workspace: str | None = None) -> list[Credential]:
+        """Every credential (of ``workspace``), read from the table, by workspace and creation."""
+        c = credentials_table.c
+        q = select(credentials_table).order_by(c.workspace, c.created_at, c.key_id)
+        if workspace is not None:
+            q = q.where(c.workspace == workspace)
+        with self.engine.connect() as conn:
+            return [_credential(r) for r in conn.execute(q).mappings()]
+
     def count(self) -> int:
         with self.engine.connect() as conn:
             return int(conn.execute(select(func.count()).select_from(credentials_table)).scalar_one())
@@ -163,20 +187,36 @@ class CredentialStore:
             found = get()
         return found
 
-    def maybe_reload(self) -> bool:
-        """Reload the table unless it was loaded less than a second ago; True when it reloaded."""
+    def stale(self) -> bool:
+        """Whether the table was loaded ``MAX_AGE`` seconds ago or more (or never)."""
+        return time.monotonic() - self._loaded_at >= self.MAX_AGE
+
+    def refresh(self) -> bool:
+        """Reload the table when it was read ``MAX_AGE`` seconds ago or more, one caller at a time (the others use
+        the table as it is meanwhile); True when this call reloaded it."""
         now = time.monotonic()
         with self._lock:
-            if now - self._loaded_at < self.RELOAD_INTERVAL:
+            if now - self._loaded_at < self.MAX_AGE:
                 return False
             self._loaded_at = now
         self.reload()
         return True
 
+    def maybe_reload(self) -> bool:
+        """Reload the table unless it was loaded less than a second ago; True when it reloaded."""
+        now = time.monotonic()
+        with self._lock:
+            if now - self._tried_at < self.RELOAD_INTERVAL:
+                return False
+            self._tried_at = now
+        self.reload()
+        return True
+
     def reload(self) -> None:
+        started = time.monotonic()
         with self.engine.connect() as conn:
             rows = conn.execute(select(credentials_table)).mappings().all()
-        creds = [Credential(r["key_id"], r["workspace"], r["secret"], r["created_at"], r["description"]) for r in rows]
+        creds = [_credential(r) for r in rows]
         by_key = {c.key_id: c for c in creds}
         by_ws: dict[str, list[Credential]] = {}
         for c in creds:
@@ -184,6 +224,7 @@ class CredentialStore:
         by_digest = {secret_digest(c.secret): c for c in creds}
         with self._lock:
             self._by_key, self._by_workspace, self._by_digest = by_key, by_ws, by_digest
+            self._loaded_at = max(self._loaded_at, started)
 
     def _add(self, cred: Credential) -> None:
         with self._lock:
@@ -193,6 +234,20 @@ class CredentialStore:
                 cred.workspace: [*self._by_workspace.get(cred.workspace, []), cred],
             }
             self._by_digest = {**self._by_digest, secret_digest(cred.secret): cred}
+
+    def _remove(self, key_id: str) -> None:
+        with self._lock:
+            gone = self._by_key.get(key_id)
+            if gone is None:
+                return
+            self._by_key = {k: v for k, v in self._by_key.items() if k != key_id}
+            kept = [c for c in self._by_workspace.get(gone.workspace, []) if c.key_id != key_id]
+            self._by_workspace = {**self._by_workspace, gone.workspace: kept}
+            self._by_digest = {d: v for d, v in self._by_digest.items() if v.key_id != key_id}
+
+
+def _credential(row) -> Credential:
+    return Credential(row["key_id"], row["workspace"], row["secret"], row["created_at"], row["description"])
 
 
 __all__ = ["Credential", "CredentialStore", "credentials_table", "migrate", "new_key_id", "new_secret"]

@@ -265,6 +265,16 @@ def _add_service_commands(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--workspace", required=True, help="the workspace the credential reaches (and nothing else)")
     c.add_argument("--json", action="store_true", help='print {"workspace", "keyId", "secret"}')
     c.set_defaults(run=cmd_credentials_create)
+    c = creds.add_parser("list", help="list the credentials (key id, workspace, creation time; never the secret)")
+    _db_arg(c)
+    c.add_argument("--workspace", help="only this workspace's credentials")
+    c.add_argument("--json", action="store_true", help='print [{"workspace", "keyId", "createdAt"}]')
+    c.set_defaults(run=cmd_credentials_list)
+    c = creds.add_parser("revoke", help="delete a credential: a running service refuses it within seconds")
+    _db_arg(c)
+    c.add_argument("--key-id", required=True, help="the key id of the credential to revoke")
+    c.add_argument("--json", action="store_true", help='print {"workspace", "keyId", "createdAt"} of the one revoked')
+    c.set_defaults(run=cmd_credentials_revoke)
 
 
 def _port(value: str) -> int:
@@ -297,6 +307,46 @@ def cmd_credentials_create(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise ValidationError("workspace", str(exc)) from None
     _print_credential(cred, as_json=args.json)
+    return 0
+
+
+def _credential_doc(cred) -> dict[str, str]:
+    return {"workspace": cred.workspace, "keyId": cred.key_id, "createdAt": cred.created_at}
+
+
+def cmd_credentials_list(args: argparse.Namespace) -> int:
+    from api.credentials import CredentialStore, migrate
+
+    with open_db(open_store, args.db, create=False) as store:
+        migrate(store.engine)
+        found = CredentialStore(store.engine).listing(args.workspace)
+    if args.json:
+        sys.stdout.write(orjson.dumps([_credential_doc(c) for c in found]).decode() + "\n")
+        return 0
+    table = Table(show_edge=False)
+    for name in ("key id", "workspace", "created (UTC)"):
+        table.add_column(name, no_wrap=True)
+    for c in found:
+        table.add_row(c.key_id, escape(c.workspace), c.created_at)
+    out = Console()
+    out.print(table)
+    out.print(f"{len(found)} credential{'' if len(found) == 1 else 's'}")
+    return 0
+
+
+def cmd_credentials_revoke(args: argparse.Namespace) -> int:
+    from api.credentials import CredentialStore, migrate
+
+    with open_db(open_store, args.db, create=False) as store:
+        migrate(store.engine)
+        gone = CredentialStore(store.engine).revoke(args.key_id)
+    if gone is None:
+        raise ValidationError("key-id", f"there is no credential with key id {args.key_id!r}")
+    if args.json:
+        sys.stdout.write(orjson.dumps(_credential_doc(gone)).decode() + "\n")
+        return 0
+    Console().print(f"revoked {gone.key_id} of workspace {escape(gone.workspace)}: a running service refuses it "
+                    f"within {CredentialStore.MAX_AGE:g} seconds")
     return 0
 
 

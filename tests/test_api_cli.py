@@ -1,4 +1,4 @@
-"""``taskstore credentials create`` and ``taskstore serve``."""
+"""``taskstore credentials create``, ``list`` and ``revoke``, and ``taskstore serve``."""
 
 from __future__ import annotations
 
@@ -47,6 +47,53 @@ def test_credentials_create_prints_a_working_credential(tmp_path, capsys):
                 assert r.status_code == 201 and r.json()["tasks"][0]["workspace"] == ws
         finally:
             server.stop()
+
+
+def test_credentials_list_and_revoke_and_a_running_service_refuses_a_revoked_key(tmp_path, capsys, monkeypatch):
+    """``list`` shows key ids, workspaces and creation times and never a secret; ``revoke`` deletes one, and a
+    service that loaded it refuses it once its table is ``MAX_AGE`` old (shortened here); the others go on."""
+    import time
+
+    from api import create_app
+    from api.credentials import CredentialStore
+    from taskstore import open_store
+
+    monkeypatch.setattr(CredentialStore, "MAX_AGE", 0.3)
+    url = _url(tmp_path)
+    made = []
+    for ws in ("team-1", "team-1", "team-2"):
+        assert main(["credentials", "create", "--db", url, "--workspace", ws, "--json"]) == 0
+        made.append(json.loads(capsys.readouterr().out))
+    assert main(["credentials", "list", "--db", url, "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert sorted(c["keyId"] for c in listed) == sorted(c["keyId"] for c in made)
+    assert all(set(c) == {"workspace", "keyId", "createdAt"} for c in listed)
+    assert main(["credentials", "list", "--db", url, "--workspace", "team-2"]) == 0
+    text = capsys.readouterr().out
+    assert made[2]["keyId"] in text and made[0]["keyId"] not in text and "1 credential" in text
+    assert all(c["secret"] not in text for c in made)
+
+    def add(server, cred) -> int:
+        return HTTP.post(f"{server.url}/v1/jobs/j/executions/e/tasks", headers={"Authorization": f"Bearer {cred['secret']}"},
+                         json={"tasks": [{"id": f"t-{time.monotonic_ns()}"}]}).status_code
+
+    with open_store(url) as store:
+        server = ThreadedServer(create_app(store))
+        try:
+            assert [add(server, c) for c in made] == [201, 201, 201]
+            time.sleep(CredentialStore.MAX_AGE + 0.1)  # a reload just before the revocation: the next one refuses it
+            assert [add(server, c) for c in made] == [201, 201, 201]
+            assert main(["credentials", "revoke", "--db", url, "--key-id", made[0]["keyId"]]) == 0
+            assert "revoked " + made[0]["keyId"] in capsys.readouterr().out
+            time.sleep(CredentialStore.MAX_AGE + 0.1)
+            assert [add(server, c) for c in made] == [401, 201, 201]
+        finally:
+            server.stop()
+    assert main(["credentials", "revoke", "--db", url, "--key-id", made[0]["keyId"]]) == 2
+    printed = capsys.readouterr()
+    assert printed.out == "" and "no credential with key id" in " ".join(printed.err.split())
+    assert main(["credentials", "list", "--db", url, "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 2
 
 
 def test_serve_creates_a_default_credential_once(tmp_path, capsys, monkeypatch):
