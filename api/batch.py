@@ -40,7 +40,7 @@ from eventstore import (
 from eventstore.durations import parse_duration
 from eventstore.lifecycle import AZURE_BATCH, AZURE_BATCH_RESULT, TERMINAL
 from eventstore.spec import TaskSpec, parse_spec
-from eventstore.task import stream_key
+from eventstore.task import TASK_ADDED, stream_key
 
 from .auth import AuthFailure, authenticate_shared_key
 from .batch_filter import BatchFilterError, parse_filter
@@ -329,7 +329,11 @@ async def body_of(request: Request) -> bytes:
 
 
 def etag(task: Task) -> str:
-    return f"0x{task.version:X}"
+    return version_etag(task.version)
+
+
+def version_etag(version: int) -> str:
+    return f"0x{version:X}"
 
 
 def parse_etag(value: str) -> int | None:
@@ -626,15 +630,23 @@ def add_task_collection(
             }
             continue
         valid[key] = (i, spec)
+    # A retry (the same client-request-id) gets its first answer: a task this request added is a success again (its
+    # TaskAdded event's metadata names the request), not TaskExists; every other item is answered as before.
+    rid = ctx.request_id()
     if valid:
         existing = ctx.store.log.read_streams(scope, list(valid))
         for key, events in existing.items():
             if events:
                 i, spec = valid.pop(key)
-                results[i] = _exists_result(spec.id)
+                first = events[0]
+                if rid is not None and first.metadata.get("requestId") == rid and first.type == TASK_ADDED:
+                    results[i] = _added_result(ctx, scope, first.data["taskId"], first.version, first.data["at"])
+                else:
+                    results[i] = _exists_result(spec.id)
     while valid:
         try:
-            added = ctx.store.add_tasks(scope, [spec for _, spec in valid.values()])
+            specs = [spec for _, spec in valid.values()]
+            added = ctx.idempotent(lambda r: ctx.store.add_tasks(scope, specs, request_id=r))  # noqa: B023
         except TaskExists as exc:
             key = stream_key(exc.task_id)
             if key not in valid:  # pragma: no cover - the store names a task of this batch
@@ -644,15 +656,19 @@ def add_task_collection(
             continue
         for task in added:
             i, _ = valid[task.key]
-            results[i] = {
-                "status": "success",
-                "taskId": task.task_id,
-                "eTag": etag(task),
-                "lastModified": task.last_modified,
-                "location": ctx.task_url(scope, task.task_id),
-            }
+            results[i] = _added_result(ctx, scope, task.task_id, task.version, task.last_modified)
         break
     return _json({"value": [r for r in results if r is not None]})
+
+
+def _added_result(ctx: Context, scope: Scope, task_id: str, version: int, last_modified: str) -> dict[str, Any]:
+    return {
+        "status": "success",
+        "taskId": task_id,
+        "eTag": version_etag(version),
+        "lastModified": last_modified,
+        "location": ctx.task_url(scope, task_id),
+    }
 
 
 def _exists_result(task_id: str) -> dict[str, Any]:

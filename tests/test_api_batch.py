@@ -191,6 +191,35 @@ def test_add_task_collection_with_partial_task_exists(api_server, client):
     assert statuses == {"b-0": ("success", None), "b 1": ("clienterror", "InvalidPropertyValue")}
 
 
+def test_a_retried_task_collection_gets_its_first_answer(api_server, client):
+    """The same Add Task Collection again with its client-request-id (a response lost on the way): the tasks it
+    added are successes again with their first eTag, not TaskExists; the other items are answered as the first
+    time; nothing is added twice. Another request id adding one of them gets TaskExists."""
+    job = api_server.unique()
+    client.create_task(job, _task("there-before"))
+    url = f"{api_server.url}/batch/jobs/{job}/addtaskcollection?api-version=2025-06-01"
+    body = orjson.dumps({"value": [{"id": "c-0", "commandLine": "echo"}, {"id": "there-before", "commandLine": "x"},
+                                   {"id": "c 1", "commandLine": "x"}, {"id": "c-2", "commandLine": "echo"}]})
+
+    def post(request_id: str) -> list[tuple]:
+        headers = {"content-type": "application/json; odata=minimalmetadata", "client-request-id": request_id,
+                   "content-length": str(len(body))}
+        r = HTTP.post(url, content=body, headers=shared_key_sign("POST", url, WS_A, SECRET_A, headers))
+        assert r.status_code == 200, r.text
+        return [(v["taskId"], v["status"], v.get("error", {}).get("code"), v.get("eTag"), v.get("lastModified"))
+                for v in r.json()["value"]]
+
+    first = post("coll-1")
+    assert [(t, st, code) for t, st, code, _, _ in first] == [
+        ("c-0", "success", None), ("there-before", "clienterror", "TaskExists"),
+        ("c 1", "clienterror", "InvalidPropertyValue"), ("c-2", "success", None),
+    ]
+    client.terminate_task(job, "c-0")  # the task moves on; the retry still gets the first answer
+    assert post("coll-1") == first
+    assert [st for _, st, _, _, _ in post("coll-2")] == ["clienterror"] * 4
+    assert len(list(client.list_tasks(job))) == 3
+
+
 def test_create_tasks_helper_chunks_and_retries_are_safe(api_server, client):
     job = api_server.unique()
     tasks = [_task(f"bulk-{i:03d}") for i in range(230)]
