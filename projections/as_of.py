@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from eventstore import EventLog, Scope, State, Task, TaskNotFound
-from eventstore.task import evolve, stream_key
+from eventstore.task import TASK_ADDED, evolve, stream_key
 
 from .counts import CountSummary, empty_summary
 from .engine_sql import consistent
@@ -56,8 +56,11 @@ def task_as_of(log: EventLog, snapshots: Any, scope: Scope, task_id: str, positi
                 ).mappings().first()
                 task = task_of(row, scope) if row else None
             for e in scope_events(log, conn, sid, snap.point if snap else None, upto=position, stream=key):
-                if task is None or e.version > task.version:
-                    task = evolve(task, e)
+                if task is not None and e.version <= task.version:
+                    continue  # already in the snapshot's row
+                if task is None and e.type != TASK_ADDED:
+                    continue  # a stream's events before its first TaskAdded are not a task's (as ScopeFold skips them)
+                task = evolve(task, e)
     if task is None:
         raise TaskNotFound(scope, task_id)
     return task

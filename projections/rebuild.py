@@ -258,6 +258,9 @@ def _seed(log: EventLog, sid: int, snapshot_id: int, position: int, view: Any, c
         for state, n, slots in conn.execute(q):
             row[State(state).value] = int(n)
             row[f"slots_{State(state).value}"] = int(slots or 0)
+        # The summary's position is its tasks' last event (as the inline projection and the seeding from the log
+        # keep it), not the snapshot's, which may be an event of a stream that is not a task's.
+        row["position"] = int(conn.execute(select(func.max(c.position)).where(c.scope_id == sid)).scalar() or 0)
         conn.execute(insert(counts).values(row))
 
 

@@ -545,6 +545,31 @@ def test_as_of_reads(store):
     assert snap.position == history[1][0]
 
 
+def test_a_task_as_of_a_stream_that_became_a_task_later_is_its_fold_from_its_task_added(store):
+    """A stream whose first events are not a task's may become one with a later TaskAdded (the view folds it from
+    there, ``tests/test_projection_streams.py``): the task as of a position skips the events before it, with or
+    without a snapshot, and a stream that is not (yet) a task is not found, never a ValueError of ``evolve``."""
+    from eventstore import Expect, NewEvent, StreamAppend, fold
+
+    store.add_task(JOB, {"id": "a"})
+    store.log.append([StreamAppend(JOB, "late", [NewEvent("Note", {"text": "first"})], Expect.NO_STREAM)])
+    noted = last_event(store, JOB)
+    with pytest.raises(TaskNotFound):
+        store.queries.task_as_of(JOB, "late", noted)
+    store.log.append([StreamAppend(JOB, "late", [NewEvent("TaskAdded", {
+        "taskId": "late", "at": "2026-01-01T00:00:00.000000Z", "spec": {"id": "late", "requiredSlots": 3}})], 1)])
+    store.transition(JOB, "late", "running")
+    end = last_event(store, JOB)
+    want = fold(store.log.read_stream(JOB, "late")[1:])
+    assert store.queries.task_as_of(JOB, "late", end) == want == store.queries.get_task(JOB, "late")
+    store.snapshot(JOB)  # the task in the snapshot's rows, and the stream's Note before it in no tail
+    store.transition(JOB, "late", "succeeded", exit_code=0)
+    assert store.queries.task_as_of(JOB, "late", last_event(store, JOB)) == store.queries.get_task(JOB, "late")
+    assert store.queries.task_as_of(JOB, "late", end) == want
+    with pytest.raises(TaskNotFound):
+        store.queries.task_as_of(JOB, "late", noted)
+
+
 def test_counts_as_of_and_their_validation_fold_events_of_a_shape_the_aggregate_does_not_read(store, monkeypatch):
     """The count changes after a snapshot (or from a scope's first event) are summed in the database for the event
     shapes it knows (``engine_sql.SQL_SHAPES``: version 1 of TaskAdded and TaskTransitioned); a log that also holds
