@@ -23,10 +23,13 @@ from eventstore import (
     VersionMismatch,
 )
 
+from projections.cursor import CursorError
+
 from .store import TaskStore, open_store
 
 __all__ = [
     "ConcurrencyError",
+    "CursorError",
     "EventStoreError",
     "IdempotencyConflict",
     "IllegalTransition",

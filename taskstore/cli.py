@@ -196,6 +196,7 @@ def cmd_counts(args: argparse.Namespace) -> int:
         table.add_row(state, str(doc["states"][state]), str(doc["slots"][state]))
     out.print(f"{scope}: {summary.total} tasks, {summary.validation_status} ({summary.validation_detail})")
     out.print(table)
+    out.print(f"as of log position {summary.position}")
     return 0
 
 

@@ -229,6 +229,7 @@ def test_counts_prints_the_total_the_validation_and_every_state(job, cli, monkey
     for state in State:
         row = next(line for line in out.splitlines() if f" {state.value} " in line)
         assert str(summary.states[state]) in row.split()
+    assert out.splitlines()[-1] == f"as of log position {summary.position}" and summary.position > 0
 
 
 def test_counts_as_of_an_earlier_summary_s_position_give_that_summary_again(job, cli):
