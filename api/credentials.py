@@ -194,21 +194,18 @@ class CredentialStore:
     def refresh(self) -> bool:
         """Reload the table when it was read ``MAX_AGE`` seconds ago or more, one caller at a time (the others use
         the table as it is meanwhile); True when this call reloaded it."""
-        now = time.monotonic()
-        with self._lock:
-            if now - self._loaded_at < self.MAX_AGE:
-                return False
-            self._loaded_at = now
-        self.reload()
-        return True
+        return self._reload_unless_within("_loaded_at", self.MAX_AGE)
 
     def maybe_reload(self) -> bool:
-        """Reload the table unless it was loaded less than a second ago; True when it reloaded."""
+        """Reload the table unless a reload began less than ``RELOAD_INTERVAL`` ago; True when it reloaded."""
+        return self._reload_unless_within("_tried_at", self.RELOAD_INTERVAL)
+
+    def _reload_unless_within(self, mark: str, seconds: float) -> bool:
         now = time.monotonic()
         with self._lock:
-            if now - self._tried_at < self.RELOAD_INTERVAL:
+            if now - getattr(self, mark) < seconds:
                 return False
-            self._tried_at = now
+            setattr(self, mark, now)
         self.reload()
         return True
 
