@@ -41,6 +41,7 @@ from eventstore.durations import parse_duration
 from eventstore.lifecycle import AZURE_BATCH, AZURE_BATCH_RESULT, TERMINAL
 from eventstore.spec import TaskSpec, parse_spec
 from eventstore.task import TASK_ADDED, stream_key
+from projections.filters import And, Cmp, Expr, Or
 
 from .auth import AuthFailure, authenticate_shared_key
 from .batch_filter import BatchFilterError, parse_filter
@@ -359,16 +360,23 @@ def _duration_between(start: str | None, end: str | None) -> str:
     return f"PT{seconds:.6f}".rstrip("0").rstrip(".") + "S"
 
 
+# Batch shows executionInfo.startTime only for a running or completed task, and exitCode and failureInfo only for a
+# completed one: a task waiting to retry (active) or being prepared again shows neither, though the store keeps the
+# last attempt's (seed 000, the task "waiting to run" with retryCount 3383 and no startTime or exitCode).
+SHOWS_START_TIME = frozenset({State.RUNNING, State.STOPPING}) | TERMINAL
+
+
 def execution_info(task: Task) -> dict[str, Any]:
     info: dict[str, Any] = {}
-    if task.start_time:
+    if task.start_time and task.state in SHOWS_START_TIME:
         info["startTime"] = task.start_time
     if task.end_time:
         info["endTime"] = task.end_time
-    if task.exit_code is not None:
-        info["exitCode"] = task.exit_code
-    if task.failure_info:
-        info["failureInfo"] = dict(task.failure_info)
+    if task.state in TERMINAL:
+        if task.exit_code is not None:
+            info["exitCode"] = task.exit_code
+        if task.failure_info:
+            info["failureInfo"] = dict(task.failure_info)
     info["retryCount"] = task.retry_count
     if task.last_retry_time:
         info["lastRetryTime"] = task.last_retry_time
@@ -378,6 +386,25 @@ def execution_info(task: Task) -> dict[str, Any]:
     if task.state in TERMINAL:
         info["result"] = task.result or AZURE_BATCH_RESULT[task.state]
     return info
+
+
+_SHOWN_IN = {"exitCode": TERMINAL, "startTime": SHOWS_START_TIME}
+
+
+def as_shown(expr: Expr | None) -> Expr | None:
+    """The ``$filter`` over the values Batch shows (``execution_info``): a task in a state that does not show its
+    exitCode or startTime has none, so ``ne`` matches it (as OData's ``ne`` matches a missing value) and every other
+    comparison does not."""
+    if expr is None:
+        return None
+    if isinstance(expr, (And, Or)):
+        return type(expr)(tuple(as_shown(e) for e in expr.items))  # type: ignore[misc]
+    states = _SHOWN_IN.get(expr.field)
+    if states is None:
+        return expr
+    if expr.op == "ne":
+        return Or((Cmp("state", "ne", states), expr))
+    return And((Cmp("state", "eq", states), expr))
 
 
 def task_json(ctx: Context, task: Task, *, select: Sequence[str] | None = None, stats: bool = False) -> dict[str, Any]:
@@ -746,7 +773,7 @@ def list_tasks(
         select_list = parse_select(select)
         stats = parse_expand(expand)
     try:
-        where = parse_filter(filter_text)
+        where = as_shown(parse_filter(filter_text))
     except BatchFilterError as exc:
         raise _query_error("$filter", filter_text or "", str(exc)) from None
     if not ctx.job_exists(scope):

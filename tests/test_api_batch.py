@@ -297,6 +297,40 @@ def test_list_filters_on_times_exit_codes_and_results(api_server, client):
     assert ids("state eq 'running' or state eq 'preparing' or state eq 'active'") == []
 
 
+def test_a_task_waiting_to_retry_shows_no_start_time_exit_code_or_failure_info(api_server, client):
+    # Seed 000 (List Tasks), the task "waiting to run" after 3383 retries: state active, and executionInfo holds
+    # retryCount, lastRetryTime and requeueCount only; exitCode and failureInfo belong to a completed task, startTime
+    # to a running or completed one. The store keeps the last attempt's; Batch neither shows nor filters on them.
+    job = api_server.unique()
+    h = native_headers()
+    spec = {"id": "w", "constraints": {"maxTaskRetryCount": 1}}
+    assert HTTP.post(_v1(api_server, job), headers=h, json={"tasks": [spec]}).status_code == 201
+    failure = {"category": "usererror", "code": "Killed", "message": "OOM"}
+    for body in ({"to": "running"}, {"to": "failed", "exitCode": 137, "failureInfo": failure}):
+        assert HTTP.post(_v1(api_server, job, "/w/transitions"), headers=h, json=body).status_code == 200
+    task = client.get_task(job, "w")
+    info = task.execution_info
+    assert task.state == "active" and info.retry_count == 1 and info.last_retry_time is not None
+    assert (info.start_time, info.exit_code, info.failure_info, info.result) == (None, None, None, None)
+
+    def ids(flt):
+        return [t.id for t in client.list_tasks(job, filter=flt)]
+
+    assert ids("executionInfo/exitCode eq 137") == [] and ids("executionInfo/exitCode ne 137") == ["w"]
+    assert ids("executionInfo/startTime ge 2000-01-01") == [] and ids("executionInfo/startTime ne 2000-01-01") == ["w"]
+    # The next attempt runs: startTime again (this attempt's); it fails for good: exitCode and failureInfo again.
+    for body in ({"to": "running"}, {"to": "failed", "exitCode": 1, "failureInfo": failure}):
+        assert HTTP.post(_v1(api_server, job, "/w/transitions"), headers=h, json=body).status_code == 200
+    info = client.get_task(job, "w").execution_info
+    assert info.start_time is not None and (info.exit_code, info.result) == (1, "failure")
+    assert info.failure_info.code == "Killed"
+    assert ids("executionInfo/exitCode eq 1") == ["w"] and ids("executionInfo/startTime ge 2000-01-01") == ["w"]
+    # Reactivated: active again, with nothing of the finished attempt.
+    client.reactivate_task(job, "w")
+    info = client.get_task(job, "w").execution_info
+    assert (info.start_time, info.end_time, info.exit_code, info.failure_info) == (None, None, None, None)
+
+
 def test_list_errors(api_server, client):
     job = api_server.unique()
     client.create_task(job, _task("x"))
