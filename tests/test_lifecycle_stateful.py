@@ -2,8 +2,8 @@
 plain reference model of the task lifecycle written here from the issue (not from ``eventstore.lifecycle``).
 
 Commands: bulk adds (with ids that repeat in another case, refused wholesale), transitions (legal and illegal, with
-exit codes), terminate, reactivate and record_condition; with and without an expected version; with request ids,
-including retries of committed requests and reuse of an id for other content.
+exit codes), runs of failures until one is final, terminate, reactivate and record_condition; with and without an
+expected version; with request ids, including retries of committed requests and reuse of an id for other content.
 
 After every step: each task's state, version, retryCount and requeueCount equal the model's; a refused command
 changed nothing (the log's head is where it was); stream versions have no gaps; positions only grow.
@@ -315,6 +315,21 @@ class LifecycleMachine(RuleBasedStateMachine):
                           lambda t: model_transition(t, to), call, to)
         if key in self.tasks and self.tasks[key].version != version_before:
             self._check_last_transition(name, before, exit_code)
+
+    @rule(added=added, case=cases, exit_code=exit_codes, stopping=st.booleans())
+    def fail_until_no_retries_are_left(self, added, case, exit_code, stopping):
+        """Run one task and fail it, again after each retry, until a failure is final (at most four times: retries
+        may be unlimited), now and then through stopping. Random single steps seldom get a task that far: without
+        this rule, runs hardly ever reached a final failure, a reactivation of one, or stopping."""
+        name = CASES[case](added)
+        for _ in range(4):
+            state = self.tasks[name.lower()].state
+            if state not in UNFINISHED:
+                return
+            steps = ["running"] if state in ("pending", "starting") else []
+            steps += ["stopping"] if stopping and state != "stopping" else []
+            for to in [*steps, "failed"]:
+                self._transition(name, to, exit_code if to == "failed" else None, "none", None)
 
     @rule(added=added, case=cases, how=expectations, request_id=request_ids)
     def terminate(self, added, case, how, request_id):

@@ -279,11 +279,13 @@ def test_every_page_of_every_sort_yields_each_matching_task_once_in_order(pstore
 
 @settings(max_examples=20, **SETTINGS)
 @given(
-    history=histories(max_tasks=10),
+    history=histories(min_tasks=3, max_tasks=10),
     sort=st.sampled_from(ALL_SORTS),
-    limit=st.integers(1, 3),
+    limit=st.integers(1, 2),
     budget=st.sampled_from([2, SCAN_BUDGET]),
-    arrivals=st.lists(st.tuples(st.lists(task_ids, max_size=3), st.integers(0, 2)), max_size=5),
+    # id prefixes of the tasks added in each of the first five gaps between pages, and microseconds on the clock
+    arrivals=st.lists(st.tuples(st.lists(st.text(ID_ALPHABET, max_size=4), min_size=1, max_size=3),
+                                st.integers(0, 2)), min_size=5, max_size=5),
     data=st.data(),
 )
 def test_tasks_added_between_pages_are_never_returned_twice_and_never_cause_a_skip(
@@ -308,12 +310,13 @@ def test_tasks_added_between_pages_are_never_returned_twice_and_never_cause_a_sk
                 break
             cursor = page.next_cursor
             if pending_arrivals:
-                new_ids, micros = pending_arrivals.pop(0)
-                known = {t.key for t in folded_scope(store, scope).values()}
-                fresh = list({i.lower(): i for i in new_ids if i.lower() not in known}.values())
+                gap = len(arrivals) - len(pending_arrivals)
+                prefixes, micros = pending_arrivals.pop(0)
+                # Always new tasks: each id ends in letters no earlier id has (not in ID_ALPHABET), unique to its
+                # gap and place, and sorts by its prefix among, before or after the tasks listed so far.
+                fresh = [f"{prefix}{'CDEFG'[gap]}{'xyz'[j]}" for j, prefix in enumerate(prefixes)]
                 clock.advance(microseconds=micros)
-                if fresh:
-                    store.add_tasks(scope, [{"id": i} for i in fresh])
+                store.add_tasks(scope, [{"id": i} for i in fresh])
             assert len(seen) < 100, "the walk does not end"
     finally:
         store.queries.scan_budget = SCAN_BUDGET
