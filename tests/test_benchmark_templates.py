@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import text
 
 from benchmarks import harness
-from tests.conftest import PG_URL, make_database, pg_unavailable
+from tests.conftest import PG_URL, REQUIRE_PG, make_database, pg_unavailable
 
 # What differs between two builds of one job: the moment each was built.
 _TIMES = {"created_at", "state_transition_time", "previous_state_transition_time", "last_modified", "scheduled_at",
@@ -76,6 +76,8 @@ def test_above_the_clone_bound_questions_use_the_postgresql_template_in_place(tm
     share it too (each with its own tag), a question that changes the job otherwise takes it over, and a reader or
     such a question that finds it written or taken gets a template built again."""
     if reason := pg_unavailable():
+        if REQUIRE_PG:
+            pytest.fail(f"TASKSTORE_REQUIRE_PG=1 but {reason}")
         pytest.skip(reason)
     monkeypatch.setattr(harness, "CLONE_UP_TO", 100)
     cfg = harness.default_config(quick=True, sizes=[150], pg_url=PG_URL, workdir=tmp_path / "w", smoke=True)

@@ -580,6 +580,20 @@ def test_sqlite_reads_in_a_transaction_see_one_snapshot_and_plain_connections_be
         log.engine.dispose()
 
 
+class _LockNotTriedBy:
+    """A lock that fails the test when one thread tries to take it (waiting for it would wait for itself)."""
+
+    def __init__(self, lock: Any, thread: int) -> None:
+        self.lock, self.thread = lock, thread
+
+    def acquire(self, *args: Any, **kwargs: Any) -> bool:
+        assert threading.get_ident() != self.thread, "a nested writer waited for the connection its thread holds"
+        return self.lock.acquire(*args, **kwargs)
+
+    def release(self) -> None:
+        self.lock.release()
+
+
 def test_sqlite_writers_of_one_process_take_turns_on_the_held_connection(tmp_path):
     """A writer of another thread waits for the log's held connection while a transaction is open on it, and gets
     it when that transaction ends; a nested transaction of the thread that holds it gets a connection of the pool
@@ -605,9 +619,13 @@ def test_sqlite_writers_of_one_process_take_turns_on_the_held_connection(tmp_pat
             assert again is first  # free again: the same held connection
             inside.set()
             assert not done.wait(0.3)  # the other writer waits
-            started = time.monotonic()
-            assert log._writer.acquire() is None  # nested, in this thread: no wait for the held connection
-            assert time.monotonic() - started < 1
+            # nested, in this thread: a pooled connection at once, without trying the held connection's lock
+            real = log._writer._lock
+            log._writer._lock = _LockNotTriedBy(real, threading.get_ident())
+            try:
+                assert log._writer.acquire() is None
+            finally:
+                log._writer._lock = real
         thread.join(10)
         assert done.is_set() and seen == [first]
         log.append(one)
@@ -728,18 +746,18 @@ def test_sqlite_a_forked_process_writes_on_its_own_connection(tmp_path):
 
         def child() -> None:
             log.engine.dispose(close=False)
-            started = time.monotonic()
+            log._writer.wait = 0  # a child that tried its parent's taken lock gives up at once, for a pooled connection
             log.append([StreamAppend(SCOPE, "child", [NewEvent("Noted", {})], Expect.ANY)])
-            if time.monotonic() - started > 5:
-                os._exit(4)  # it waited for the parent's lock
+            own = log._writer._conn
+            if own is None or own is held:
+                os._exit(4)  # it did not write on a held connection of its own: it tried the parent's lock
             with log.writing() as conn:
-                os._exit(0 if conn is not held else 3)
+                os._exit(0 if conn is own else 3)
 
         with log.writing() as held:
             pass
         # Forked while the parent's turn lock is taken (as by a thread of the parent between its statements; a fork
         # inside an open SQLite transaction is not safe at all): the child must not wait for that lock.
-        log._writer.wait = 10  # (a child that waited for it would give up after this, not after 30 s)
         log._writer._lock.acquire()
         try:
             proc = multiprocessing.get_context("fork").Process(target=child)
