@@ -80,7 +80,7 @@ def test_truncate_is_refused_on_postgresql(postgresql_database):
 
 
 def test_appends_still_work_after_a_refused_change(engine):
-    with pytest.raises(DBAPIError):
+    with pytest.raises(DBAPIError, match="append-only"):
         with engine.begin() as conn:
             conn.execute(text("DELETE FROM events"))
     log = EventLog(engine)

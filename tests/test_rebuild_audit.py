@@ -184,7 +184,7 @@ def test_an_interrupted_rebuild_resumes_from_its_checkpoint(store, monkeypatch):
         raise RuntimeError("the process died before the swap")
 
     monkeypatch.setattr(rebuild_module, "_swap", crash)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="the process died before the swap"):
         store.rebuild(batch_size=50)
     monkeypatch.undo()
     assert tables(store) == live  # nothing swapped
@@ -225,7 +225,7 @@ def test_rebuild_command_refuses_while_another_rebuild_holds_its_lease(store, ta
 
     with monkeypatch.context() as patch:
         patch.setattr(rebuild_module, "_swap", crash)
-        with pytest.raises(RuntimeError):
+        with pytest.raises(RuntimeError, match="the process died before the swap"):
             store.rebuild()
     code, out, err = taskstore_cli("rebuild")
     assert code == 2 and out == ""
